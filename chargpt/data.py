@@ -1,0 +1,283 @@
+"""Corpora (tiny shakespeare, files, a synthetic Markov chain), tokenizer, datasets, batches."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHAKESPEARE_FILE = "tinyshakespeare.txt"
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+SHAKESPEARE_URL = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
+DATA_DIR_ENV = "CHARGPT_DATA_DIR"
+NO_DOWNLOAD_ENV = "CHARGPT_NO_DOWNLOAD"  # set to 1 to never touch the network
+
+# The synthetic corpus: a seeded order-2 Markov chain over 8 letters. Its transition rows are
+# drawn from a sparse Dirichlet so the text is learnable yet not trivial; the entropy rate of
+# the chain is computed exactly from its stationary distribution (see SyntheticSpec).
+SYNTHETIC_ALPHABET = "abcdefgh"
+SYNTHETIC_ORDER = 2
+SYNTHETIC_LENGTH = 200_000
+SYNTHETIC_SEED = 0
+SYNTHETIC_CONCENTRATION = 0.3
+
+
+class CorpusError(ValueError):
+    """A corpus cannot be found or read; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """The per-user cache directory where downloaded corpora live."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "chargpt"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _download_shakespeare(dest: Path) -> None:
+    """Fetch tiny shakespeare into dest, keeping it only if its sha256 matches."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(SHAKESPEARE_URL, timeout=20) as response:
+        payload = response.read()
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != SHAKESPEARE_SHA256:
+        raise CorpusError(f"downloaded tiny shakespeare has sha256 {digest}, expected "
+                          f"{SHAKESPEARE_SHA256}; not saved")
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+        tmp.write(payload)
+    os.replace(tmp.name, dest)
+
+
+def shakespeare_path() -> Path:
+    """Locate tiny shakespeare: $CHARGPT_DATA_DIR, then the cache, then a verified download."""
+    candidates = []
+    if os.environ.get(DATA_DIR_ENV):
+        candidates.append(Path(os.environ[DATA_DIR_ENV]) / SHAKESPEARE_FILE)
+    cached = cache_dir() / SHAKESPEARE_FILE
+    candidates.append(cached)
+    for path in candidates:
+        if path.is_file():
+            digest = _sha256(path)
+            if digest != SHAKESPEARE_SHA256:
+                raise CorpusError(f"{path} has sha256 {digest}, expected {SHAKESPEARE_SHA256} "
+                                  "for tiny shakespeare; pass its path as the corpus to use it "
+                                  "anyway")
+            return path
+    where = " or ".join(str(p.parent) for p in candidates)
+    if os.environ.get(NO_DOWNLOAD_ENV) == "1":
+        raise CorpusError(f"tiny shakespeare not found: put {SHAKESPEARE_FILE} in {where} "
+                          f"(or set {DATA_DIR_ENV}); downloads are off ({NO_DOWNLOAD_ENV}=1)")
+    try:
+        _download_shakespeare(cached)
+    except (OSError, CorpusError) as exc:
+        raise CorpusError(f"tiny shakespeare not found and could not be downloaded ({exc}): "
+                          f"put {SHAKESPEARE_FILE} in {where} (or set {DATA_DIR_ENV})") from None
+    return cached
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """An order-k Markov chain over an alphabet with an exactly known entropy rate."""
+
+    alphabet: str
+    order: int
+    transitions: np.ndarray  # (len(alphabet) ** order, len(alphabet)), rows sum to 1
+
+    @property
+    def entropy_rate(self) -> float:
+        """Entropy rate in nats per character: sum over contexts of pi(c) * H(P(. | c))."""
+        pi = self.stationary()
+        p = self.transitions
+        row_entropy = -(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)).sum(axis=1)
+        return float(pi @ row_entropy)
+
+    def stationary(self) -> np.ndarray:
+        """Stationary distribution over contexts: the left eigenvector of the context chain."""
+        a = len(self.alphabet)
+        n = a ** self.order
+        chain = np.zeros((n, n))
+        for ctx in range(n):
+            # Appending symbol s to context ctx drops its oldest symbol.
+            chain[ctx, (ctx * a) % n + np.arange(a)] = self.transitions[ctx]
+        # Solve pi (chain - I) = 0 with sum(pi) = 1 as one least-squares system.
+        system = np.vstack([(chain - np.eye(n)).T, np.ones((1, n))])
+        rhs = np.zeros(n + 1)
+        rhs[-1] = 1.0
+        pi, *_ = np.linalg.lstsq(system, rhs, rcond=None)
+        return pi
+
+
+def synthetic_spec(seed: int = SYNTHETIC_SEED) -> SyntheticSpec:
+    """The synthetic chain's transition table, drawn from a seeded sparse Dirichlet."""
+    rng = np.random.default_rng(seed)
+    a = len(SYNTHETIC_ALPHABET)
+    probs = rng.dirichlet(np.full(a, SYNTHETIC_CONCENTRATION), size=a ** SYNTHETIC_ORDER)
+    probs = np.maximum(probs, 1e-6)  # keep the chain irreducible
+    return SyntheticSpec(SYNTHETIC_ALPHABET, SYNTHETIC_ORDER, probs / probs.sum(1, keepdims=True))
+
+
+@lru_cache(maxsize=4)
+def synthetic_text(length: int = SYNTHETIC_LENGTH, seed: int = SYNTHETIC_SEED) -> str:
+    """A deterministic sample of the synthetic chain, length characters long."""
+    spec = synthetic_spec(seed)
+    a = len(spec.alphabet)
+    n = a ** spec.order
+    cdf = np.cumsum(spec.transitions, axis=1)
+    uniforms = np.random.default_rng(seed + 1).random(length)
+    out = np.empty(length, dtype=np.int64)
+    ctx = 0
+    for i in range(length):
+        sym = min(int(np.searchsorted(cdf[ctx], uniforms[i], side="right")), a - 1)
+        out[i] = sym
+        ctx = (ctx * a) % n + sym
+    return "".join(np.array(list(spec.alphabet))[out])
+
+
+def load_corpus(corpus: str) -> str:
+    """Text of a corpus given by name (shakespeare, synthetic) or by the path of a UTF-8 file."""
+    if corpus == "shakespeare":
+        return shakespeare_path().read_text(encoding="utf-8")
+    if corpus == "synthetic":
+        return synthetic_text()
+    path = Path(corpus).expanduser()
+    if not path.is_file():
+        raise CorpusError(f"corpus {corpus!r} is neither a known name (shakespeare, synthetic) "
+                          "nor an existing file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"corpus file {path} is not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start})") from None
+    if len(text) < 2:
+        raise CorpusError(f"corpus file {path} holds fewer than 2 characters")
+    return text
+
+
+class CharTokenizer:
+    """Maps each distinct character of a corpus to an integer id, in sorted order."""
+
+    def __init__(self, chars: str | list[str]) -> None:
+        self.chars: list[str] = sorted(set(chars))
+        if not self.chars:
+            raise ValueError("a tokenizer needs at least one character")
+        self.stoi = {ch: i for i, ch in enumerate(self.chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        return cls(text)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[ch] for ch in text]
+        except KeyError as exc:
+            ch = exc.args[0]
+            raise ValueError(f"character {ch!r} (U+{ord(ch):04X}) at position {text.index(ch)} "
+                             f"is not in the vocabulary of {self.vocab_size} characters") from None
+
+    def decode(self, ids: list[int] | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return "".join(self.chars[i] for i in ids)
+
+
+def encode_corpus(text: str, tokenizer: CharTokenizer) -> torch.Tensor:
+    """The whole corpus as a 1-D int64 tensor of token ids (vectorised, not per character)."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    lookup = np.full(max(ord(c) for c in tokenizer.chars) + 1, -1, dtype=np.int64)
+    lookup[[ord(c) for c in tokenizer.chars]] = np.arange(tokenizer.vocab_size)
+    if codes.max() >= len(lookup) or (lookup[codes] < 0).any():
+        tokenizer.encode(text)  # raises with the offending character and position
+    return torch.from_numpy(lookup[codes].copy())
+
+
+def split_ids(ids: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contiguous split: the first (1 - val_fraction) is train, the rest validation."""
+    n_train = int(len(ids) * (1.0 - val_fraction))
+    return ids[:n_train], ids[n_train:]
+
+
+class CharDataset(torch.utils.data.Dataset):
+    """Item i is (x, y): block_size tokens from position i, and the same shifted by one."""
+
+    def __init__(self, ids: torch.Tensor, block_size: int) -> None:
+        if len(ids) <= block_size:
+            raise ValueError(f"a split of {len(ids)} tokens is too short for block_size "
+                             f"{block_size}")
+        self.ids = ids
+        self.block_size = block_size
+
+    def __len__(self) -> int:
+        return len(self.ids) - self.block_size
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        chunk = self.ids[i : i + self.block_size + 1]
+        return chunk[:-1], chunk[1:]
+
+
+class BatchSampler:
+    """Random training batches in one vectorised gather per batch, from a seeded generator."""
+
+    def __init__(self, ids: torch.Tensor, block_size: int, batch_size: int, seed: int,
+                 device: torch.device | str = "cpu") -> None:
+        if len(ids) <= block_size:
+            raise ValueError(f"a split of {len(ids)} tokens is too short for block_size "
+                             f"{block_size}")
+        self.ids = ids
+        self.batch_size = batch_size
+        self.n_starts = len(ids) - block_size
+        self.offsets = torch.arange(block_size + 1)  # (T+1,)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = torch.device(device)
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(self.n_starts, (self.batch_size, 1), generator=self.generator)
+        chunk = self.ids[starts + self.offsets]  # (B, T+1), one gather
+        x, y = chunk[:, :-1], chunk[:, 1:]
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True), \
+                y.pin_memory().to(self.device, non_blocking=True)
+        if self.device.type != "cpu":
+            return x.to(self.device), y.to(self.device)
+        return x, y
+
+
+def entropy_nats(counts: np.ndarray) -> float:
+    """Entropy in nats of the distribution proportional to counts."""
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def reference_losses(train: np.ndarray, val: np.ndarray, vocab_size: int) -> dict[str, float]:
+    """Baseline losses in nats per character that a model should beat.
+
+    uniform: ln V. unigram: entropy of the train split's character frequencies, and its
+    cross-entropy on val. bigram: a train-split bigram model (add-one smoothing) scored on val,
+    i.e. its conditional entropy measured on held-out text.
+    """
+    v = vocab_size
+    uni = np.bincount(train, minlength=v).astype(np.float64)
+    uni_p = (uni + 1) / (uni.sum() + v)
+    pairs = np.bincount(train[:-1] * v + train[1:], minlength=v * v).reshape(v, v) + 1.0
+    cond = pairs / pairs.sum(axis=1, keepdims=True)
+    return {
+        "uniform": math.log(v),
+        "unigram_train_entropy": entropy_nats(uni),
+        "unigram_val": float(-np.log(uni_p[val]).mean()),
+        "bigram_val": float(-np.log(cond[val[:-1], val[1:]]).mean()),
+    }

@@ -1,0 +1,1 @@
+"""Study files to runs to crash-safe results on disk."""
