@@ -1,0 +1,78 @@
+"""Profile the training step of a recipe with torch.profiler: where does a step's time go?
+
+    python bench/profile_step.py [studies/recipes/nanogpt_cpu_baby.yaml] [--steps 50]
+
+Prints the top operators by self CPU time over `--steps` steps (after warm-up), using the
+same step code as chargpt.train (sampler, forward, backward, clip, fused AdamW).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from chargpt.config import RunConfig
+from chargpt.data import BatchSampler, CharTokenizer, encode_corpus, load_corpus, split_ids
+from chargpt.model import GPT
+from chargpt.train import make_optimizer
+
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", nargs="?", default=str(DEFAULT_RECIPE))
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rows", type=int, default=15)
+    parser.add_argument("--attn-impl", choices=["manual", "sdpa"], default=None)
+    args = parser.parse_args(argv)
+    base = yaml.safe_load(Path(args.recipe).read_text())["base"]
+    if args.attn_impl:
+        base["model"]["attn_impl"] = args.attn_impl
+    run = RunConfig.from_dict(base)
+    if run.train.threads:
+        torch.set_num_threads(run.train.threads)
+    text = load_corpus(run.data.corpus)
+    tok = CharTokenizer.from_text(text)
+    train_ids, _ = split_ids(encode_corpus(text, tok), run.data.val_fraction)
+    model = GPT(run.model.__class__(**{**run.model.to_dict(), "vocab_size": tok.vocab_size}))
+    opt = make_optimizer(model, run.optim, torch.device("cpu"))
+    sampler = BatchSampler(train_ids, run.model.block_size, run.train.batch_size, seed=0)
+
+    def step() -> None:
+        with record_function("sample_batch"):
+            x, y = sampler()
+        with record_function("forward"):
+            _, loss = model(x, y)
+        with record_function("backward"):
+            loss.backward()
+        with record_function("clip_grad"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), run.optim.grad_clip, foreach=True)
+        with record_function("adamw_step"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    for _ in range(20):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    plain = (time.perf_counter() - t0) / args.steps
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.steps):
+            step()
+    print(f"{run.model.attn_impl} attention, threads={torch.get_num_threads()}: "
+          f"{plain * 1e3:.2f} ms/step unprofiled, "
+          f"{run.train.batch_size * run.model.block_size / plain:,.0f} tokens/s")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

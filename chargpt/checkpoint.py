@@ -1,0 +1,63 @@
+"""Checkpoints: model weights + run config + vocabulary, loadable with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from chargpt.config import ConfigError, RunConfig
+from chargpt.data import CharTokenizer
+from chargpt.model import GPT
+
+FORMAT = "chargpt-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not a chargpt checkpoint."""
+
+
+def save_checkpoint(path: Path, model: GPT, run: RunConfig, tokenizer: CharTokenizer,
+                    step: int, val_loss: float | None) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves half a checkpoint."""
+    # Only plain containers, numbers, strings and tensors: loadable with weights_only=True.
+    payload = {
+        "format": FORMAT,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": run.to_dict(),
+        "model_config": model.config.to_dict(),
+        "vocab": list(tokenizer.chars),
+        "step": step,
+        "val_loss": val_loss,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[GPT, CharTokenizer, RunConfig, dict[str, Any]]:
+    """Model (in eval mode), tokenizer, run config and the raw payload of a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({first})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a chargpt checkpoint (no format {FORMAT!r})")
+    try:
+        run = RunConfig.from_dict(payload["config"])
+        model_config = type(run.model).from_dict(payload["model_config"])
+        tokenizer = CharTokenizer(payload["vocab"])
+        model = GPT(model_config)
+        model.load_state_dict(payload["model"])
+    except (KeyError, ConfigError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged checkpoint ({exc})") from None
+    model.to(device).eval()
+    return model, tokenizer, run, payload

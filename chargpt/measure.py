@@ -1,0 +1,214 @@
+"""Honest measurements: devices, synchronised clocks, peak memory, a measured FLOP/s peak, MFU."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PROBE_VERSION = 1  # bump when the probe changes, so cached figures are re-measured
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for a config value: auto picks cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device: cuda was asked for but torch.cuda.is_available() is False")
+    if name == "mps" and not (getattr(torch.backends, "mps", None)
+                              and torch.backends.mps.is_available()):
+        raise ValueError("train.device: mps was asked for but is not available")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so a clock read after this covers the work before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def peak_gpu_mb(device: torch.device) -> float | None:
+    """torch.cuda.max_memory_allocated in MiB on CUDA, None elsewhere."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, as the OS reports it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """The project's git commit (with -dirty when the tree has changes), if it is a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty.strip() else "")
+
+
+def hardware_name(device: torch.device) -> str:
+    """One short string naming the processor a run used."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
+def fingerprint(device: torch.device | None = None) -> dict[str, Any]:
+    """Hardware and software description of this machine for env.json and results."""
+    import numpy
+
+    info: dict[str, Any] = {
+        "cpu_model": cpu_model(),
+        "cpu_logical_cores": os.cpu_count(),
+        "cpu_physical_cores": _physical_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda": torch.version.cuda,
+        "git_commit": git_commit(),
+        "gpus": [],
+    }
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            info["gpus"].append({"name": props.name, "memory_mb": props.total_memory / 2**20})
+    if device is not None:
+        info["device"] = device.type
+    return info
+
+
+def _physical_cores() -> int | None:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False)
+    except ImportError:  # psutil is a dependency; tolerate its absence in odd environments
+        return None
+
+
+def _probe_key(device: torch.device, dtype: torch.dtype) -> str:
+    hw = hardware_name(device)
+    return f"v{PROBE_VERSION}|{hw}|{device.type}|{dtype}|threads={torch.get_num_threads()}|" \
+           f"torch={torch.__version__}"
+
+
+def _probe_cache() -> Path:
+    from chargpt.data import cache_dir
+
+    return cache_dir() / "peak_flops.json"
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
+                       seconds: float = 0.5, use_cache: bool = True) -> float:
+    """Best matmul FLOP/s of this device, dtype and thread count, measured (cached per machine).
+
+    Square matmuls of a few sizes are timed for about `seconds` each; the best rate is the
+    peak that MFU is reported against. Never a datasheet constant.
+    """
+    key = _probe_key(device, dtype)
+    cache = _probe_cache()
+    if use_cache:
+        try:
+            cached = json.loads(cache.read_text())
+            if key in cached:
+                return float(cached[key])
+        except (OSError, ValueError):
+            pass
+    sizes = (512, 1024, 2048) if device.type == "cpu" else (2048, 4096, 8192)
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        a @ b  # warm-up: allocations, kernel selection
+        synchronize(device)
+        reps, elapsed = 0, 0.0
+        start = time.perf_counter()
+        while elapsed < seconds / len(sizes) or reps < 2:
+            t0 = time.perf_counter()
+            a @ b
+            synchronize(device)
+            dt = time.perf_counter() - t0
+            best = max(best, 2 * n**3 / dt)
+            reps += 1
+            elapsed = time.perf_counter() - start
+    if use_cache:
+        try:
+            cached = json.loads(cache.read_text()) if cache.exists() else {}
+        except (OSError, ValueError):
+            cached = {}
+        cached[key] = best
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached, indent=1))
+            os.replace(tmp, cache)
+        except OSError as exc:  # a read-only home should not fail a run; say so
+            log.warning("could not cache the FLOP/s probe in %s: %s", cache, exc)
+    return best
+
+
+class Stopwatch:
+    """Accumulates seconds over intervals, synchronising the device before each clock read."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.total = 0.0
+        self._start: float | None = None
+
+    def start(self) -> None:
+        synchronize(self.device)
+        self._start = time.perf_counter()
+
+    def stop(self) -> float:
+        """End the interval; returns the running total in seconds."""
+        if self._start is None:
+            raise RuntimeError("Stopwatch.stop() without start()")
+        synchronize(self.device)
+        self.total += time.perf_counter() - self._start
+        self._start = None
+        return self.total
+
+    def elapsed(self) -> float:
+        """Total including a running interval (synchronises)."""
+        if self._start is None:
+            return self.total
+        synchronize(self.device)
+        return self.total + time.perf_counter() - self._start
