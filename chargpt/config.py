@@ -156,7 +156,7 @@ class OptimConfig(_Section):
 
     SECTION: ClassVar[str] = "optim"
     lr: float = 1e-3
-    min_lr: float = 1e-4
+    min_lr: float | None = None  # None: lr / 10, so an lr sweep needs no min_lr per point
     warmup_steps: int = 100
     schedule: str = "cosine"
     weight_decay: float = 0.1
@@ -164,9 +164,15 @@ class OptimConfig(_Section):
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
 
+    @property
+    def final_lr(self) -> float:
+        """Where the cosine schedule ends: min_lr, or lr / 10 when min_lr is unset."""
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
     def __post_init__(self) -> None:
         self._check(math.isfinite(self.lr) and self.lr > 0, "lr", "must be a positive number")
-        self._check(0 <= self.min_lr <= self.lr, "min_lr", f"must be in [0, lr={self.lr}]")
+        if self.min_lr is not None:
+            self._check(0 <= self.min_lr <= self.lr, "min_lr", f"must be in [0, lr={self.lr}]")
         self._check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         self._check(self.schedule in SCHEDULES, "schedule", f"must be one of {SCHEDULES}")
         self._check(self.weight_decay >= 0, "weight_decay", "must be >= 0")

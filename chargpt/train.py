@@ -16,7 +16,7 @@ import torch
 
 from chargpt import measure
 from chargpt.checkpoint import save_checkpoint
-from chargpt.config import Budget, OptimConfig, RunConfig
+from chargpt.config import Budget, OptimConfig, RunConfig, SampleConfig
 from chargpt.data import BatchSampler, CharTokenizer, encode_corpus, load_corpus, split_ids
 from chargpt.model import GPT, count_params
 
@@ -117,7 +117,7 @@ def learning_rate(optim: OptimConfig, step: int, progress: float) -> float:
     if optim.schedule == "constant":
         return optim.lr
     p = min(max(progress, 0.0), 1.0)
-    return optim.min_lr + 0.5 * (1.0 + math.cos(math.pi * p)) * (optim.lr - optim.min_lr)
+    return optim.final_lr + 0.5 * (1.0 + math.cos(math.pi * p)) * (optim.lr - optim.final_lr)
 
 
 def make_optimizer(model: GPT, optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
@@ -153,6 +153,18 @@ def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
         losses.append(loss.float())
     model.train()
     return torch.stack(losses).mean().item()
+
+
+def write_samples(path: Path, model: GPT, tokenizer: CharTokenizer, cfg: SampleConfig) -> None:
+    """samples.csv: one row per (temperature, prompt), written atomically."""
+    from chargpt.sample import sample_grid
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["temperature", "prompt", "text"])
+        writer.writeheader()
+        writer.writerows(sample_grid(model, tokenizer, cfg))
+    tmp.replace(path)
 
 
 def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = None,
@@ -262,6 +274,8 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
 
     if out_dir is not None and run.train.save_checkpoint:
         save_checkpoint(out_dir / "ckpt.pt", model, run, tokenizer, step, last["val_loss"])
+    if out_dir is not None and run.sample is not None and status == "ok":
+        write_samples(out_dir / "samples.csv", model, tokenizer, run.sample)
     peak_rss = measure.peak_rss_mb()  # before the FLOP/s probe, which allocates its own
     peak = measure.measure_peak_flops(device, torch.bfloat16 if run.train.dtype == "bfloat16"
                                       else torch.float32)

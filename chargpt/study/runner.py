@@ -1,0 +1,230 @@
+"""Run a study: plan, skip what is done, execute each run in a worker, record, report progress."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chargpt.study import spec
+from chargpt.study.executors import WorkerProcess, failure
+from chargpt.study.progress import LogReporter
+from chargpt.study.store import FAILED, FINISHED, StudyStore, base_record, csv_text, \
+    write_atomic, write_json
+
+log = logging.getLogger("chargpt.study")
+
+
+class InputError(ValueError):
+    """Bad input found before anything is written (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line asked for."""
+
+    out: Path = Path("results")
+    dry_run: bool = False
+    only: tuple[str, ...] = ()
+    fresh: bool = False
+    retry_failed: bool = False
+    jobs: int = 1
+    timeout_s: float | None = None
+    quiet: bool = False
+
+
+def corpus_facts(corpus: str, val_fraction: float) -> dict[str, Any]:
+    """Size, vocabulary and reference losses of a corpus (for corpus.json and the plan)."""
+    from chargpt.data import CharTokenizer, encode_corpus, load_corpus, reference_losses, \
+        split_ids
+
+    text = load_corpus(corpus)
+    tok = CharTokenizer.from_text(text)
+    train, val = split_ids(encode_corpus(text, tok), val_fraction)
+    return {"n_chars": len(text), "vocab_size": tok.vocab_size, "train_tokens": len(train),
+            "val_tokens": len(val), "val_fraction": val_fraction,
+            "reference_losses": reference_losses(train.numpy(), val.numpy(), tok.vocab_size)}
+
+
+def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun], dict[str, Any]]:
+    """Everything that can be wrong before a run starts; raises InputError (nothing written)."""
+    from chargpt.data import CorpusError
+    from chargpt.measure import resolve_device
+
+    source = str(study.path or study.name)
+    if opts.jobs < 1:
+        raise InputError(f"--jobs must be >= 1, got {opts.jobs}")
+    if opts.timeout_s is not None and opts.timeout_s <= 0:
+        raise InputError(f"--timeout must be > 0 seconds, got {opts.timeout_s:g}")
+    runs = list(study.runs)
+    if opts.only:
+        wanted = set(opts.only)
+        runs = [r for r in runs if r.run_id in wanted or r.label in wanted]
+        known = {r.run_id for r in study.runs} | {r.label for r in study.runs}
+        missing = sorted(wanted - known)
+        if missing:
+            labels = ", ".join(sorted({r.label for r in study.runs}))
+            raise InputError(f"{source}: --only {missing[0]}: no run with that run_id or label "
+                             f"(labels: {labels})")
+    corpora: dict[str, Any] = {}
+    for run in runs:
+        key = run.config.data.corpus
+        if key in corpora:
+            continue
+        try:
+            corpora[key] = corpus_facts(key, run.config.data.val_fraction)
+        except CorpusError as exc:
+            raise InputError(f"{source}: data.corpus: {exc}") from None
+        vocab = run.config.model.vocab_size
+        if vocab is not None and vocab != corpora[key]["vocab_size"]:
+            raise InputError(f"{source}: model.vocab_size: {vocab} does not match corpus "
+                             f"{key!r} ({corpora[key]['vocab_size']} characters)")
+    for device in sorted({r.config.train.device for r in runs}):
+        try:
+            resolve_device(device)
+        except ValueError as exc:
+            raise InputError(f"{source}: {exc}") from None
+    return runs, corpora
+
+
+def plan_table(study: spec.Study, runs: list[spec.PlannedRun], vocab: dict[str, int],
+               store: StudyStore | None) -> str:
+    """The expanded plan as an aligned text table (for --dry-run)."""
+    from chargpt.model import count_params
+
+    header = ["run_id", "label", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "lr",
+              "params", "FLOPs/token", "budget", "status"]
+    rows = [header]
+    for r in runs:
+        m, t = r.config.model, r.config.train
+        counts = count_params(m.__class__(**{**m.to_dict(),
+                                             "vocab_size": vocab[r.config.data.corpus]}))
+        status = (store.status(r.run_id) if store else None) or "todo"
+        rows.append([r.run_id, r.label, m.n_layer, m.n_head, m.n_embd, m.block_size,
+                     t.batch_size, f"{r.config.optim.lr:g}", f"{counts['n_params']:,}",
+                     f"{counts['flops_per_token']:.3g}", spec.budget_str(r.config.budget),
+                     status])
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | None = None) -> int:
+    """Run (or resume) a study. Returns 0 when every planned run finished ok or diverged,
+    1 when some failed; raises spec.StudyError / InputError for bad input (nothing written)."""
+    study = spec.load_study(study_path)
+    runs, corpora = check_inputs(study, opts)
+    vocab = {name: facts["vocab_size"] for name, facts in corpora.items()}
+    root = opts.out / study.name
+    store = StudyStore(root)
+    if opts.dry_run:
+        print(plan_table(study, runs, vocab, store if root.exists() else None))
+        for where, reason in study.skipped:
+            print(f"skipped (invalid): {where}: {reason}")
+        return 0
+
+    reporter = reporter or LogReporter()
+    store.lock()
+    try:
+        if opts.fresh and root.exists():
+            for child in root.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        _describe_study(study, store, corpora)
+        return _execute(study, runs, store, opts, reporter)
+    finally:
+        reporter.close()
+        store.unlock()
+
+
+def _describe_study(study: spec.Study, store: StudyStore, corpora: dict[str, Any]) -> None:
+    """study.yaml, plan.csv, env.json and corpus.json, each written atomically."""
+    from chargpt import measure
+
+    import torch
+
+    if study.path is not None:
+        write_atomic(store.root / "study.yaml", study.path.read_text(encoding="utf-8"))
+    plan = spec.plan_rows(study, next(iter(corpora.values()))["vocab_size"] if len(corpora) == 1
+                          else None)
+    write_atomic(store.root / "plan.csv", csv_text(plan, ["run_id", "label"]))
+    device = measure.resolve_device(study.runs[0].config.train.device)
+    env = measure.fingerprint(device)
+    env["peak_flops_float32"] = measure.measure_peak_flops(device, torch.float32)
+    if device.type == "cuda":
+        env["peak_flops_bfloat16"] = measure.measure_peak_flops(device, torch.bfloat16)
+    write_json(store.root / "env.json", env)
+    write_json(store.root / "corpus.json", corpora)
+
+
+def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, opts: Options,
+             reporter: LogReporter) -> int:
+    order = [r.run_id for r in study.runs]
+    todo = []
+    for r in runs:
+        status = store.status(r.run_id)
+        if status in FINISHED or (status in FAILED and not opts.retry_failed):
+            continue
+        todo.append(r)
+    reporter.start(len(runs), len(runs) - len(todo))
+    if any(store.status(r.run_id) in FAILED for r in runs) and not opts.retry_failed:
+        log.info("failed runs are kept as they are; --retry-failed runs them again")
+    threads = max(1, (os.cpu_count() or 1) // opts.jobs) if opts.jobs > 1 else None
+    events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+    active: dict[str, tuple[spec.PlannedRun, WorkerProcess]] = {}
+    pending = list(todo)
+    try:
+        while pending or active:
+            while pending and len(active) < opts.jobs:
+                r = pending.pop(0)
+                run_dir = store.prepare_run_dir(r.run_id, r.config.to_dict())
+                active[r.run_id] = (r, WorkerProcess(r.run_id, r.label, run_dir, threads,
+                                                     opts.timeout_s, events))
+                reporter.run_started(r.run_id, r.label)
+            _drain(events, active, reporter, wait_s=0.2)
+            for run_id, (r, worker) in list(active.items()):
+                code = worker.poll()
+                if code is None:
+                    continue
+                _drain(events, active, reporter, wait_s=0.0)
+                record = store.result(run_id)
+                if record is None:
+                    status, error = failure(code, worker.killed_for_timeout, opts.timeout_s)
+                    record = base_record(run_id, r.label, r.config.to_flat_dict())
+                    record.update(status=status, stop_reason=status, error=error,
+                                  wall_s=worker.elapsed())
+                    store.write_result(run_id, record)
+                del active[run_id]
+                store.rebuild_csvs(order)
+                reporter.run_finished(run_id, r.label, record)
+    except KeyboardInterrupt:
+        for _, worker in active.values():
+            worker.stop()
+        store.rebuild_csvs(order)
+        log.warning("interrupted: finished runs are kept; run the same command to resume "
+                    "(%d in flight will start again)", len(active))
+        return 130
+    store.rebuild_csvs(order)
+    statuses = [store.status(r.run_id) for r in runs]
+    bad = sum(s not in FINISHED for s in statuses)
+    log.info("study %s: %d runs, %d ok, %d diverged, %d failed; results in %s", study.name,
+             len(runs), statuses.count("ok"), statuses.count("diverged"), bad, store.root)
+    return 1 if bad else 0
+
+
+def _drain(events: queue.Queue[tuple[str, dict[str, Any]]],
+           active: dict[str, tuple[spec.PlannedRun, WorkerProcess]], reporter: LogReporter,
+           wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            run_id, info = events.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return
+        if run_id in active:
+            reporter.progress(run_id, active[run_id][0].label, info)

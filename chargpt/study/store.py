@@ -1,0 +1,163 @@
+"""The results directory of a study: run records, atomic CSV rebuilds, and the study lock."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+FINISHED = ("ok", "diverged")  # a run with one of these statuses is done and never re-run
+FAILED = ("oom", "error", "timeout")  # re-run only when asked (--retry-failed)
+
+RESULT_COLUMNS = [
+    "run_id", "label", "status", "stop_reason",
+    "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout", "bias", "tie_weights",
+    "attn_impl", "batch_size", "eval_interval", "eval_iters", "seed", "dtype", "compile",
+    "threads", "lr", "min_lr", "warmup_steps", "schedule", "weight_decay", "beta1", "beta2",
+    "grad_clip", "max_steps", "max_tokens", "max_flops", "max_seconds", "corpus",
+    "val_fraction", "n_params", "n_params_non_embedding", "flops_per_token", "steps", "tokens",
+    "train_flops", "train_s", "eval_s", "wall_s", "tokens_per_s", "peak_rss_mb", "peak_gpu_mb",
+    "peak_flops", "mfu", "final_train_loss", "final_val_loss", "best_val_loss", "best_step",
+    "device", "hardware", "error",
+]
+CURVE_COLUMNS = ["run_id", "label", "step", "tokens", "flops", "train_s", "lr", "train_loss",
+                 "val_loss", "tokens_per_s"]
+
+
+def base_record(run_id: str, label: str, flat_config: dict[str, Any]) -> dict[str, Any]:
+    """The config part of a runs.csv row; measurements are added when (if) they exist."""
+    record: dict[str, Any] = {"run_id": run_id, "label": label, "status": "", "stop_reason": ""}
+    record.update(flat_config)
+    record.pop("device", None)  # the config's "auto" is not a device; the run fills it in
+    record.update(error="")
+    return record
+
+
+class StudyLocked(RuntimeError):
+    """Another runner holds the study directory."""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to a temp file beside path, fsync it, then rename over path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def csv_text(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
+    """CSV text with the given columns first and any extra keys after them, in order seen."""
+    rows = list(rows)
+    extra: list[str] = []
+    for row in rows:
+        extra += [k for k in row if k not in columns and k not in extra]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns + extra, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return out.getvalue()
+
+
+class StudyStore:
+    """Reads and writes results/<study>/ following the documented layout."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.runs_dir = root / "runs"
+        self._lock_file: Any = None
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    # ----- lock ------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the study's lock; the kernel drops it when this process dies, however."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        f = open(self.root / ".lock", "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise StudyLocked(f"{self.root}: another runner (pid {holder}) is working on this "
+                              "study; wait for it or stop it first") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock_file = f
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    # ----- records ---------------------------------------------------------------------
+    def result(self, run_id: str) -> dict[str, Any] | None:
+        """A run's result.json, or None if the run never finished (missing or unreadable)."""
+        path = self.run_dir(run_id) / "result.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def status(self, run_id: str) -> str | None:
+        record = self.result(run_id)
+        return None if record is None else record.get("status")
+
+    def prepare_run_dir(self, run_id: str, config: dict[str, Any]) -> Path:
+        """A clean directory for a run that is about to start (leftovers of a killed try go)."""
+        d = self.run_dir(run_id)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        write_json(d / "config.json", config)
+        return d
+
+    def write_result(self, run_id: str, record: dict[str, Any]) -> None:
+        """result.json is written last: its presence means the run's record is complete."""
+        write_json(self.run_dir(run_id) / "result.json", record)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every complete run record, in run_id order."""
+        if not self.runs_dir.is_dir():
+            return []
+        out = []
+        for d in sorted(self.runs_dir.iterdir()):
+            record = self.result(d.name)
+            if record is not None:
+                out.append(record)
+        return out
+
+    def rebuild_csvs(self, order: list[str] | None = None) -> None:
+        """Rebuild runs.csv and curves.csv from the run records, each atomically."""
+        records = self.records()
+        if order:  # plan order reads better than hash order
+            rank = {rid: i for i, rid in enumerate(order)}
+            records.sort(key=lambda r: rank.get(r["run_id"], len(rank)))
+        write_atomic(self.root / "runs.csv", csv_text(records, RESULT_COLUMNS))
+        curves: list[dict[str, Any]] = []
+        for record in records:
+            path = self.run_dir(record["run_id"]) / "curve.csv"
+            if not path.is_file():
+                continue
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    curves.append({"run_id": record["run_id"], "label": record.get("label", ""),
+                                   **row})
+        write_atomic(self.root / "curves.csv", csv_text(curves, CURVE_COLUMNS))

@@ -1,0 +1,72 @@
+"""One run in a fresh process: `python -m chargpt.study.worker RUN_DIR --label L [--threads N]`.
+
+Reads RUN_DIR/config.json, trains, writes curve.csv (and checkpoint, samples), and writes
+result.json last. Progress goes to stdout as one JSON object per line for the runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from chargpt.study.store import StudyStore, base_record
+
+
+def _progress(info: dict[str, Any]) -> None:
+    if os.getppid() == 1:  # the runner is gone (killed): stop rather than train for nobody
+        raise SystemExit(3)
+    print(json.dumps(info), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chargpt.study.worker")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--label", default="")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    from chargpt.config import RunConfig
+    from chargpt.train import CSVSink, train
+
+    run_dir: Path = args.run_dir
+    store = StudyStore(run_dir.parent.parent)
+    run = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    record = base_record(run.run_id(), args.label, run.to_flat_dict())
+    if args.threads and run.train.threads is None:
+        torch.set_num_threads(args.threads)
+    sink = CSVSink(run_dir / "curve.csv")
+    try:
+        result = train(run, sinks=[sink], out_dir=run_dir, progress=_progress)
+        record.update(result.to_dict())
+    except KeyboardInterrupt:
+        return 130  # interrupted: no record, so a resumed study runs it again
+    except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
+        traceback.print_exc()
+        record.update(status="oom", stop_reason="oom", error=_one_line(exc))
+    except Exception as exc:  # any failure of the run is recorded as that run's status
+        traceback.print_exc()
+        record.update(status="error", stop_reason=type(exc).__name__, error=_one_line(exc))
+    finally:
+        sink.close()
+    record["threads"] = torch.get_num_threads()
+    store.write_result(run.run_id(), record)
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
