@@ -201,9 +201,10 @@ def count_params(config: ModelConfig) -> dict[str, float]:
     """Parameter and FLOP counts from the config alone (no model needed), by formula.
 
     flops_per_token = 6N + 12 * n_layer * n_embd * block_size, with N the parameters that do
-    matmul work per token: everything but the position embedding (with tied weights the token
-    embedding is the LM head and does). The 12LCT term is attention's QK^T and AV, forward and
-    backward, not halved for the causal mask. flops_per_token_6n is the plain 6N.
+    matmul work per token: everything but the embedding lookups (with tied weights the token
+    embedding matrix is also the LM head and does count). The 12LCT term is attention's QK^T
+    and AV, forward and backward, not halved for the causal mask. flops_per_token_6n is the
+    plain 6N.
     """
     if config.vocab_size is None:
         raise ValueError("count_params needs model.vocab_size")
@@ -216,7 +217,8 @@ def count_params(config: ModelConfig) -> dict[str, float]:
     wte, wpe = v * c, t * c
     head = 0 if config.tie_weights else v * c
     total = wte + wpe + L * per_layer + ln + head
-    n_flops = total - wpe
+    # Embedding lookups do no matmul work: drop wpe, and wte too unless it is the tied head.
+    n_flops = total - wpe - (wte if not config.tie_weights else 0)
     return {
         "n_params": total,
         "n_params_non_embedding": total - wte - wpe,

@@ -1,0 +1,46 @@
+"""Shared fixtures: a small structured text, a file holding it, single-threaded torch."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+WORDS = ("the", "king", "and", "queen", "of", "rome", "shall", "speak", "to", "thee", "now",
+         "my", "lord", "good", "night", "sweet", "prince")
+
+
+def make_text(n_lines: int = 200, seed: int = 0) -> str:
+    """Seeded lines of words with capitals and punctuation (structured, so bigrams help)."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 9))]
+        lines.append(" ".join(words).capitalize() + rng.choice(".,!?"))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="session")
+def small_text() -> str:
+    """About 6,000 characters of generated English-like text, the same on every run."""
+    return make_text()
+
+
+@pytest.fixture
+def text_file(tmp_path: Path, small_text: str) -> Path:
+    """small_text written as a UTF-8 file in a fresh temporary directory."""
+    path = tmp_path / "small.txt"
+    path.write_text(small_text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: tiny models on a shared 2-core machine slow down with more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
