@@ -1,0 +1,238 @@
+"""Training loop: budgets, schedule, determinism, convergence, divergence, checkpoints, metrics."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from chargpt.checkpoint import CheckpointError, load_checkpoint
+from chargpt.config import Budget, ConfigError, OptimConfig, RunConfig
+from chargpt.data import SYNTHETIC_SEED, synthetic_spec
+from chargpt.train import budget_steps, learning_rate, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_run(corpus: str, **sections: Any) -> RunConfig:
+    """A very small run; sections override the defaults section by section."""
+    base: dict[str, Any] = {
+        "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8},
+        "optim": {"lr": 3e-3, "warmup_steps": 2},
+        "train": {"batch_size": 8, "eval_interval": 10, "eval_iters": 2, "device": "cpu",
+                  "threads": 1, "save_checkpoint": False},
+        "budget": {"max_steps": 20},
+        "data": {"corpus": corpus},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values} if name != "budget" else values
+    return RunConfig.from_dict(base)
+
+
+@pytest.fixture
+def corpus(text_file: Path) -> str:
+    return str(text_file)
+
+
+def read_curve(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ----- budgets -----------------------------------------------------------------------------
+def test_max_steps_budget(corpus: str) -> None:
+    rows: list[dict[str, Any]] = []
+    result = train(tiny_run(corpus, budget={"max_steps": 15}), sinks=[rows.append])
+    assert (result.status, result.stop_reason, result.steps) == ("ok", "max_steps", 15)
+    assert result.tokens == 15 * 8 * 8
+    # evaluations at step 0, every eval_interval, and at the end
+    assert [r["step"] for r in rows] == [0, 10, 15]
+
+
+def test_max_tokens_budget_converts_to_whole_steps(corpus: str) -> None:
+    result = train(tiny_run(corpus, budget={"max_tokens": 1000}))  # 64 tokens per step
+    assert (result.stop_reason, result.steps) == ("max_tokens", 1000 // 64)
+    assert result.tokens <= 1000
+
+
+def test_max_flops_budget(corpus: str) -> None:
+    run = tiny_run(corpus, budget={"max_flops": 5e7})
+    result = train(run)
+    per_step = result.flops_per_token * 64
+    assert result.stop_reason == "max_flops"
+    assert result.steps == int(5e7 // per_step)
+    assert result.train_flops <= 5e7 < result.train_flops + per_step
+
+
+def test_first_limit_reached_wins(corpus: str) -> None:
+    result = train(tiny_run(corpus, budget={"max_steps": 7, "max_tokens": 10_000}))
+    assert (result.stop_reason, result.steps) == ("max_steps", 7)
+
+
+def test_max_seconds_budget_stops_on_the_training_clock(corpus: str) -> None:
+    result = train(tiny_run(corpus, budget={"max_seconds": 0.5}))
+    assert result.stop_reason == "max_seconds"
+    assert 0.5 <= result.train_s < 5.0
+    assert result.steps > 0
+
+
+def test_budget_steps_helper() -> None:
+    assert budget_steps(Budget(max_steps=100), 64, 1e6) == 100
+    assert budget_steps(Budget(max_tokens=6400), 64, 1e6) == 100
+    assert budget_steps(Budget(max_flops=2.5e6), 64, 1e6) == 2
+    assert budget_steps(Budget(max_flops=10.0), 64, 1e6) == 1  # at least one step
+    assert budget_steps(Budget(max_seconds=5), 64, 1e6) is None
+
+
+# ----- schedule ----------------------------------------------------------------------------
+def test_learning_rate_schedule_key_points() -> None:
+    opt = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=100)
+    assert learning_rate(opt, 0, 0.0) == pytest.approx(1e-3 / 101)
+    assert learning_rate(opt, 99, 0.0) == pytest.approx(1e-3 * 100 / 101)
+    assert learning_rate(opt, 100, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(opt, 1000, 0.5) == pytest.approx(5.5e-4)
+    assert learning_rate(opt, 2000, 1.0) == pytest.approx(1e-4)
+    assert learning_rate(opt, 2500, 1.3) == pytest.approx(1e-4)  # clamped past the end
+    default_floor = OptimConfig(lr=3e-3, warmup_steps=0)
+    assert learning_rate(default_floor, 10, 1.0) == pytest.approx(3e-4)  # lr / 10
+    constant = OptimConfig(lr=2e-3, warmup_steps=0, schedule="constant")
+    assert learning_rate(constant, 500, 0.9) == pytest.approx(2e-3)
+
+
+# ----- reproducibility, convergence, divergence --------------------------------------------
+def test_same_config_and_seed_give_identical_losses(corpus: str) -> None:
+    a: list[dict[str, Any]] = []
+    b: list[dict[str, Any]] = []
+    c: list[dict[str, Any]] = []
+    train(tiny_run(corpus), sinks=[a.append])
+    train(tiny_run(corpus), sinks=[b.append])
+    train(tiny_run(corpus, train={"seed": 7}), sinks=[c.append])
+    losses = lambda rows: [(r["train_loss"], r["val_loss"]) for r in rows]  # noqa: E731
+    assert losses(a) == losses(b)
+    assert losses(a) != losses(c)
+
+
+def test_small_model_approaches_the_synthetic_entropy_floor(one_thread: None) -> None:
+    """The synthetic chain's entropy rate is the best possible loss; get within 0.15 nats."""
+    floor = synthetic_spec(SYNTHETIC_SEED).entropy_rate
+    run = tiny_run("synthetic", model={"n_embd": 32}, optim={"lr": 1e-2, "warmup_steps": 20},
+                   train={"batch_size": 256, "eval_interval": 300, "eval_iters": 8},
+                   budget={"max_steps": 300})
+    result = train(run)
+    assert result.status == "ok"
+    assert floor - 0.02 < result.final_val_loss < floor + 0.15, (result.final_val_loss, floor)
+
+
+def test_absurd_learning_rate_is_detected_as_divergence(corpus: str) -> None:
+    run = tiny_run(corpus, optim={"lr": 1e3, "warmup_steps": 0, "grad_clip": 0.0},
+                   budget={"max_steps": 200})
+    result = train(run)
+    assert (result.status, result.stop_reason) == ("diverged", "diverged")
+    assert result.steps < 200
+    assert not (result.final_train_loss < 3 * math.log(result.vocab_size))
+
+
+# ----- checkpoints and sampling ------------------------------------------------------------
+def test_checkpoint_round_trip_with_weights_only(corpus: str, tmp_path: Path) -> None:
+    run = tiny_run(corpus, train={"save_checkpoint": True, "save_best": True})
+    result = train(run, out_dir=tmp_path)
+    ckpt = tmp_path / "ckpt.pt"
+    assert ckpt.is_file() and (tmp_path / "ckpt_best.pt").is_file()
+    payload = torch.load(ckpt, weights_only=True)  # raises if anything but plain data is inside
+    assert payload["step"] == result.steps and payload["config"] == run.to_dict()
+    model, tokenizer, loaded_run, _ = load_checkpoint(ckpt)
+    assert loaded_run == run and tokenizer.vocab_size == result.vocab_size
+    assert not model.training
+    x = torch.randint(result.vocab_size, (2, 8))
+    again, *_ = load_checkpoint(ckpt)
+    torch.testing.assert_close(model(x)[0], again(x)[0])
+    # The weights are the trained ones, not a fresh initialisation.
+    fresh = type(model)(model.config)
+    assert not torch.equal(fresh.lm_head.weight, model.lm_head.weight)
+
+
+def test_load_checkpoint_rejects_foreign_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    torch.save({"hello": torch.zeros(1)}, bad)
+    with pytest.raises(CheckpointError, match="not a chargpt checkpoint"):
+        load_checkpoint(bad)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a zip file")
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        load_checkpoint(junk)
+
+
+def test_sampling_cli_on_a_fresh_checkpoint(corpus: str, tmp_path: Path) -> None:
+    train(tiny_run(corpus, train={"save_checkpoint": True}), out_dir=tmp_path)
+    cmd = [sys.executable, "-m", "chargpt.sample", str(tmp_path / "ckpt.pt"), "--temperature",
+           "0.8", "--temperature", "0.0001", "--prompt", "The", "--prompt", "king",
+           "--max-new-tokens", "30", "--seed", "3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("=== temperature") == 4
+    assert "prompt 'king'" in out.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert again.stdout == out.stdout  # seeded
+    bad = subprocess.run(cmd[:4] + ["--prompt", "Zebra\u00e9"], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and "not in the vocabulary" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_run_writes_samples_when_asked(corpus: str, tmp_path: Path) -> None:
+    run = tiny_run(corpus, sample={"temperatures": [1.0, 0.5], "prompts": ["The", "a"],
+                                   "max_new_tokens": 12})
+    train(run, out_dir=tmp_path)
+    rows = read_curve(tmp_path / "samples.csv")
+    assert [(r["temperature"], r["prompt"]) for r in rows] == [
+        ("1.0", "The"), ("1.0", "a"), ("0.5", "The"), ("0.5", "a")]
+    assert all(len(r["text"]) == 12 for r in rows)
+
+
+# ----- measurements ------------------------------------------------------------------------
+def test_measurement_fields_are_present_and_sane(corpus: str) -> None:
+    result = train(tiny_run(corpus))
+    assert 0 < result.mfu <= 1
+    assert result.tokens_per_s > 0 and result.train_s > 0 and result.eval_s > 0
+    assert result.wall_s >= result.train_s + result.eval_s
+    assert result.tokens_per_s == pytest.approx(result.tokens / result.train_s)
+    assert result.peak_rss_mb > 50 and result.peak_gpu_mb is None
+    assert result.peak_flops > 1e8
+    assert result.device == "cpu" and result.hardware
+    assert result.best_val_loss <= result.final_val_loss
+
+
+# ----- bad configs -------------------------------------------------------------------------
+@pytest.mark.parametrize("data, message", [
+    ({"modle": {}}, "modle: unknown section (did you mean 'model'?)"),
+    ({"optim": {"lr": -1}}, "optim.lr: must be a positive number, got -1.0"),
+    ({"optim": {"lr": 1e-3, "min_lr": 1e-2}}, "optim.min_lr: must be in [0, lr=0.001]"),
+    ({"budget": {}}, "budget: set at least one of max_steps"),
+    ({"budget": {"max_tokens": 0}}, "budget.max_tokens: must be positive"),
+    ({"train": {"device": "gpu"}}, "train.device: must be one of"),
+    ({"train": {"batch_size": "many"}}, "train.batch_size: expected an integer, got 'many'"),
+    ({"optim": {"schedule": "linear"}}, "optim.schedule: must be one of"),
+])
+def test_bad_configs_are_rejected_with_their_key(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict(data)
+    assert message in str(info.value)
+
+
+def test_bfloat16_on_cpu_is_refused(corpus: str) -> None:
+    with pytest.raises(ValueError, match="bfloat16 autocast is supported on CUDA only"):
+        train(tiny_run(corpus, train={"dtype": "bfloat16"}))
+
+
+def test_flat_dict_keeps_shared_names_bare() -> None:
+    flat = RunConfig().to_flat_dict()
+    for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "lr", "seed"):
+        assert key in flat
+    assert RunConfig().run_id() == RunConfig().run_id()
+    assert RunConfig().run_id() != tiny_run("x").run_id()
