@@ -1,0 +1,58 @@
+"""pytest options and fixtures of the benchmarks: --quick, --bench-device, --bench-threads."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+if str(Path(__file__).parent) not in sys.path:  # benchlib importable under any --import-mode
+    sys.path.insert(0, str(Path(__file__).parent))
+
+from benchlib import env_info, resolve_device  # noqa: E402
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("chargpt bench")
+    group.addoption(
+        "--quick",
+        action="store_true",
+        default=False,
+        help="tiny sizes and one round each, so CI can run every benchmark as a test",
+    )
+    group.addoption(
+        "--bench-device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="device to benchmark on (auto: cuda when available, else cpu)",
+    )
+    group.addoption(
+        "--bench-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the run (default: torch's own choice)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = config.getoption("--bench-threads", default=None)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def is_quick(config: pytest.Config) -> bool:
+    """True under --quick (tiny sizes, one round: a smoke test of the benchmark code)."""
+    return bool(config.getoption("--quick"))
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig: pytest.Config) -> torch.device:
+    return resolve_device(pytestconfig.getoption("--bench-device"))
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Add torch, thread count and the benchmarked device to the JSON's machine_info."""
+    device = resolve_device(config.getoption("--bench-device"))
+    machine_info["chargpt"] = {**env_info(device), "quick": is_quick(config)}

@@ -1,0 +1,167 @@
+"""Tests of bench/ and plots/bench.py: FLOP counts, the exponent fit, the plots, quick mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "data" / "bench_attention_quick.json"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+benchlib = _load("chargpt_benchlib", ROOT / "bench" / "benchlib.py")
+plots_bench = _load("chargpt_plots_bench", ROOT / "plots" / "bench.py")
+
+
+# ----- FLOP counter ----------------------------------------------------------------------------
+def test_attention_flops_against_a_hand_count():
+    # B=2, T=4, C=8 (two heads of 4). Q @ K^T: per head 4x4 scores of a 4-long dot product,
+    # 2 FLOPs per multiply-add: 2 * 2 heads * 16 * 4 * 2 batch = 512; att @ V the same: 512.
+    # Projections: QKV 2 * (2*4 rows) * 8 * 24 = 3072, c_proj 2 * 8 * 8 * 8 = 1024.
+    B, T, C = 2, 4, 8
+    assert benchlib.attention_flops(B, T, C, projections=False) == 1024
+    assert benchlib.attention_flops(B, T, C) == 1024 + 4096
+    # Causal: 1 + 2 + 3 + 4 = 10 of the 16 query-key pairs are needed: 1024 * 10 / 16 = 640.
+    assert benchlib.attention_flops(B, T, C, causal=True, projections=False) == 640
+    assert benchlib.attention_flops(B, T, C, causal=True) == 640 + 4096
+    # Backward = 2x forward (gradients of both operands of every matmul): 3x in all.
+    assert benchlib.attention_flops(B, T, C, backward=True) == 3 * 5120
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_attention_flops_match_torch_flop_counter_on_the_manual_path(backward):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from chargpt.model import CausalSelfAttention, ModelConfig
+
+    B, T, C, nh = 3, 16, 32, 4
+    module = CausalSelfAttention(ModelConfig(n_embd=C, n_head=nh, block_size=T))
+    x = torch.randn(B, T, C, requires_grad=backward)
+    with FlopCounterMode(display=False) as counter:
+        y = module(x)
+        if backward:
+            y.sum().backward()
+    assert counter.get_total_flops() == benchlib.attention_flops(B, T, C, backward=backward)
+
+
+def test_causal_halving_tends_to_one_half():
+    dense = benchlib.attention_flops(1, 1024, 64, projections=False)
+    causal = benchlib.attention_flops(1, 1024, 64, causal=True, projections=False)
+    assert causal / dense == pytest.approx(1025 / 2048)
+
+
+# ----- exponent fit ---------------------------------------------------------------------------
+def test_fit_exponent_recovers_a_known_power_law():
+    T = 2.0 ** np.arange(5, 12)
+    k, a = plots_bench.fit_exponent(T, 3e-8 * T**2)
+    assert k == pytest.approx(2.0, abs=1e-9) and a == pytest.approx(3e-8, rel=1e-9)
+    noise = np.random.default_rng(0).lognormal(0.0, 0.05, size=T.size)
+    assert plots_bench.fit_exponent(T, 5e-6 * T**1.5 * noise)[0] == pytest.approx(1.5, abs=0.1)
+
+
+def test_fit_on_large_t_sees_the_square_behind_a_linear_term():
+    # time = linear projections + quadratic scores: the large-T fit must find about 2
+    T = [32, 64, 128, 256, 512, 1024, 2048]
+    rows = [dict(group="block_size", batch_size=1, n_embd=64, n_head=4, attn_impl="manual",
+                 block_size=t, time_s=1e-5 * t + 1e-7 * t * t, **{"pass": "fwd"}) for t in T]
+    (k_big, k_all, lo), = plots_bench.exponents(rows, None).values()
+    assert lo == 256 and 1.75 < k_big < 2.0 and k_all < k_big
+
+
+def test_fit_exponent_rejects_too_few_points():
+    with pytest.raises(ValueError):
+        plots_bench.fit_exponent([8], [1.0])
+
+
+# ----- plots/bench.py -------------------------------------------------------------------------
+def _synthetic_json(path: Path) -> Path:
+    benches = []
+    for t in [32, 64, 128, 256, 512]:
+        for pss, factor in [("fwd", 1.0), ("fwd+bwd", 3.0)]:
+            for impl, speed in [("manual", 1.0), ("sdpa", 0.25)]:
+                info = dict(group="block_size", block_size=t, batch_size=2, n_embd=32, n_head=2,
+                            attn_impl=impl, tokens=2 * t, flops=4 * 2 * t * t * 32,
+                            score_tensor_bytes=2 * 2 * t * t * 4, peak_mem_bytes=3 * t * t * 16,
+                            device="cpu", hardware="Test CPU", threads=1, dtype="float32")
+                info["pass"] = pss
+                benches.append(dict(name=f"x[T={t}-{pss}-{impl}]", extra_info=info,
+                                    stats=dict(median=1e-8 * t**2 * factor * speed, rounds=3)))
+    for c, pss, impl in [(32, "fwd", "manual"), (32, "fwd", "sdpa")]:
+        info = dict(group="width", block_size=64, batch_size=4, n_embd=c, n_head=2,
+                    attn_impl=impl, tokens=256, flops=1e6, device="cpu", hardware="Test CPU")
+        info["pass"] = pss
+        benches.append(dict(name="w", extra_info=info, stats=dict(median=1e-3, rounds=3)))
+    path.write_text(json.dumps(dict(benchmarks=benches, datetime="now")))
+    return path
+
+
+def test_plot_script_writes_figures_and_table(tmp_path, capsys):
+    src = _synthetic_json(tmp_path / "attention.json")
+    assert plots_bench.main([str(src)]) == 0
+    for name in ["time", "memory", "ratio", "width"]:
+        png = tmp_path / "figures" / f"attention_{name}.png"
+        assert png.stat().st_size > 5000, name
+    md = (tmp_path / "tables" / "attention.md").read_text()
+    assert "| 512 | 2.62 | 0.655 | 4× |" in md  # 1e-8 * 512^2 s = 2.62 ms; manual/sdpa = 4
+    assert "| manual | fwd | 2.00 | T ≥ 128 |" in md
+
+
+def test_plot_script_on_a_real_quick_run_fixture(tmp_path):
+    src = tmp_path / "quick.json"
+    src.write_bytes(FIXTURE.read_bytes())
+    assert plots_bench.main([str(src)]) == 0
+    assert (tmp_path / "figures" / "quick_time.png").exists()
+    assert "Peak memory" in (tmp_path / "tables" / "quick.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "cannot read"), ("{not json", "not valid JSON"), ('{"x": 1}', "no 'benchmarks'"),
+     ('{"benchmarks": [{"name": "a", "stats": {"median": 1}}]}', "no bench/ results")],
+)
+def test_plot_script_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, message):
+    src = tmp_path / "bad.json"
+    if content is not None:
+        src.write_text(content)
+    assert plots_bench.main([str(src)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_plot_script_does_not_import_torch(tmp_path):
+    src = _synthetic_json(tmp_path / "a.json")
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = [{str(ROOT / 'plots' / 'bench.py')!r}, {str(src)!r}]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "torch imported: False"
+
+
+# ----- the benchmark files themselves ----------------------------------------------------------
+def test_benchmarks_collect_and_run_in_quick_mode():
+    cmd = [sys.executable, "-m", "pytest", "bench", "--quick", "--benchmark-disable",
+           "--bench-threads", "1", "-q", "-p", "no:cacheprovider"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = out.stdout.strip().splitlines()[-1]
+    assert "passed" in summary and "failed" not in summary and "skipped" not in summary
+    assert int(summary.split()[0]) >= 20
