@@ -165,6 +165,7 @@ def _describe_study(study: spec.Study, store: StudyStore, corpora: dict[str, Any
 def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, opts: Options,
              reporter: LogReporter) -> int:
     order = [r.run_id for r in study.runs]
+    labels = {r.run_id: r.label for r in study.runs}
     todo = []
     for r in runs:
         status = store.status(r.run_id)
@@ -200,16 +201,16 @@ def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, 
                                   wall_s=worker.elapsed())
                     store.write_result(run_id, record)
                 del active[run_id]
-                store.rebuild_csvs(order)
+                store.rebuild_csvs(order, labels)
                 reporter.run_finished(run_id, r.label, record)
     except KeyboardInterrupt:
         for _, worker in active.values():
             worker.stop()
-        store.rebuild_csvs(order)
+        store.rebuild_csvs(order, labels)
         log.warning("interrupted: finished runs are kept; run the same command to resume "
                     "(%d in flight will start again)", len(active))
         return 130
-    store.rebuild_csvs(order)
+    store.rebuild_csvs(order, labels)
     statuses = [store.status(r.run_id) for r in runs]
     bad = sum(s not in FINISHED for s in statuses)
     log.info("study %s: %d runs, %d ok, %d diverged, %d failed; results in %s", study.name,

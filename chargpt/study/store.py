@@ -144,12 +144,21 @@ class StudyStore:
                 out.append(record)
         return out
 
-    def rebuild_csvs(self, order: list[str] | None = None) -> None:
-        """Rebuild runs.csv and curves.csv from the run records, each atomically."""
+    def rebuild_csvs(self, order: list[str] | None = None,
+                     labels: dict[str, str] | None = None) -> None:
+        """Rebuild runs.csv and curves.csv from the run records, each atomically.
+
+        labels (run_id -> label in the current plan) wins over the label a record was written
+        with: extending a grid can change derived labels (`L1-...` becomes `L1-... lr=0.001`)
+        without changing run_ids, and the CSVs must agree with plan.csv.
+        """
         records = self.records()
         if order:  # plan order reads better than hash order
             rank = {rid: i for i, rid in enumerate(order)}
             records.sort(key=lambda r: rank.get(r["run_id"], len(rank)))
+        for record in records:
+            if labels and record["run_id"] in labels:
+                record["label"] = labels[record["run_id"]]
         write_atomic(self.root / "runs.csv", csv_text(records, RESULT_COLUMNS))
         curves: list[dict[str, Any]] = []
         for record in records:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ def _progress(info: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
     parser = argparse.ArgumentParser(prog="python -m chargpt.study.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--label", default="")
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sink.close()
     record["threads"] = torch.get_num_threads()
+    if record.get("wall_s") is None:  # a run that raised still took this long
+        record["wall_s"] = time.perf_counter() - started
     store.write_result(run.run_id(), record)
     return 0
 

@@ -1,0 +1,564 @@
+"""The study runner through its command line: results files, failures, SIGKILL, resume, lock,
+bad input. Real worker processes on tiny models; shared studies keep the process count low."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chargpt.study.spec import PlannedRun, load_study
+from chargpt.study.store import StudyLocked, StudyStore
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "studies" / "smoke.yaml"
+_spec = importlib.util.spec_from_file_location("run_study", REPO / "run_study.py")
+assert _spec is not None and _spec.loader is not None
+run_study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_study)
+
+# runs.csv columns as documented in results/README.md (the contract, typed out independently)
+DOCUMENTED_RUN_COLUMNS = [
+    "run_id", "label", "status", "stop_reason",
+    "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout", "bias", "tie_weights",
+    "attn_impl", "batch_size", "eval_interval", "eval_iters", "seed", "dtype", "compile",
+    "threads", "lr", "min_lr", "warmup_steps", "schedule", "weight_decay", "beta1", "beta2",
+    "grad_clip", "max_steps", "max_tokens", "max_flops", "max_seconds", "corpus",
+    "val_fraction", "n_params", "n_params_non_embedding", "flops_per_token", "steps", "tokens",
+    "train_flops", "train_s", "eval_s", "wall_s", "tokens_per_s", "peak_rss_mb", "peak_gpu_mb",
+    "peak_flops", "mfu", "final_train_loss", "final_val_loss", "best_val_loss", "best_step",
+    "device", "hardware", "error",
+]
+CURVE_COLUMNS = ["step", "tokens", "flops", "train_s", "lr", "train_loss", "val_loss",
+                 "tokens_per_s"]
+
+# The smallest runs that still train: one layer, 16 channels, 20 steps on the synthetic corpus.
+TINY_BASE: dict[str, Any] = {
+    "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8},
+    "optim": {"lr": 3e-3, "warmup_steps": 0},
+    "train": {"batch_size": 8, "eval_interval": 20, "eval_iters": 2, "device": "cpu",
+              "save_checkpoint": False},
+    "budget": {"max_steps": 20},
+    "data": {"corpus": "synthetic"},
+}
+
+
+# ----- helpers -------------------------------------------------------------------------
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    # One torch thread per worker: tiny models on a shared 2-core machine crawl with more
+    # (idle OpenMP threads spin), which would make the timeouts below flaky.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.update(extra)
+    return env
+
+
+def cli(*args: Any, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "run_study.py", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, env=env or cli_env(), timeout=timeout)
+
+
+def main(capsys: pytest.CaptureFixture[str], *args: Any) -> tuple[int, str, str]:
+    """The CLI's main() in this process (torch is already imported): (code, stdout, stderr)."""
+    capsys.readouterr()
+    code = run_study.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_study(path: Path, name: str, **keys: Any) -> Path:
+    path.write_text(yaml.safe_dump({"name": name, "base": TINY_BASE, **keys}, sort_keys=False))
+    return path
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows; fails on a ragged (torn or corrupt) row."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        header = list(reader.fieldnames or [])
+    for i, row in enumerate(rows):
+        assert None not in row, f"{path} row {i}: more fields than the header"
+        assert None not in row.values(), f"{path} row {i}: fewer fields than the header"
+    return header, rows
+
+
+def result_mtimes(root: Path) -> dict[str, int]:
+    return {p.parent.name: p.stat().st_mtime_ns for p in (root / "runs").glob("*/result.json")}
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under root: (mtime, content)."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def tokens_per_step(run: PlannedRun) -> int:
+    return run.config.train.batch_size * run.config.model.block_size
+
+
+def by_label(runs: tuple[PlannedRun, ...]) -> dict[str, PlannedRun]:
+    return {r.label: r for r in runs}
+
+
+def worker_pids(run_dir: Path) -> list[int]:
+    """Live (non-zombie) worker processes training into run_dir."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"chargpt.study.worker" in cmdline and str(run_dir).encode() in cmdline \
+                and state != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
+def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def assert_curves_complete(root: Path, runs: list[dict[str, str]]) -> None:
+    header, curves = read_csv(root / "curves.csv")
+    assert header[:2] == ["run_id", "label"] and header[2:10] == CURVE_COLUMNS
+    for run in runs:
+        steps = [int(c["step"]) for c in curves if c["run_id"] == run["run_id"]]
+        assert steps and steps[0] == 0 and steps[-1] == int(run["steps"]), (run["label"], steps)
+        assert {c["label"] for c in curves if c["run_id"] == run["run_id"]} == {run["label"]}
+
+
+# ----- a full smoke study --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str],
+                                                              Path]:
+    out = tmp_path_factory.mktemp("smoke") / "results"
+    proc = cli(SMOKE, "--out", out)
+    return proc, out / "smoke"
+
+
+def test_smoke_study_end_to_end(smoke: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    proc, root = smoke
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    plan = load_study(SMOKE).runs
+    ids = [r.run_id for r in plan]
+
+    header, rows = read_csv(root / "runs.csv")
+    assert header[:4] == ["run_id", "label", "status", "stop_reason"]
+    assert [c for c in DOCUMENTED_RUN_COLUMNS if c not in header] == []
+    assert [r["run_id"] for r in rows] == ids  # one row per run, in plan order
+    assert [r["label"] for r in rows] == [r.label for r in plan] == ["tiny", "deeper", "wider"]
+    for row, run in zip(rows, plan):
+        steps, bt = run.config.budget.max_steps, tokens_per_step(run)
+        assert row["status"] == "ok" and row["stop_reason"] == "max_steps" and row["error"] == ""
+        assert int(row["steps"]) == steps and row["device"] == "cpu"
+        assert int(row["tokens"]) == steps * bt
+        assert int(row["n_layer"]) == run.config.model.n_layer
+        assert int(row["n_embd"]) == run.config.model.n_embd
+        assert int(row["vocab_size"]) == 8 and int(row["n_params"]) > 0
+        for key in ("train_s", "tokens_per_s", "peak_rss_mb", "mfu", "best_val_loss"):
+            assert math.isfinite(float(row[key])) and float(row[key]) > 0, key
+        assert row["peak_gpu_mb"] == ""  # empty off CUDA
+        record = json.loads((root / "runs" / run.run_id / "result.json").read_text())
+        assert record["run_id"] == run.run_id and record["status"] == "ok"
+        assert str(record["steps"]) == row["steps"]
+    assert_curves_complete(root, rows)
+    _, curves = read_csv(root / "curves.csv")
+    bt = {r.run_id: tokens_per_step(r) for r in plan}
+    assert all(int(c["tokens"]) == int(c["step"]) * bt[c["run_id"]] for c in curves)
+
+    plan_header, plan_rows = read_csv(root / "plan.csv")
+    assert plan_header[:2] == ["run_id", "label"]
+    assert [r["run_id"] for r in plan_rows] == ids
+    assert (root / "study.yaml").read_text() == SMOKE.read_text()
+    env = json.loads((root / "env.json").read_text())
+    assert isinstance(env, dict) and env
+    corpus = json.loads((root / "corpus.json").read_text())
+    refs = corpus["synthetic"]["reference_losses"]
+    assert set(refs) >= {"uniform", "unigram_train_entropy", "unigram_val", "bigram_val"}
+    assert refs["uniform"] == pytest.approx(math.log(corpus["synthetic"]["vocab_size"]))
+
+    for run in plan:
+        d = root / "runs" / run.run_id
+        assert json.loads((d / "config.json").read_text()) == run.config.to_dict()
+        curve_header, curve = read_csv(d / "curve.csv")
+        assert curve_header == CURVE_COLUMNS
+        steps, every = run.config.budget.max_steps, run.config.train.eval_interval
+        assert [int(c["step"]) for c in curve] == sorted({*range(0, steps, every), steps})
+        samples_header, samples = read_csv(d / "samples.csv")
+        assert samples_header == ["temperature", "prompt", "text"]
+        sample = run.config.sample
+        assert sample is not None
+        assert sorted((float(s["temperature"]), s["prompt"]) for s in samples) == sorted(
+            (t, p) for t in sample.temperatures for p in sample.prompts)
+        assert all(s["text"] for s in samples)
+        assert (d / "ckpt.pt").is_file()
+    assert not [p for p in root.rglob("*.tmp")], "temp files left behind"
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        smoke: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    out = tmp_path / "results"
+    code, stdout, stderr = main(capsys, SMOKE, "--out", out, "--dry-run")
+    assert code == 0, stderr
+    lines = stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["run_id", "label", "n_layer"]
+    assert "params" in lines[0] and "budget" in lines[0]
+    plan = load_study(SMOKE).runs
+    assert len(lines) == 1 + len(plan)
+    for line, run in zip(lines[1:], plan):
+        assert line.split()[:2] == [run.run_id, run.label] and line.split()[-1] == "todo"
+    assert not out.exists()
+
+    # On a finished study it shows each run's status and still touches nothing.
+    _, root = smoke
+    before = snapshot(root)
+    code, stdout, stderr = main(capsys, SMOKE, "--out", root.parent, "--dry-run")
+    assert code == 0, stderr
+    assert [line.split()[-1] for line in stdout.strip().splitlines()[1:]] == ["ok"] * 3
+    assert snapshot(root) == before
+
+
+def test_rerunning_a_finished_study_runs_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        smoke: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    _, finished = smoke
+    root = tmp_path / "results" / "smoke"
+    shutil.copytree(finished, root)
+    runs_before = snapshot(root / "runs")
+    csvs_before = {n: (root / n).read_bytes() for n in ("runs.csv", "curves.csv")}
+    started = time.monotonic()
+    code, _, stderr = main(capsys, SMOKE, "--out", root.parent)
+    assert code == 0, stderr
+    assert time.monotonic() - started < 10  # no worker started (that alone costs seconds)
+    assert snapshot(root / "runs") == runs_before  # no run restarted, no record rewritten
+    assert {n: (root / n).read_bytes() for n in csvs_before} == csvs_before
+
+
+def test_relabelled_runs_are_relabelled_in_the_csvs_without_running(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        smoke: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    # Same run_ids, new labels (as when a grid grows from one value to two and the derived
+    # labels gain `lr=...`): runs.csv and curves.csv must agree with plan.csv.
+    _, finished = smoke
+    root = tmp_path / "results" / "smoke"
+    shutil.copytree(finished, root)
+    runs_before = snapshot(root / "runs")
+    study = tmp_path / "smoke.yaml"
+    assert "{label: tiny}" in SMOKE.read_text()
+    study.write_text(SMOKE.read_text().replace("{label: tiny}", "{label: small}"))
+    code, _, stderr = main(capsys, study, "--out", root.parent)
+    assert code == 0, stderr
+    assert snapshot(root / "runs") == runs_before
+    labels = ["small", "deeper", "wider"]
+    assert [r["label"] for r in read_csv(root / "plan.csv")[1]] == labels
+    _, rows = read_csv(root / "runs.csv")
+    assert [r["label"] for r in rows] == labels
+    assert_curves_complete(root, rows)
+
+
+# ----- failing runs --------------------------------------------------------------------
+
+TIMEOUT_S = 15  # the tiny runs take ~2-7 s of wall time each (mostly importing torch)
+
+
+@pytest.fixture(scope="module")
+def failures(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str],
+                                                                 Path, Path]:
+    """A study whose first three runs raise, diverge and time out; the last one is fine."""
+    tmp = tmp_path_factory.mktemp("failures")
+    study = write_study(tmp / "failures.yaml", "failures", runs=[
+        {"label": "raises", "train.dtype": "bfloat16"},  # bfloat16 is CUDA-only: ValueError
+        {"label": "diverges", "optim.lr": 1e3, "optim.grad_clip": 0},
+        {"label": "slow", "budget.max_steps": 10**8},
+        {"label": "fine"},
+    ])
+    # Two at a time: the fine run trains while the slow one runs into its timeout.
+    proc = cli(study, "--out", tmp / "results", "--timeout", TIMEOUT_S, "--jobs", 2)
+    return proc, study, tmp / "results" / "failures"
+
+
+def test_failing_runs_get_their_status_and_the_study_goes_on(
+        failures: tuple[subprocess.CompletedProcess[str], Path, Path]) -> None:
+    proc, study, root = failures
+    assert proc.returncode == 1, proc.stderr  # some run failed
+    assert "Traceback" not in proc.stderr  # worker tracebacks go to the run's worker.log
+    plan = by_label(load_study(study).runs)
+    _, rows = read_csv(root / "runs.csv")
+    assert [r["label"] for r in rows] == ["raises", "diverges", "slow", "fine"]
+    row = {r["label"]: r for r in rows}
+
+    assert row["raises"]["status"] == "error" and row["raises"]["stop_reason"] == "ValueError"
+    assert "bfloat16" in row["raises"]["error"] and "\n" not in row["raises"]["error"]
+    assert "ValueError" in (root / "runs" / plan["raises"].run_id / "worker.log").read_text()
+    assert all(float(r["wall_s"]) > 0 for r in rows)  # failed runs too
+
+    assert row["diverges"]["status"] == "diverged"
+    assert row["diverges"]["stop_reason"] == "diverged"
+    assert 0 < int(row["diverges"]["steps"]) < 20
+
+    assert row["slow"]["status"] == "timeout" and row["slow"]["stop_reason"] == "timeout"
+    assert f"{TIMEOUT_S} s" in row["slow"]["error"]
+    assert float(row["slow"]["wall_s"]) == pytest.approx(TIMEOUT_S, abs=3)
+    assert worker_pids(root / "runs" / plan["slow"].run_id) == []  # stopped, not left running
+
+    assert row["fine"]["status"] == "ok" and row["fine"]["stop_reason"] == "max_steps"
+    assert int(row["fine"]["steps"]) == 20
+    assert_curves_complete(root, [row["diverges"], row["fine"]])
+
+
+def test_failed_runs_are_kept_unless_retry_failed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        failures: tuple[subprocess.CompletedProcess[str], Path, Path]) -> None:
+    _, study, finished = failures
+    root = tmp_path / "results" / "failures"
+    shutil.copytree(finished, root)
+    plan = by_label(load_study(study).runs)
+    before = result_mtimes(root)
+
+    code, _, stderr = main(capsys, study, "--out", root.parent)  # failed runs are kept
+    assert code == 1, stderr
+    assert result_mtimes(root) == before
+
+    # A short timeout keeps the (endless) slow run cheap; a run that raises may hit it too.
+    proc = cli(study, "--out", root.parent, "--retry-failed", "--timeout", 2, "--jobs", 2)
+    assert proc.returncode == 1, proc.stderr
+    after = result_mtimes(root)
+    for label in ("diverges", "fine"):  # finished: never run again
+        assert after[plan[label].run_id] == before[plan[label].run_id], label
+    for label in ("raises", "slow"):  # failed: run again
+        assert after[plan[label].run_id] != before[plan[label].run_id], label
+    _, rows = read_csv(root / "runs.csv")
+    assert len(rows) == 4
+    status = {r["label"]: r["status"] for r in rows}
+    assert status["raises"] in ("error", "timeout") and status["slow"] == "timeout"
+
+
+# ----- SIGKILL mid-study, resume -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Start a two-run study, SIGKILL the runner while the second run is in flight, re-run.
+    Returns what was seen along the way."""
+    tmp = tmp_path_factory.mktemp("killed")
+    study = write_study(tmp / "killed.yaml", "killed", grid={"optim.lr": [1e-3, 2e-3]})
+    root = tmp / "results" / "killed"
+    first, second = load_study(study).runs
+    seen: dict[str, Any] = {"study": study, "root": root, "plan": (first, second)}
+    with open(tmp / "runner.log", "w") as log:
+        runner = subprocess.Popen([sys.executable, "run_study.py", str(study), "--out",
+                                   str(root.parent)], cwd=REPO, env=cli_env(),
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            done = root / "runs" / first.run_id / "result.json"
+            wait_for(done.exists, 120, "the first run to finish")
+            in_flight = root / "runs" / second.run_id
+            (worker,) = wait_for(lambda: worker_pids(in_flight), 60, "the second run's worker")
+            os.kill(runner.pid, signal.SIGKILL)
+            runner.wait(timeout=10)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    seen["runner_code"] = runner.returncode
+    files = sorted(p.name for p in in_flight.iterdir())
+    # The worker must die with its runner (the kernel kills it at once), not linger until it
+    # notices by itself: a lingering one writes into a directory a resumed runner reuses.
+    deadline = time.monotonic() + 2
+    while worker_pids(in_flight) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen["orphans"] = worker_pids(in_flight)
+    if seen["orphans"]:  # do not leave it running whatever the test says
+        os.kill(worker, signal.SIGKILL)
+    time.sleep(1.0)
+    seen["in_flight_files"] = (files, sorted(p.name for p in in_flight.iterdir()))
+    seen["after_kill_rows"] = read_csv(root / "runs.csv")[1]
+    seen["mtime"] = done.stat().st_mtime_ns
+    seen["record"] = done.read_text()
+    seen["rerun"] = cli(study, "--out", root.parent)
+    return seen
+
+
+def test_sigkill_mid_study_then_rerun_completes(killed: dict[str, Any]) -> None:
+    first, second = killed["plan"]
+    root = killed["root"]
+    assert killed["runner_code"] == -signal.SIGKILL
+    assert killed["orphans"] == [], "the in-flight worker outlived its killed runner"
+    files_at_kill, files_later = killed["in_flight_files"]
+    assert files_later == files_at_kill and "result.json" not in files_later
+    assert [r["run_id"] for r in killed["after_kill_rows"]] == [first.run_id]
+
+    rerun = killed["rerun"]
+    assert rerun.returncode == 0, rerun.stderr
+    _, rows = read_csv(root / "runs.csv")
+    assert [r["run_id"] for r in rows] == [first.run_id, second.run_id]  # one row per run
+    assert all(r["status"] == "ok" for r in rows)
+    assert_curves_complete(root, rows)
+    done = root / "runs" / first.run_id / "result.json"
+    assert done.stat().st_mtime_ns == killed["mtime"]  # the finished run was not re-run
+    assert done.read_text() == killed["record"]
+
+
+def test_extended_grid_runs_only_new_points_then_fresh_only(
+        tmp_path: Path, killed: dict[str, Any]) -> None:
+    assert killed["rerun"].returncode == 0
+    root = tmp_path / "results" / "killed"
+    shutil.copytree(killed["root"], root)
+    before = result_mtimes(root)
+    assert len(before) == 2
+
+    study = write_study(tmp_path / "killed.yaml", "killed", grid={"optim.lr": [1e-3, 2e-3, 3e-3]})
+    plan = load_study(study).runs
+    proc = cli(study, "--out", root.parent)
+    assert proc.returncode == 0, proc.stderr
+    after = result_mtimes(root)
+    assert {k: after[k] for k in before} == before  # old points untouched
+    assert set(after) == {r.run_id for r in plan}  # the new point ran
+    _, rows = read_csv(root / "runs.csv")
+    assert [r["run_id"] for r in rows] == [r.run_id for r in plan]
+    _, plan_rows = read_csv(root / "plan.csv")
+    assert [(r["run_id"], r["label"]) for r in plan_rows] == [(r.run_id, r.label) for r in plan]
+    assert [r["label"] for r in rows] == [r.label for r in plan]
+
+    # --fresh starts over; --only LABEL runs just that one.
+    chosen = plan[1]
+    proc = cli(study, "--out", root.parent, "--fresh", "--only", chosen.label)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (root / "runs").iterdir()) == [chosen.run_id]
+    assert result_mtimes(root)[chosen.run_id] != after[chosen.run_id]  # trained again
+    _, rows = read_csv(root / "runs.csv")
+    assert [(r["run_id"], r["status"]) for r in rows] == [(chosen.run_id, "ok")]
+
+
+# ----- the lock ------------------------------------------------------------------------
+
+
+def test_second_runner_refuses_and_a_killed_holder_frees_the_lock(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = write_study(tmp_path / "locked.yaml", "locked")
+    root = tmp_path / "results" / "locked"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from chargpt.study.store import StudyStore; s = StudyStore(Path(sys.argv[1])); s.lock(); "
+         "print('locked', flush=True); time.sleep(120)", str(root)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        code, _, stderr = main(capsys, study, "--out", root.parent)
+        assert code == 2
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1, stderr
+        assert str(root) in lines[0] and f"pid {holder.pid}" in lines[0]
+        assert "another runner" in lines[0]
+        assert sorted(p.name for p in root.iterdir()) == [".lock"]  # nothing written
+        with pytest.raises(StudyLocked):
+            StudyStore(root).lock()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert holder.returncode == -signal.SIGKILL
+    store = StudyStore(root)
+    store.lock()  # the kernel dropped the dead holder's lock
+    store.unlock()
+
+
+# ----- bad input -----------------------------------------------------------------------
+
+GOOD = {"name": "bad", "base": TINY_BASE}
+BAD_CASES: dict[str, tuple[Any, list[str], list[str]]] = {
+    # case: (study file text or mapping, extra CLI args, substrings of the one stderr line)
+    "yaml_syntax": ("name: bad\nbase:\n  model:\n    n_layer: 1\n   n_head: 2\n", [],
+                    ["line 5", "YAML syntax error"]),
+    "unknown_key": ({**GOOD, "base": {**TINY_BASE, "model": {"n_layr": 2}}}, [],
+                    ["base.model.n_layr", "did you mean 'n_layer'"]),
+    "unknown_grid_key": ({**GOOD, "grid": {"model.n_embed": [16, 32]}}, [],
+                         ["grid.model.n_embed", "did you mean 'model.n_embd'"]),
+    "unknown_top_key": ({**GOOD, "gird": {"optim.lr": [1e-3]}}, [],
+                        ["gird", "did you mean 'grid'"]),
+    "wrong_type": ({**GOOD, "base": {**TINY_BASE, "train": {"batch_size": "sixteen"}}}, [],
+                   ["base.train.batch_size", "expected an integer", "sixteen"]),
+    "empty_grid_list": ({**GOOD, "grid": {"optim.lr": []}}, [],
+                        ["grid.optim.lr", "at least one value"]),
+    "duplicate_value": ({**GOOD, "grid": {"optim.lr": [1e-3, 0.001]}}, [],
+                        ["grid.optim.lr[1]", "duplicate"]),
+    "duplicate_points": ({**GOOD, "runs": [{"label": "a"}, {"label": "b", "optim.lr": 3e-3}]},
+                         [], ["runs[1]", "same run as runs[0]"]),
+    "impossible_value": ({**GOOD, "grid": {"model.n_embd": [16, 17]}}, [],
+                         ["model.n_embd", "divisible by n_head=2", "17"]),
+    "missing_corpus_file": ({**GOOD, "base": {**TINY_BASE, "data": {"corpus": "NOPE"}}}, [],
+                            ["data.corpus", "no-such-corpus.txt"]),
+    "missing_shakespeare": ({**GOOD, "base": {**TINY_BASE, "data": {"corpus": "shakespeare"}}},
+                            [], ["data.corpus", "shakespeare", "CHARGPT_NO_DOWNLOAD"]),
+    "bad_only": (GOOD, ["--only", "nosuchrun"], ["--only nosuchrun", "no run with"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every bad-input case through the CLI, all started at once (each is a short process)."""
+    tmp = tmp_path_factory.mktemp("bad")
+    empty_data, empty_cache = tmp / "empty_data", tmp / "empty_cache"
+    empty_data.mkdir()
+    empty_cache.mkdir()
+    started = {}
+    for case, (content, args, _) in BAD_CASES.items():
+        path = tmp / f"{case}.yaml"
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            text = yaml.safe_dump(content, sort_keys=False)
+            path.write_text(text.replace("NOPE", str(tmp / "no-such-corpus.txt")))
+        env = cli_env()
+        if case == "missing_shakespeare":
+            env.update(CHARGPT_DATA_DIR=str(empty_data), XDG_CACHE_HOME=str(empty_cache),
+                       CHARGPT_NO_DOWNLOAD="1")
+        out = tmp / f"out_{case}"
+        started[case] = (path, out, subprocess.Popen(
+            [sys.executable, "run_study.py", str(path), "--out", str(out), *args], cwd=REPO,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = {}
+    for case, (path, out, proc) in started.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        results[case] = (path, out, proc.returncode, stdout, stderr)
+    return results
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+        case: str, bad_results: dict[str, Any]) -> None:
+    path, out, code, stdout, stderr = bad_results[case]
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"error: {path}: "), lines[0]
+    for part in BAD_CASES[case][2]:
+        assert part in lines[0], (part, lines[0])
+    assert not out.exists()
