@@ -84,7 +84,8 @@ def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun
         if vocab is not None and vocab != corpora[key]["vocab_size"]:
             raise InputError(f"{source}: model.vocab_size: {vocab} does not match corpus "
                              f"{key!r} ({corpora[key]['vocab_size']} characters)")
-    for device in sorted({r.config.train.device for r in runs}):
+    # A plan made for a GPU still prints on a laptop: only a real run needs the device.
+    for device in [] if opts.dry_run else sorted({r.config.train.device for r in runs}):
         try:
             resolve_device(device)
         except ValueError as exc:
