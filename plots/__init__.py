@@ -1,0 +1,1 @@
+"""Figures and tables from results/<study> directories (reads CSV/JSON only)."""

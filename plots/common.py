@@ -1,0 +1,277 @@
+"""Shared helpers: loading and validating results dirs, colours per label, axis labels, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before seaborn imports pyplot: plots never need a display
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+# Axis labels: one wording, with units, everywhere.
+VAL_LOSS = "validation loss (nats/char)"
+TRAIN_LOSS = "training loss (nats/char)"
+LOSS = "loss (nats/char)"
+BEST_VAL_LOSS = "best validation loss (nats/char)"
+FINAL_VAL_LOSS = "final validation loss (nats/char)"
+STEP = "training step (iterations)"
+TOKENS = "training tokens (characters)"
+FLOPS = "training compute (FLOPs)"
+PARAMS = "parameters"
+PARAMS_NE = "non-embedding parameters"
+THROUGHPUT = "throughput (tokens/s)"
+TRAIN_S = "training time (s)"
+RSS = "peak RSS (MiB)"
+GPU_MEM = "peak GPU memory (MiB)"
+BLOCK = "block size (characters of context)"
+LR = "peak learning rate"
+MFU = "MFU (% of measured peak FLOP/s)"
+
+RUNS_REQUIRED = ("run_id", "label", "status")
+CURVES_REQUIRED = ("run_id", "step", "val_loss")
+NUMERIC = (
+    "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size", "lr", "min_lr",
+    "max_steps", "max_tokens", "max_flops", "max_seconds", "n_params", "n_params_non_embedding",
+    "flops_per_token", "steps", "tokens", "train_flops", "train_s", "eval_s", "wall_s",
+    "tokens_per_s", "peak_rss_mb", "peak_gpu_mb", "peak_flops", "mfu", "final_train_loss",
+    "final_val_loss", "best_val_loss", "best_step", "seed",
+    "step", "flops", "train_loss", "val_loss",
+)
+
+
+class ResultsError(Exception):
+    """Bad input: the message is one line that names the file and what is wrong."""
+
+
+@dataclass
+class Item:
+    """One artefact of a report section: a figure (PNG path) or a table (markdown path)."""
+
+    kind: str
+    path: Path
+    caption: str
+
+
+@dataclass
+class Section:
+    """What one figure family produced, and what it had to skip (and why)."""
+
+    title: str
+    items: list[Item] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Study:
+    """A loaded results/<study> directory; optional files are None when absent."""
+
+    path: Path
+    runs: pd.DataFrame
+    curves: pd.DataFrame | None
+    plan: pd.DataFrame | None
+    env: dict[str, Any] | None
+    corpus: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """Runs that finished normally."""
+        return self.runs[self.runs["status"] == "ok"]
+
+    def labels(self) -> list[str]:
+        """Labels ordered by size (n_params, then name): the order of legends and colours."""
+        runs = self.runs
+        size = runs.groupby("label")["n_params"].min() if "n_params" in runs else None
+        labels = sorted(runs["label"].unique())
+        if size is None:
+            return labels
+        return sorted(labels, key=lambda s: (np.nan_to_num(size.get(s, np.nan), nan=np.inf), s))
+
+    def palette(self) -> dict[str, Any]:
+        """label -> colour, fixed per study so a label looks the same in every figure."""
+        labels = self.labels()
+        colors = sns.color_palette("colorblind" if len(labels) <= 10 else "husl", len(labels))
+        return dict(zip(labels, colors))
+
+    def references(self) -> dict[str, float]:
+        """The corpus's reference losses (nats/char) when the study used a single known corpus."""
+        if not self.corpus:
+            return {}
+        names = set(self.runs["corpus"].dropna()) if "corpus" in self.runs else set()
+        if len(names) == 1 and next(iter(names)) in self.corpus:
+            entry = self.corpus[next(iter(names))]
+        elif len(self.corpus) == 1:
+            entry = next(iter(self.corpus.values()))
+        else:
+            return {}
+        refs = entry.get("reference_losses", {}) if isinstance(entry, dict) else {}
+        return {k: float(v) for k, v in refs.items() if isinstance(v, (int, float))}
+
+
+def read_csv(path: Path, required: Iterable[str] = (), text: bool = False) -> pd.DataFrame:
+    """A CSV with the given columns, or ResultsError naming the file and what is missing.
+
+    text: keep every cell as written (a sample that reads 'NA' stays 'NA').
+    """
+    if not path.is_file():
+        raise ResultsError(f"{path}: no such file")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False) if text else pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ResultsError(f"{path}: empty file, expected a header row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ResultsError(f"{path}: cannot parse CSV ({' '.join(str(exc).split())})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
+    for col in (*NUMERIC, "temperature"):
+        if col in df.columns:  # inf (a diverged loss) would break axis limits: treat as unknown
+            df[col] = pd.to_numeric(df[col], errors="coerce").replace([np.inf, -np.inf], np.nan)
+    return df
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object, None when the file is absent, ResultsError when it is not valid JSON."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_study(path: str | Path, runs_required: Sequence[str] = RUNS_REQUIRED) -> Study:
+    """Read a results/<study> directory: runs.csv is required, everything else optional."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ResultsError(f"{path}: no such results directory")
+    runs = read_csv(path / "runs.csv", list(dict.fromkeys([*RUNS_REQUIRED, *runs_required])))
+    runs["status"] = runs["status"].fillna("unknown").astype(str)
+    runs["label"] = runs["label"].astype(str)
+    runs["run_id"] = runs["run_id"].astype(str)
+    curves = None
+    if (path / "curves.csv").is_file():
+        curves = read_csv(path / "curves.csv", CURVES_REQUIRED)
+        curves["run_id"] = curves["run_id"].astype(str)
+        labels = runs.set_index("run_id")["label"]
+        if "label" not in curves:
+            curves["label"] = curves["run_id"].map(labels)
+        curves["label"] = curves["label"].fillna(curves["run_id"].map(labels)).astype(str)
+    plan = read_csv(path / "plan.csv", ["run_id"]) if (path / "plan.csv").is_file() else None
+    if plan is not None:
+        plan["run_id"] = plan["run_id"].astype(str)
+    return Study(path, runs, curves, plan, read_json(path / "env.json"),
+                 read_json(path / "corpus.json"))
+
+
+def missing_columns(df: pd.DataFrame | None, columns: Iterable[str]) -> list[str]:
+    """Columns absent from df, or that hold no value at all."""
+    if df is None:
+        return list(columns)
+    return [c for c in columns if c not in df.columns or df[c].notna().sum() == 0]
+
+
+def sentence(text: str) -> str:
+    """First letter upper case, the rest untouched (keeps 'RSS', 'FLOPs')."""
+    return text[:1].upper() + text[1:]
+
+
+def fmt_count(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    if n is None or not np.isfinite(n):
+        return ""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:.3g}"
+
+
+def fmt_num(v: float, digits: int = 3) -> str:
+    """Compact number for figures and tables: 3 significant digits, tiny values as 0."""
+    if v is None or not np.isfinite(v):
+        return ""
+    return "0" if abs(v) < 1e-9 else f"{v:.{digits}g}"
+
+
+def md_escape(value: Any) -> str:
+    """A cell that cannot break a markdown table (pipes, newlines, HTML)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub markdown table of df's (already formatted) cells."""
+    lines = ["| " + " | ".join(md_escape(c) for c in df.columns) + " |",
+             "| " + " | ".join("---" for _ in df.columns) + " |"]
+    lines += ["| " + " | ".join(md_escape(v) for v in row) + " |"
+              for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def study_parser(description: str, prog: str) -> Parser:
+    """The common CLI: a study directory and an optional output folder."""
+    parser = Parser(prog=prog, description=description)
+    parser.add_argument("study", help="a results/<study> directory")
+    parser.add_argument("--out", help="output folder (default: <study>/figures)")
+    return parser
+
+
+def run_cli(body: Callable[[], int]) -> int:
+    """Run a script body; bad input becomes one line on stderr and exit code 2."""
+    try:
+        return body()
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def figure_main(argv: list[str] | None, prog: str, description: str,
+                build: Callable[[Study, Path, Path], Section],
+                runs_required: Sequence[str] = RUNS_REQUIRED, n_boot: bool = False) -> int:
+    """main() of a figure-family script: load, build, print what was written and skipped."""
+    parser = study_parser(description, prog)
+    if n_boot:
+        parser.add_argument("--n-boot", type=int, default=200,
+                            help="bootstrap resamples per power-law fit (default 200)")
+    args = parser.parse_args(argv)
+    extra = {"n_boot": max(args.n_boot, 0)} if n_boot else {}
+
+    def body() -> int:
+        study = load_study(args.study, runs_required)
+        figdir = Path(args.out) if args.out else study.path / "figures"
+        tabdir = Path(args.out) if args.out else study.path / "tables"
+        section = build(study, figdir, tabdir, **extra)
+        for item in section.items:
+            print(item.path)
+        for note in section.notes:
+            print(f"note: {note}", file=sys.stderr)
+        return 0
+
+    return run_cli(body)

@@ -1,0 +1,139 @@
+"""Learning-rate sweeps: final validation loss vs lr per architecture, the chosen lr marked."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python plots/lr_sweep.py`: import siblings as `plots`
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+
+from plots import common, style  # noqa: E402
+from plots.common import Item, Section, Study  # noqa: E402
+
+REQUIRED = ("lr", "final_val_loss")
+LINESTYLES = ["-", "--", "-.", ":"]
+
+
+def sweeps(study: Study) -> pd.DataFrame:
+    """Runs of the groups (label, batch_size) that tried at least two learning rates."""
+    runs = study.runs[study.runs["status"].isin(["ok", "diverged"]) & study.runs["lr"].notna()]
+    runs = runs.assign(batch_size=runs["batch_size"] if "batch_size" in runs else np.nan)
+    n_lr = runs.groupby(["label", "batch_size"], dropna=False)["lr"].transform("nunique")
+    return runs[n_lr >= 2]
+
+
+def chosen(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Per (label, batch_size): the finished run with the lowest final validation loss."""
+    ok = sweep[(sweep["status"] == "ok") & sweep["final_val_loss"].notna()]
+    if ok.empty:
+        return ok
+    return ok.loc[ok.groupby(["label", "batch_size"], dropna=False)["final_val_loss"].idxmin()]
+
+
+@style.styled
+def plot_lr_sweep(study: Study) -> Figure:
+    """Final validation loss vs lr (log x), one line per architecture; star = chosen lr."""
+    sweep = sweeps(study)
+    if sweep.empty:
+        raise common.ResultsError(f"{study.path / 'runs.csv'}: no architecture tried two lr")
+    fig, ax = style.new_figure(height=4.6)
+    palette = study.palette()
+    best = chosen(sweep)
+    batches = sorted(sweep["batch_size"].dropna().unique())
+    dashes = {b: LINESTYLES[i % len(LINESTYLES)] for i, b in enumerate(batches)}
+    ok = (sweep["status"] == "ok") & sweep["final_val_loss"].notna()
+    finite = sweep.loc[ok, "final_val_loss"]
+    lo, hi = float(finite.min()), float(finite.max())
+    top = hi + 0.12 * (hi - lo) + 0.02
+    for (label, batch), grp in sweep.groupby(["label", "batch_size"], dropna=False):
+        grp = grp.sort_values("lr")
+        color = palette.get(label, "0.5")
+        good = grp[ok.loc[grp.index]]
+        ax.plot(good["lr"], good["final_val_loss"], marker="o", ms=5, color=color,
+                ls=dashes.get(batch, "-"), zorder=3)
+        bad = grp[~ok.loc[grp.index]]
+        ax.scatter(bad["lr"], [top] * len(bad), marker="x", s=60, color=color, lw=2, zorder=4,
+                   clip_on=False)
+    ax.scatter(best["lr"], best["final_val_loss"], marker="*", s=260, zorder=5,
+               color=[palette.get(lab, "0.5") for lab in best["label"]], edgecolor="black",
+               lw=0.8)
+    ax.set_xscale("log")
+    tried = sorted(sweep["lr"].unique())
+    if len(tried) <= 8:  # label the lrs that were tried, not just the decades
+        ax.xaxis.set_major_locator(FixedLocator(tried))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_ylim(lo - 0.06 * (hi - lo) - 0.01, top + 0.04 * (hi - lo) + 0.01)
+    ax.set_xlabel(common.LR)
+    ax.set_ylabel(common.FINAL_VAL_LOSS)
+    ax.set_title(f"Learning-rate sweep — study {study.name}")
+    labels = [lab for lab in study.labels() if lab in set(sweep["label"])]
+    handles = [Line2D([], [], color=palette[lab], marker="o", ms=5, label=lab) for lab in labels]
+    if len(batches) > 1:
+        handles += [Line2D([], [], color="0.3", ls=dashes[b], label=f"batch_size {int(b)}")
+                    for b in batches]
+    handles.append(Line2D([], [], ls="", marker="*", ms=13, color="0.7", mec="black",
+                          label="chosen lr"))
+    if (~ok).any():
+        handles.append(Line2D([], [], ls="", marker="x", ms=8, mew=2, color="0.3",
+                              label="diverged (off the scale)"))
+    style.legend_below(fig, handles)
+    return fig
+
+
+def chosen_table(study: Study) -> pd.DataFrame:
+    """Per architecture: the lrs tried, the chosen one, its loss, and the runs that diverged."""
+    sweep = sweeps(study)
+    best = chosen(sweep).set_index(["label", "batch_size"])
+    rows = []
+    for (label, batch), grp in sweep.groupby(["label", "batch_size"], dropna=False):
+        pick = best.loc[(label, batch)] if (label, batch) in best.index else None
+        rows.append({
+            "label": label, "batch_size": batch,
+            "lr tried": ", ".join(f"{v:g}" for v in sorted(grp["lr"].unique())),
+            "chosen lr": f"{pick['lr']:g}" if pick is not None else "",
+            "final_val_loss": f"{pick['final_val_loss']:.4f}" if pick is not None else "",
+            "diverged at lr": ", ".join(f"{v:g}" for v in
+                                        sorted(grp.loc[grp["status"] != "ok", "lr"])),
+        })
+    order = {lab: i for i, lab in enumerate(study.labels())}
+    return pd.DataFrame(rows).sort_values("label", key=lambda s: s.map(order))
+
+
+def build(study: Study, figdir: Path, tabdir: Path) -> Section:
+    """The sweep figure and table, when some architecture was trained at two or more lr."""
+    section = Section("Learning-rate sweep")
+    missing = common.missing_columns(study.runs, REQUIRED)
+    if missing:
+        section.notes.append(f"runs.csv has no {', '.join(missing)}: lr sweep skipped")
+        return section
+    if sweeps(study).empty:
+        section.notes.append("no architecture was trained at two or more lr: no lr sweep")
+        return section
+    path = style.save(plot_lr_sweep(study), figdir, "lr_sweep")
+    section.items.append(Item("figure", path, "Final validation loss vs peak learning rate per "
+                              "architecture (log x); star: chosen lr, x: diverged runs."))
+    tabdir.mkdir(parents=True, exist_ok=True)
+    table = chosen_table(study)
+    table.to_csv(tabdir / "lr_sweep.csv", index=False)
+    (tabdir / "lr_sweep.md").write_text(common.markdown_table(table))
+    section.items.append(Item("table", tabdir / "lr_sweep.md", "Learning rates tried per "
+                              "architecture and the one with the lowest final validation loss."))
+    return section
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python plots/lr_sweep.py results/<study> [--out DIR]`."""
+    return common.figure_main(argv, "plots/lr_sweep.py", __doc__, build, ("lr",
+                                                                           "final_val_loss"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Power-law fit L = E + A * x**-alpha: robust least squares on log-loss, bootstrap bands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from plots import common
+
+MIN_POINTS = 4  # three parameters: fewer distinct points cannot test the law at all
+
+
+@dataclass
+class PowerLawFit:
+    """L = E + A * x**-alpha with 95% bootstrap intervals; alpha is NaN when skipped."""
+
+    n_points: int
+    E: float = np.nan
+    A: float = np.nan
+    alpha: float = np.nan
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    grid: np.ndarray | None = None
+    band: tuple[np.ndarray, np.ndarray] | None = None
+    n_boot: int = 0
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.alpha))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.E + self.A * np.asarray(x, dtype=float) ** -self.alpha
+
+    def describe(self, symbol: str = "X") -> str:
+        """Multi-line text for a figure: the law and each parameter with its interval."""
+        lines = [rf"$L = E + A\,{symbol}^{{-\alpha}}$"]
+        for name, tex, value in (("E", "E", self.E), ("A", "A", self.A),
+                                 ("alpha", r"\alpha", self.alpha)):
+            lo, hi = self.ci.get(name, (np.nan, np.nan))
+            band = f"  [{common.fmt_num(lo)}, {common.fmt_num(hi)}]" if np.isfinite(lo) else ""
+            lines.append(f"${tex}$ = {common.fmt_num(value)}{band}")
+        if self.n_boot:
+            lines.append(f"95% bootstrap, {self.n_boot} resamples")
+        return "\n".join(lines)
+
+
+def _solve(x: np.ndarray, y: np.ndarray, starts: list[tuple[float, float]]
+           ) -> tuple[float, float, float] | None:
+    """Robust least squares on log-loss from several starts; returns (E, A, alpha) or None."""
+    x0 = float(np.exp(np.mean(np.log(x))))  # centring keeps A's scale near the data
+    lx, ly, ymin = np.log(x / x0), np.log(y), float(y.min())
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        log_e = np.log(p[0]) if p[0] > 0 else -np.inf
+        return np.logaddexp(log_e, p[1] - p[2] * lx) - ly
+
+    lower, upper = np.array([0.0, -50.0, 1e-3]), np.array([ymin, 50.0, 5.0])
+    best = None
+    for e0, a0 in starts:
+        b0 = np.mean(np.maximum(y - e0, 1e-3 * ymin) * np.exp(a0 * lx))
+        p0 = np.clip([e0, np.log(b0), a0], lower + 1e-9, upper - 1e-9 * max(ymin, 1))
+        try:
+            res = least_squares(residuals, p0, bounds=(lower, upper), loss="soft_l1",
+                                f_scale=0.05)
+        except (ValueError, FloatingPointError):
+            continue
+        if res.success and np.isfinite(res.cost) and (best is None or res.cost < best.cost):
+            best = res
+    if best is None:
+        return None
+    e, log_b, alpha = best.x
+    return float(e), float(np.exp(log_b) * x0**alpha), float(alpha)
+
+
+def fit_power_law(x: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0,
+                  resample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
+                  | None = None) -> PowerLawFit:
+    """Fit L = E + A*x^-alpha; bootstrap over points (or over runs via `resample`)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    x, y = x[keep], y[keep]
+    n_distinct = len(np.unique(x))
+    fit = PowerLawFit(n_points=len(x))
+    if n_distinct < MIN_POINTS:
+        fit.note = f"fit skipped: {n_distinct} distinct point(s), need at least {MIN_POINTS}"
+        return fit
+    starts = [(f * y.min(), a) for f in (0.0, 0.5, 0.8, 0.95) for a in (0.1, 0.3, 0.6, 1.2)]
+    params = _solve(x, y, starts)
+    if params is None:
+        fit.note = "fit failed to converge from every starting point"
+        return fit
+    fit.E, fit.A, fit.alpha = params
+    if fit.E < 1e-6 * y.min():
+        fit.note = "E at its bound 0: no floor visible in this range"
+    elif fit.alpha > 4.99:
+        fit.note = "alpha at its bound 5: the law is not identified by these points"
+    rng = np.random.default_rng(seed)
+    if resample is None:
+        def resample(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+            idx = r.integers(0, len(x), len(x))
+            return x[idx], y[idx]
+    grid = np.geomspace(x.min(), x.max(), 80)
+    boots, curves = [], []
+    for _ in range(n_boot):
+        bx, by = resample(rng)
+        bx, by = np.asarray(bx, dtype=float), np.asarray(by, dtype=float)
+        if len(np.unique(bx)) < MIN_POINTS:
+            continue
+        p = _solve(bx, by, [(min(fit.E, by.min() * 0.99), fit.alpha), (0.5 * by.min(), 0.3)])
+        if p is not None:
+            boots.append(p)
+            curves.append(p[0] + p[1] * grid ** -p[2])
+    if len(boots) >= 20:
+        arr = np.array(boots)
+        fit.ci = {k: (float(np.percentile(arr[:, i], 2.5)), float(np.percentile(arr[:, i], 97.5)))
+                  for i, k in enumerate(("E", "A", "alpha"))}
+        fit.grid = grid
+        fit.band = (np.percentile(curves, 2.5, axis=0), np.percentile(curves, 97.5, axis=0))
+        fit.n_boot = len(boots)
+    elif n_boot:
+        fit.note = f"bootstrap skipped: only {len(boots)} usable resamples"
+    return fit

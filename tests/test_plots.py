@@ -1,0 +1,275 @@
+"""plots/: figures, tables, fits and the report, on results dirs written by results_fixture."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from results_fixture import write_results  # noqa: E402
+
+from plots import common, cost, curves, lr_sweep, report, samples, scaling, tables  # noqa: E402
+
+N_BOOT = 40  # enough resamples for a band, few enough to keep the suite fast
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("results")
+    return {"scaling": write_results(root, "scaling"),
+            "lr": write_results(root, "lr", kind="lr_sweep", seed=1)}
+
+
+@pytest.fixture(scope="module")
+def loaded(studies: dict[str, Path]) -> dict[str, common.Study]:
+    return {k: common.load_study(v) for k, v in studies.items()}
+
+
+def _check_figure(fig) -> None:
+    """Every axes has a title and both axis labels; every text is at least 9 pt."""
+    assert fig.axes
+    for ax in fig.axes:
+        assert ax.get_xlabel().strip() and ax.get_ylabel().strip() and ax.get_title().strip()
+        texts = [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(),
+                 *ax.get_yticklabels()]
+        assert all(t.get_fontsize() >= 9 for t in texts if t.get_text())
+    for legend in fig.legends:
+        assert all(t.get_fontsize() >= 9 for t in legend.get_texts())
+
+
+# --- power-law fit -------------------------------------------------------------------------
+
+def test_fit_recovers_exact_law() -> None:
+    x = np.geomspace(1e4, 1e7, 10)
+    fit = scaling.fit_power_law(x, 1.3 + 40.0 * x**-0.35, n_boot=0)
+    assert fit.ok
+    assert fit.E == pytest.approx(1.3, rel=1e-3)
+    assert fit.A == pytest.approx(40.0, rel=1e-2)
+    assert fit.alpha == pytest.approx(0.35, rel=1e-3)
+
+
+def test_fit_recovers_noisy_law_with_band() -> None:
+    """1% multiplicative noise on 15 points over 3 decades: E within 0.05 nats, alpha within
+    10%, A within 30%, and the bootstrap interval covers the true alpha."""
+    rng = np.random.default_rng(3)
+    x = np.geomspace(1e4, 1e7, 15)
+    y = (1.3 + 40.0 * x**-0.35) * np.exp(rng.normal(0, 0.01, x.size))
+    fit = scaling.fit_power_law(x, y, n_boot=N_BOOT)
+    assert abs(fit.E - 1.3) < 0.05
+    assert fit.alpha == pytest.approx(0.35, rel=0.10)
+    assert fit.A == pytest.approx(40.0, rel=0.30)
+    lo, hi = fit.ci["alpha"]
+    assert lo <= 0.35 <= hi
+    assert fit.band is not None and np.all(fit.band[0] <= fit.band[1])
+
+
+def test_fit_too_few_points_is_skipped_with_note() -> None:
+    fit = scaling.fit_power_law([1e4, 1e5, 1e6, np.nan, -1], [2.0, 1.8, 1.6, 1.5, 1.4])
+    assert not fit.ok and "need at least 4" in fit.note
+
+
+def test_frontier_keeps_only_new_records() -> None:
+    df = pd.DataFrame({"run_id": list("aaabbb"), "label": list("aaabbb"),
+                       "flops": [0, 10, 20, 5, 15, 40], "val_loss": [4, 3, 2.5, 3.5, 3.2, 2.0]})
+    front = scaling.compute_frontier(df)
+    assert list(front["flops"]) == [5, 10, 20, 40]
+    assert front["val_loss"].is_monotonic_decreasing
+
+
+# --- figures -------------------------------------------------------------------------------
+
+def test_figures_have_labels_units_and_fonts(loaded: dict[str, common.Study]) -> None:
+    s, lr = loaded["scaling"], loaded["lr"]
+    figs = [curves.plot_curves(s, "step"), curves.plot_curves(s, "tokens"),
+            scaling.plot_scaling(s, "params", n_boot=0), scaling.plot_frontier(s, n_boot=0),
+            cost.plot_cost(s, "throughput", "params"), cost.plot_cost(s, "memory", "block_size"),
+            lr_sweep.plot_lr_sweep(lr)]
+    for fig in figs:
+        _check_figure(fig)
+    assert figs[0].axes[0].get_ylabel() == common.LOSS
+    assert figs[2].axes[0].get_xscale() == "log"  # parameters span decades
+    assert "nats/char" in figs[2].axes[0].get_ylabel()
+
+
+def test_scaling_fit_on_fixture_recovers_alpha(loaded: dict[str, common.Study]) -> None:
+    fig = scaling.plot_scaling(loaded["scaling"], "params", n_boot=0)
+    assert fig.fit.ok and fig.fit.alpha == pytest.approx(0.4, abs=0.1)
+
+
+def test_same_label_same_colour_everywhere(loaded: dict[str, common.Study]) -> None:
+    s = loaded["scaling"]
+    palette = s.palette()
+    assert list(palette) == s.labels()  # ordered by n_params
+    assert s.labels()[0] == "L1-H2-C32-T32" and s.labels()[-1] == "L12-H12-C384-T256"
+    label = "L4-H4-C128-T128"
+    fig = curves.plot_curves(s, "step")
+    legend = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(),
+                                              fig.legends[0].legend_handles)}
+    assert np.allclose(legend[label].get_color()[:3], palette[label][:3])
+    fig = cost.plot_cost(s, "throughput", "params")
+    legend = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(),
+                                              fig.legends[0].legend_handles)}
+    assert np.allclose(np.asarray(legend[label].get_markerfacecolor())[:3], palette[label][:3])
+
+
+@pytest.mark.parametrize("module, stems", [
+    (curves, ["curves_step", "curves_tokens"]),
+    (cost, ["cost_throughput_vs_params", "cost_memory_vs_params", "cost_train_time_vs_params",
+            "cost_mfu_vs_params", "cost_throughput_vs_block_size"]),
+])
+def test_scripts_write_png_and_pdf(module, stems, studies, tmp_path, capsys) -> None:
+    assert module.main([str(studies["scaling"]), "--out", str(tmp_path)]) == 0
+    for stem in stems:
+        assert (tmp_path / f"{stem}.png").stat().st_size > 1000
+        assert (tmp_path / f"{stem}.pdf").stat().st_size > 1000
+    assert "L2-H2-C64-T64" in capsys.readouterr().err or module is cost  # run without curve
+
+
+def test_scaling_script_writes_figures_and_fits_table(studies, tmp_path) -> None:
+    assert scaling.main([str(studies["scaling"]), "--out", str(tmp_path), "--n-boot", "0"]) == 0
+    for stem in ("scaling_params", "scaling_params_non_embedding", "scaling_flops",
+                 "compute_frontier"):
+        assert (tmp_path / f"{stem}.png").is_file() and (tmp_path / f"{stem}.pdf").is_file()
+    fits = pd.read_csv(tmp_path / "scaling_fits.csv")
+    assert {"fit", "points", "E", "A", "alpha", "alpha_lo", "alpha_hi", "note"} <= set(fits)
+
+
+def test_lr_sweep_marks_chosen_lr(studies, tmp_path) -> None:
+    assert lr_sweep.main([str(studies["lr"]), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "lr_sweep.png").is_file() and (tmp_path / "lr_sweep.pdf").is_file()
+    table = pd.read_csv(tmp_path / "lr_sweep.csv")
+    row = table[table["label"] == "L3-H4-C96-T64"].iloc[0]
+    assert row["diverged at lr"] == 0.01 and row["chosen lr"] != 0.01
+    assert lr_sweep.main([str(studies["scaling"]), "--out", str(tmp_path / "x")]) == 0
+
+
+def test_samples_table(studies, tmp_path) -> None:
+    assert samples.main([str(studies["scaling"]), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "samples.md").read_text()
+    assert "## Prompt `\\n`" in text and "## Prompt `ROMEO:`" in text
+    assert "\\|" in text and "&lt;" in text  # pipes and HTML in samples cannot break the table
+    compare = (tmp_path / "samples_compare.md").read_text()
+    assert compare.count("L8-H8-C256-T256") == 2  # one row per prompt
+
+
+# --- tables --------------------------------------------------------------------------------
+
+def test_table_has_documented_columns(loaded) -> None:
+    table = tables.comparison_table([loaded["scaling"]])
+    assert list(table.columns) == list(tables.DEFAULT_COLUMNS)
+    assert set(table["status"]) == {"ok", "error", "missing"}
+    assert table["n_params"].is_monotonic_increasing
+
+
+def test_tables_cli_formats_columns_sort_and_several_studies(studies, tmp_path, capsys) -> None:
+    a, b = str(studies["scaling"]), str(studies["lr"])
+    assert tables.main([a, b, "--format", "csv", "--columns", "study,label,lr,best_val_loss",
+                        "--sort=-best_val_loss"]) == 0
+    out = capsys.readouterr().out
+    df = pd.read_csv(io.StringIO(out))
+    assert list(df.columns) == ["study", "label", "lr", "best_val_loss"]
+    assert set(df["study"]) == {"scaling", "lr"}
+    assert df["best_val_loss"].dropna().is_monotonic_decreasing
+    assert tables.main([a, "--format", "latex"]) == 0
+    latex = capsys.readouterr().out
+    assert "\\toprule" in latex and "best\\_val\\_loss" in latex
+    assert tables.main([a]) == 0
+    md = capsys.readouterr().out.splitlines()
+    assert md[0] == "| " + " | ".join(tables.DEFAULT_COLUMNS) + " |"
+    assert tables.main([a, b, "--out", str(tmp_path / "t.md")]) == 0
+    assert (tmp_path / "t.md").read_text().startswith("| study | label |")
+
+
+# --- report --------------------------------------------------------------------------------
+
+def test_report_on_partial_study(studies) -> None:
+    path = report.build_report(common.load_study(studies["scaling"]), n_boot=N_BOOT)
+    text = path.read_text()
+    study = studies["scaling"]
+    for ref in [line.split("](")[1].split(")")[0] for line in text.splitlines()
+                if line.startswith("![")]:
+        assert (study / ref).is_file() and (study / ref).with_suffix(".pdf").is_file()
+    assert text.count("![") == 14
+    missing = text.split("## What is missing")[1].split("\n## ")[0]
+    assert "L16-H16-C512-T256" in missing and "no result yet" in missing
+    assert "status error: RuntimeError" in missing
+    assert "without rows in curves.csv: L2-H2-C64-T64" in missing
+    assert "| loss vs n_params | 6 |" in text
+    for table in ("runs.md", "runs.csv", "runs.tex", "scaling_fits.md", "samples.md",
+                  "samples_compare.md", "env.md"):
+        assert (study / "tables" / table).is_file()
+
+
+def test_report_on_bare_study(tmp_path) -> None:
+    """Only a runs.csv with few columns: the report still works and says what is missing."""
+    study = write_results(tmp_path, "bare", failed=False, missing_curve=False,
+                          missing_run=False, samples=False)
+    for name in ("curves.csv", "plan.csv", "env.json", "corpus.json"):
+        (study / name).unlink()
+    keep = ["run_id", "label", "status", "n_params", "lr", "best_val_loss"]
+    pd.read_csv(study / "runs.csv")[keep].to_csv(study / "runs.csv", index=False)
+    text = report.build_report(common.load_study(study), n_boot=0).read_text()
+    assert "no curves.csv" in text and "no env.json" in text and "no corpus.json" in text
+    assert "no run wrote samples.csv" in text and "no run with tokens_per_s" in text
+    assert "runs.csv has no n_layer" in text
+    assert text.count("![") == 1 and "figures/scaling_params.png" in text
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+def _bad_cases(tmp: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    empty = tmp / "empty"
+    empty.mkdir()
+    cols = tmp / "cols"
+    cols.mkdir()
+    pd.read_csv(good / "runs.csv").drop(columns=["status"]).to_csv(cols / "runs.csv")
+    curve = tmp / "curve"
+    curve.mkdir()
+    (curve / "runs.csv").write_text((good / "runs.csv").read_text())
+    pd.read_csv(good / "curves.csv").drop(columns=["val_loss"]).to_csv(curve / "curves.csv")
+    env = tmp / "env"
+    env.mkdir()
+    (env / "runs.csv").write_text((good / "runs.csv").read_text())
+    (env / "env.json").write_text("{not json")
+    return {"nodir": (tmp / "nope", "no such results directory"),
+            "noruns": (empty, "runs.csv: no such file"),
+            "columns": (cols, "runs.csv: missing column(s) status"),
+            "curves": (curve, "curves.csv: missing column(s) val_loss"),
+            "json": (env, "env.json: invalid JSON")}
+
+
+@pytest.mark.parametrize("module", [report, curves, scaling, cost, lr_sweep, samples, tables])
+def test_bad_input_exits_2_with_one_line(module, studies, tmp_path, capsys) -> None:
+    for path, message in _bad_cases(tmp_path, studies["scaling"]).values():
+        assert module.main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and str(path) in err
+
+
+def test_cli_runs_as_script_without_torch(studies, tmp_path) -> None:
+    """`python plots/report.py DIR` works from the repo root and never imports torch."""
+    study = write_results(tmp_path, "cli", kind="lr_sweep", samples=False)
+    code = ("import runpy, sys; sys.argv = ['plots/report.py', sys.argv[1], '--n-boot', '0']\n"
+            "try:\n    runpy.run_path('plots/report.py', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "assert 'torch' not in sys.modules and 'chargpt' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code, str(study)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = (study / "REPORT.md").read_text()
+    assert "figures/lr_sweep.png" in text and "status diverged" in text
+    assert "fit skipped: 3 distinct point(s)" in text
+    bad = subprocess.run([sys.executable, "plots/tables.py", str(tmp_path / "nope")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.count("\n") == 1
