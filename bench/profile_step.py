@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     tok = CharTokenizer.from_text(text)
     train_ids, _ = split_ids(encode_corpus(text, tok), run.data.val_fraction)
     model = GPT(run.model.__class__(**{**run.model.to_dict(), "vocab_size": tok.vocab_size}))
-    opt = make_optimizer(model, run.optim, torch.device("cpu"))
+    opt = make_optimizer(model, run.optim)
     sampler = BatchSampler(train_ids, run.model.block_size, run.train.batch_size, seed=0)
 
     def step() -> None:
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         with record_function("clip_grad"):
             torch.nn.utils.clip_grad_norm_(model.parameters(), run.optim.grad_clip, foreach=True)
         with record_function("adamw_step"):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            opt.step(run.optim.lr)
+            opt.zero_grad()
 
     for _ in range(20):
         step()

@@ -13,6 +13,8 @@ import torch
 
 from benchlib import env_info, peak_memory, profile_name, run_pedantic, sync
 from chargpt.model import GPT, ModelConfig, count_params
+from chargpt.config import OptimConfig
+from chargpt.train import make_optimizer
 
 VOCAB_SIZE = 65  # tiny shakespeare's character set
 IMPLS = ("manual", "sdpa")
@@ -48,16 +50,17 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
     )
     model = GPT(cfg).to(device)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
+    # The project's optimizer (decay groups over the fused AdamW kernel), as chargpt.train uses.
+    opt = make_optimizer(model, OptimConfig(lr=1e-4, beta2=0.99, weight_decay=0.1))
     idx = torch.randint(0, VOCAB_SIZE, (B, T + 1), device=device)
     x, y = idx[:, :-1], idx[:, 1:]  # (B, T) each, targets shifted by one
 
     def call() -> None:
         _, loss = model(x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        opt.step(1e-4)
+        opt.zero_grad()
         sync(device)
 
     counts = count_params(cfg)

@@ -27,10 +27,13 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        # True above the diagonal = a future position that must not be attended to. Built once
-        # and sliced per call (a view, no allocation); non-persistent so checkpoints skip it.
+        # The causal mask as an additive bias: 0 where a position may attend (itself and the
+        # past), -inf above the diagonal (the future), so softmax gives the future weight 0.
+        # Built once and sliced per call (a view, no allocation); non-persistent, so
+        # checkpoints do not carry it.
         future = torch.ones(config.block_size, config.block_size, dtype=torch.bool).triu(1)
-        self.register_buffer("mask", future, persistent=False)
+        mask = torch.zeros(config.block_size, config.block_size).masked_fill(future, float("-inf"))
+        self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape  # batch, time (sequence length), channels (n_embd)
@@ -43,13 +46,16 @@ class CausalSelfAttention(nn.Module):
                 q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
             )  # (B, nh, T, hs)
         else:
-            # Scaling q (T x hs values) is cheaper than scaling the (T x T) scores.
-            att = (q * (1.0 / math.sqrt(self.head_size))) @ k.transpose(-2, -1)  # (B, nh, T, T)
-            # In place is safe: the matmul's backward needs q and k, not its output.
-            att.masked_fill_(self.mask[:T, :T], float("-inf"))
-            att = torch.softmax(att, dim=-1)
+            scale = 1.0 / math.sqrt(self.head_size)
+            # Scores of every query against every key, scaled and masked in one batched
+            # matmul: att = mask + scale * q @ k^T (baddbmm wants 3-D operands: (B*nh, T, hs)).
+            att = torch.baddbmm(self.mask[:T, :T], q.reshape(B * self.n_head, T, self.head_size),
+                                k.reshape(B * self.n_head, T, self.head_size).transpose(1, 2),
+                                alpha=scale)  # (B*nh, T, T)
+            att = torch.softmax(att, dim=-1)  # each row: weights over the past, summing to 1
             att = self.attn_dropout(att)
-            y = att @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
+            # Each output is the attention-weighted mix of the values it may see.
+            y = att.view(B, self.n_head, T, T) @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads side by side: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

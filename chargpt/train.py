@@ -19,6 +19,7 @@ from chargpt.checkpoint import save_checkpoint
 from chargpt.config import Budget, OptimConfig, RunConfig, SampleConfig
 from chargpt.data import BatchSampler, CharTokenizer, encode_corpus, load_corpus, split_ids
 from chargpt.model import GPT, count_params
+from chargpt.optim import AdamW
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,11 @@ def step_reason(budget: Budget, tokens_per_step: int, flops_per_step: float) -> 
 
 
 def learning_rate(optim: OptimConfig, step: int, progress: float) -> float:
-    """Linear warmup over warmup_steps, then cosine from lr to min_lr as progress goes 0 -> 1."""
+    """Linear warmup over warmup_steps, then cosine from lr to min_lr as progress goes 0 -> 1.
+
+    progress is the fraction of the post-warmup budget used: (step - warmup) / (total - warmup)
+    for step budgets, or training seconds / max_seconds for a time budget.
+    """
     if step < optim.warmup_steps:
         return optim.lr * (step + 1) / (optim.warmup_steps + 1)
     if optim.schedule == "constant":
@@ -120,18 +125,13 @@ def learning_rate(optim: OptimConfig, step: int, progress: float) -> float:
     return optim.final_lr + 0.5 * (1.0 + math.cos(math.pi * p)) * (optim.lr - optim.final_lr)
 
 
-def make_optimizer(model: GPT, optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: GPT, optim: OptimConfig) -> AdamW:
     """AdamW; matrices decay, biases, LayerNorm weights and nothing else (the usual split)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    # The fused kernel updates all parameters in one call: fewer kernel launches and less
-    # Python per step on CPU and CUDA alike.
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.beta1, optim.beta2),
-                             fused=fused, foreach=None if fused else True)
+    return AdamW([(decay, optim.weight_decay), (no_decay, 0.0)],
+                 betas=(optim.beta1, optim.beta2))
 
 
 def fixed_batches(ids: torch.Tensor, block_size: int, batch_size: int, n: int,
@@ -191,7 +191,7 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
     counts = count_params(mcfg)
     model = GPT(mcfg).to(device)
     step_model: torch.nn.Module = torch.compile(model) if run.train.compile else model
-    opt = make_optimizer(model, run.optim, device)
+    opt = make_optimizer(model, run.optim)
 
     B, T = run.train.batch_size, mcfg.block_size
     tokens_per_step = B * T
@@ -240,12 +240,12 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
         chunk = min(chunk, next_eval - step)
         for _ in range(chunk):
             if total_steps is not None:
-                progress_frac = step / total_steps
+                # The cosine runs from the end of warmup to the last step.
+                span = max(1, total_steps - run.optim.warmup_steps)
+                progress_frac = (step - run.optim.warmup_steps) / span
             else:  # time-only budget: the schedule follows the clock (read every chunk)
                 progress_frac = clock.total / max_seconds
             lr = learning_rate(run.optim, step, progress_frac)
-            for group in opt.param_groups:
-                group["lr"] = lr
             x, y = sampler()
             with autocast():
                 _, loss = step_model(x, y)
@@ -253,8 +253,8 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
             if run.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), run.optim.grad_clip,
                                                foreach=True)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            opt.step(lr)
+            opt.zero_grad()
             step += 1
         train_s = clock.stop()
         loss_value = loss.item()

@@ -236,3 +236,55 @@ def test_flat_dict_keeps_shared_names_bare() -> None:
         assert key in flat
     assert RunConfig().run_id() == RunConfig().run_id()
     assert RunConfig().run_id() != tiny_run("x").run_id()
+
+
+# ----- optimizer and process footprint -----------------------------------------------------
+def test_lean_adamw_matches_torch_adamw_step_by_step() -> None:
+    from chargpt.model import GPT, ModelConfig
+    from chargpt.train import make_optimizer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11, bias=True)
+    ours, ref = GPT(cfg), GPT(cfg)
+    ref.load_state_dict(ours.state_dict())
+    optim = OptimConfig(lr=1e-2, weight_decay=0.1, beta1=0.8, beta2=0.95)
+    opt = make_optimizer(ours, optim)
+    params = list(ref.parameters())
+    torch_opt = torch.optim.AdamW(
+        [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+        lr=1e-2, betas=(0.8, 0.95))
+    for step in range(5):
+        x = torch.randint(11, (4, 8))
+        for model in (ours, ref):
+            model(x, x.roll(1, dims=1))[1].backward()
+        lr = 1e-2 * (step + 1) / 5
+        opt.step(lr)
+        for group in torch_opt.param_groups:
+            group["lr"] = lr
+        torch_opt.step()
+        opt.zero_grad()
+        torch_opt.zero_grad()
+    for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert not torch.equal(ours.lm_head.weight, GPT(cfg).lm_head.weight)
+
+
+def test_training_process_stays_lean(text_file: Path) -> None:
+    """No pandas, plotting or torch._dynamo in a training process: they cost peak memory."""
+    code = (
+        "import sys\n"
+        "from chargpt.config import RunConfig\n"
+        "from chargpt.train import train\n"
+        f"run = RunConfig.from_dict({{'model': {{'n_layer': 1, 'n_head': 2, 'n_embd': 16, "
+        f"'block_size': 8}}, 'train': {{'batch_size': 4, 'eval_iters': 1, 'device': 'cpu', "
+        f"'save_checkpoint': False}}, 'budget': {{'max_steps': 3}}, "
+        f"'data': {{'corpus': {str(text_file)!r}}}}})\n"
+        "train(run)\n"
+        "heavy = [m for m in ('pandas', 'matplotlib', 'seaborn', 'torch._dynamo') "
+        "if m in sys.modules]\n"
+        "print(heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,77 @@
+"""Train a recipe (default: nanoGPT's CPU baby GPT) and print its speed, memory and loss.
+
+    python bench/recipe.py [studies/recipes/nanogpt_cpu_baby.yaml] [--attn-impl sdpa]
+                           [--threads N] [--steps N] [--compile]
+
+Runs in this process (fresh, so peak RSS is the training process's own; nothing heavier than
+torch and numpy is imported). Prints tokens/s, train_s, wall, final val loss, MFU with the
+probe's measured peak, and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+T_START = time.perf_counter()
+
+import yaml  # noqa: E402
+
+from chargpt.config import ConfigError, RunConfig  # noqa: E402
+from chargpt.data import CorpusError  # noqa: E402
+
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", nargs="?", default=str(DEFAULT_RECIPE))
+    parser.add_argument("--attn-impl", choices=["manual", "sdpa"])
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        base = yaml.safe_load(Path(args.recipe).read_text())["base"]
+        if args.attn_impl:
+            base["model"]["attn_impl"] = args.attn_impl
+        if args.threads:
+            base["train"]["threads"] = args.threads
+        if args.steps:
+            base["budget"] = {"max_steps": args.steps}
+        if args.compile:
+            base["train"]["compile"] = True
+        run = RunConfig.from_dict(base)
+    except (OSError, KeyError, TypeError, yaml.YAMLError, ConfigError) as exc:
+        print(f"error: {args.recipe}: {exc}", file=sys.stderr)
+        return 2
+
+    from chargpt.train import train
+
+    try:
+        r = train(run)
+    except CorpusError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import torch
+
+    wall = time.perf_counter() - T_START
+    print(f"recipe      {args.recipe} ({run.model.attn_impl} attention, "
+          f"{torch.get_num_threads()} threads, compile={run.train.compile})")
+    print(f"hardware    {r.hardware}, torch {torch.__version__}")
+    print(f"steps       {r.steps} ({r.stop_reason}), {r.tokens:,} tokens")
+    print(f"train_s     {r.train_s:.2f} s ({r.train_s / r.steps * 1e3:.2f} ms/step); "
+          f"eval_s {r.eval_s:.2f} s; wall {wall:.2f} s (process)")
+    print(f"tokens/s    {r.tokens_per_s:,.0f}")
+    print(f"val loss    {r.final_val_loss:.4f} (best {r.best_val_loss:.4f} at step "
+          f"{r.best_step}); train loss {r.final_train_loss:.4f}")
+    print(f"MFU         {r.mfu:.1%} of a measured {r.peak_flops / 1e9:.0f} GFLOP/s "
+          f"(float32 matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token")
+    print(f"peak RSS    {r.peak_rss_mb:.0f} MiB")
+    return 0 if r.status == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
