@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ if __package__ in (None, ""):  # run as `python plots/lr_sweep.py`: import sibli
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
@@ -21,9 +23,18 @@ REQUIRED = ("lr", "final_val_loss")
 LINESTYLES = ["-", "--", "-.", ":"]
 
 
+def architecture(label: str) -> str:
+    """A run's label without its ` lr=...` part: the study runner appends swept values to the
+    labels of points that share an architecture, so an lr sweep's runs differ only there."""
+    return re.sub(r"\s*\blr=\S+", "", str(label)).strip() or str(label)
+
+
 def sweeps(study: Study) -> pd.DataFrame:
-    """Runs of the groups (label, batch_size) that tried at least two learning rates."""
+    """Runs of the groups (architecture, batch_size) that tried at least two learning rates.
+
+    Their `label` column holds the architecture (the label without ` lr=...`)."""
     runs = study.runs[study.runs["status"].isin(["ok", "diverged"]) & study.runs["lr"].notna()]
+    runs = runs.assign(label=runs["label"].map(architecture))
     runs = runs.assign(batch_size=runs["batch_size"] if "batch_size" in runs else np.nan)
     n_lr = runs.groupby(["label", "batch_size"], dropna=False)["lr"].transform("nunique")
     return runs[n_lr >= 2]
@@ -37,6 +48,14 @@ def chosen(sweep: pd.DataFrame) -> pd.DataFrame:
     return ok.loc[ok.groupby(["label", "batch_size"], dropna=False)["final_val_loss"].idxmin()]
 
 
+def arch_order(sweep: pd.DataFrame) -> list[str]:
+    """Architectures by size (n_params, then name): the order of legend and colours."""
+    if "n_params" not in sweep:
+        return sorted(sweep["label"].unique())
+    size = sweep.groupby("label")["n_params"].min()
+    return sorted(size.index, key=lambda lab: (np.nan_to_num(size[lab], nan=np.inf), lab))
+
+
 @style.styled
 def plot_lr_sweep(study: Study) -> Figure:
     """Final validation loss vs lr (log x), one line per architecture; star = chosen lr."""
@@ -44,7 +63,9 @@ def plot_lr_sweep(study: Study) -> Figure:
     if sweep.empty:
         raise common.ResultsError(f"{study.path / 'runs.csv'}: no architecture tried two lr")
     fig, ax = style.new_figure(height=4.6)
-    palette = study.palette()
+    order = arch_order(sweep)
+    palette = dict(zip(order, sns.color_palette("colorblind" if len(order) <= 10 else "husl",
+                                                len(order))))
     best = chosen(sweep)
     batches = sorted(sweep["batch_size"].dropna().unique())
     dashes = {b: LINESTYLES[i % len(LINESTYLES)] for i, b in enumerate(batches)}
@@ -74,8 +95,7 @@ def plot_lr_sweep(study: Study) -> Figure:
     ax.set_xlabel(common.LR)
     ax.set_ylabel(common.FINAL_VAL_LOSS)
     ax.set_title(f"Learning-rate sweep — study {study.name}")
-    labels = [lab for lab in study.labels() if lab in set(sweep["label"])]
-    handles = [Line2D([], [], color=palette[lab], marker="o", ms=5, label=lab) for lab in labels]
+    handles = [Line2D([], [], color=palette[lab], marker="o", ms=5, label=lab) for lab in order]
     if len(batches) > 1:
         handles += [Line2D([], [], color="0.3", ls=dashes[b], label=f"batch_size {int(b)}")
                     for b in batches]
@@ -103,8 +123,8 @@ def chosen_table(study: Study) -> pd.DataFrame:
             "diverged at lr": ", ".join(f"{v:g}" for v in
                                         sorted(grp.loc[grp["status"] != "ok", "lr"])),
         })
-    order = {lab: i for i, lab in enumerate(study.labels())}
-    return pd.DataFrame(rows).sort_values("label", key=lambda s: s.map(order))
+    rank = {lab: i for i, lab in enumerate(arch_order(sweep))}
+    return pd.DataFrame(rows).sort_values("label", key=lambda s: s.map(rank))
 
 
 def build(study: Study, figdir: Path, tabdir: Path) -> Section:

@@ -273,3 +273,24 @@ def test_cli_runs_as_script_without_torch(studies, tmp_path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1
+
+
+def test_lr_sweep_groups_runner_labels_by_architecture(studies, tmp_path) -> None:
+    """The runner labels an lr sweep's points `ARCH lr=0.001`: they still form one sweep."""
+    import shutil
+
+    study = tmp_path / "lr_labels"
+    shutil.copytree(studies["lr"], study)
+    for name in ("runs.csv", "curves.csv", "plan.csv"):
+        frame = pd.read_csv(study / name)
+        if "lr" in frame and "label" in frame:
+            frame["label"] = frame["label"] + " lr=" + frame["lr"].map("{:g}".format)
+        elif "label" in frame:  # curves.csv: take the label from runs.csv
+            runs = pd.read_csv(study / "runs.csv")[["run_id", "label"]]
+            frame = frame.drop(columns="label").merge(runs, on="run_id")
+        frame.to_csv(study / name, index=False)
+    assert lr_sweep.architecture("L3-H4-C96-T64 lr=0.01") == "L3-H4-C96-T64"
+    assert lr_sweep.main([str(study), "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "lr_sweep.csv")
+    assert "L3-H4-C96-T64" in set(table["label"])
+    assert all(len(t.split(", ")) >= 2 for t in table["lr tried"])
