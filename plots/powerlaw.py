@@ -11,6 +11,7 @@ from scipy.optimize import least_squares
 from plots import common
 
 MIN_POINTS = 4  # three parameters: fewer distinct points cannot test the law at all
+MIN_SPAN = 2.0  # x must vary by at least this factor for an exponent to mean anything
 
 
 @dataclass
@@ -86,6 +87,14 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0
     fit = PowerLawFit(n_points=len(x))
     if n_distinct < MIN_POINTS:
         fit.note = f"fit skipped: {n_distinct} distinct point(s), need at least {MIN_POINTS}"
+        return fit
+    if x.max() / x.min() < MIN_SPAN:
+        # e.g. loss vs training FLOPs in an equal-compute study: every x is the budget.
+        fit.note = (f"fit skipped: x spans only a factor of {x.max() / x.min():.2f} "
+                    f"(need {MIN_SPAN:g})")
+        return fit
+    if np.corrcoef(np.log(x), y)[0, 1] >= 0:
+        fit.note = "fit skipped: the loss does not fall as x grows in these points"
         return fit
     starts = [(f * y.min(), a) for f in (0.0, 0.5, 0.8, 0.95) for a in (0.1, 0.3, 0.6, 1.2)]
     params = _solve(x, y, starts)

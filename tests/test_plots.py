@@ -294,3 +294,12 @@ def test_lr_sweep_groups_runner_labels_by_architecture(studies, tmp_path) -> Non
     table = pd.read_csv(tmp_path / "out" / "lr_sweep.csv")
     assert "L3-H4-C96-T64" in set(table["label"])
     assert all(len(t.split(", ")) >= 2 for t in table["lr tried"])
+
+
+def test_power_law_fit_is_skipped_without_a_falling_trend_or_a_spread() -> None:
+    from plots.powerlaw import fit_power_law
+
+    x = np.array([1e12, 1.01e12, 1.02e12, 1.03e12, 1.04e12])  # an equal-compute study
+    assert "spans only a factor" in fit_power_law(x, np.array([2.0, 1.9, 2.1, 1.8, 2.2])).note
+    rising = fit_power_law(np.logspace(5, 7, 6), np.linspace(1.6, 2.5, 6))
+    assert not rising.ok and "does not fall" in rising.note
