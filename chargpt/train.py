@@ -210,8 +210,8 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
     eval_s = 0.0
     step, lr = 0, learning_rate(run.optim, 0, 0.0)
     best_val, best_step, status, reason = math.inf, 0, "ok", ""
-    first_loss: float | None = None
-    last: dict[str, Any] = {}
+    params = opt.parameters()  # built once: clipping runs every step
+    cosine_span = max(1, (total_steps or 0) - run.optim.warmup_steps)
 
     def do_eval() -> dict[str, Any]:
         nonlocal eval_s, best_val, best_step
@@ -239,10 +239,8 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
         next_eval = (step // run.train.eval_interval + 1) * run.train.eval_interval
         chunk = min(chunk, next_eval - step)
         for _ in range(chunk):
-            if total_steps is not None:
-                # The cosine runs from the end of warmup to the last step.
-                span = max(1, total_steps - run.optim.warmup_steps)
-                progress_frac = (step - run.optim.warmup_steps) / span
+            if total_steps is not None:  # the cosine runs from the end of warmup to the end
+                progress_frac = (step - run.optim.warmup_steps) / cosine_span
             else:  # time-only budget: the schedule follows the clock (read every chunk)
                 progress_frac = clock.total / max_seconds
             lr = learning_rate(run.optim, step, progress_frac)
@@ -251,8 +249,7 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
                 _, loss = step_model(x, y)
             loss.backward()
             if run.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), run.optim.grad_clip,
-                                               foreach=True)
+                torch.nn.utils.clip_grad_norm_(params, run.optim.grad_clip, foreach=True)
             opt.step(lr)
             opt.zero_grad()
             step += 1
