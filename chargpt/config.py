@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
 
+# Columns of a run's curve.csv (one row per evaluation); curves.csv adds run_id and label.
+CURVE_COLUMNS = ["step", "tokens", "flops", "train_s", "lr", "train_loss", "val_loss",
+                 "tokens_per_s"]
+
+
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names the key path and the value."""
 

@@ -205,10 +205,3 @@ class Stopwatch:
         self.total += time.perf_counter() - self._start
         self._start = None
         return self.total
-
-    def elapsed(self) -> float:
-        """Total including a running interval (synchronises)."""
-        if self._start is None:
-            return self.total
-        synchronize(self.device)
-        return self.total + time.perf_counter() - self._start

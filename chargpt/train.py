@@ -16,7 +16,7 @@ import torch
 
 from chargpt import measure
 from chargpt.checkpoint import save_checkpoint
-from chargpt.config import Budget, OptimConfig, RunConfig, SampleConfig
+from chargpt.config import CURVE_COLUMNS, Budget, OptimConfig, RunConfig, SampleConfig
 from chargpt.data import BatchSampler, CharTokenizer, encode_corpus, load_corpus, split_ids
 from chargpt.model import GPT, count_params
 from chargpt.optim import AdamW
@@ -24,8 +24,6 @@ from chargpt.optim import AdamW
 log = logging.getLogger(__name__)
 
 Sink = Callable[[dict[str, Any]], None]
-CURVE_COLUMNS = ["step", "tokens", "flops", "train_s", "lr", "train_loss", "val_loss",
-                 "tokens_per_s"]
 EVAL_SEED = 1234  # the same evaluation batches for every run, whatever its training seed
 CHUNK_STEPS = 10  # steps between clock reads / loss checks (each one is a device sync)
 DIVERGENCE_FACTOR = 3.0  # a loss this many times the step-0 loss counts as diverged

@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
+from chargpt.config import CURVE_COLUMNS as RUN_CURVE_COLUMNS
+
 FINISHED = ("ok", "diverged")  # a run with one of these statuses is done and never re-run
 FAILED = ("oom", "error", "timeout")  # re-run only when asked (--retry-failed)
 
@@ -25,8 +27,7 @@ RESULT_COLUMNS = [
     "peak_flops", "mfu", "final_train_loss", "final_val_loss", "best_val_loss", "best_step",
     "device", "hardware", "error",
 ]
-CURVE_COLUMNS = ["run_id", "label", "step", "tokens", "flops", "train_s", "lr", "train_loss",
-                 "val_loss", "tokens_per_s"]
+CURVE_COLUMNS = ["run_id", "label", *RUN_CURVE_COLUMNS]
 
 
 def base_record(run_id: str, label: str, flat_config: dict[str, Any]) -> dict[str, Any]:
