@@ -1,5 +1,8 @@
 """Benchmark of one full training step of the GPT: forward, backward, clip, AdamW step.
 
+Each shape runs with manual and sdpa attention, in float32 and under bfloat16 autocast (as
+train.dtype: bfloat16 does; on a CPU without native bfloat16 it is emulated and slow).
+
 tokens/s = batch_size * block_size / median seconds per step; FLOP/s uses the model's own
 flops_per_token (6N + 12 * n_layer * n_embd * block_size, attention not halved).
 """
@@ -18,6 +21,7 @@ from chargpt.train import make_optimizer
 
 VOCAB_SIZE = 65  # tiny shakespeare's character set
 IMPLS = ("manual", "sdpa")
+DTYPES = ("float32", "bfloat16")
 
 # (n_layer, n_head, n_embd) x block sizes at a fixed batch size, per size profile
 SIZES = {
@@ -34,12 +38,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.function.__name__ != "test_model_step":
         return
     s = SIZES[profile_name(metafunc.config)]
-    cases = list(itertools.product(s["shapes"], s["block_sizes"], IMPLS))
-    ids = [f"L{l}-H{h}-C{c}-T{t}-{i}" for (l, h, c), t, i in cases]
-    metafunc.parametrize("shape,block_size,attn_impl", cases, ids=ids)
+    cases = list(itertools.product(s["shapes"], s["block_sizes"], IMPLS, DTYPES))
+    ids = [f"L{l}-H{h}-C{c}-T{t}-{i}-{d}" for (l, h, c), t, i, d in cases]
+    metafunc.parametrize("shape,block_size,attn_impl,dtype", cases, ids=ids)
 
 
-def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_impl):
+def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_impl, dtype):
     prof = profile_name(pytestconfig)
     B, T = SIZES[prof]["batch_size"], block_size
     n_layer, n_head, n_embd = shape
@@ -55,8 +59,11 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
     idx = torch.randint(0, VOCAB_SIZE, (B, T + 1), device=device)
     x, y = idx[:, :-1], idx[:, 1:]  # (B, T) each, targets shifted by one
 
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
     def call() -> None:
-        _, loss = model(x, y)
+        with autocast:
+            _, loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step(1e-4)
@@ -67,7 +74,7 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
     info = benchmark.extra_info
     info.update(
         group="model_step", n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=T,
-        batch_size=B, attn_impl=attn_impl, tokens=B * T, n_params=int(counts["n_params"]),
+        batch_size=B, attn_impl=attn_impl, dtype=dtype, tokens=B * T, n_params=int(counts["n_params"]),
         flops_per_token=counts["flops_per_token"], **env_info(device),
     )
     benchmark.group = f"model_step L{n_layer}-H{n_head}-C{n_embd}-T{T}"
@@ -76,7 +83,7 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
         info["peak_mem_bytes"], info["peak_mem_method"] = peak_memory(call, device)
         median = run_pedantic(benchmark, call, None, quick=prof == "quick", target_s=TARGET_S[prof])
     except torch.OutOfMemoryError:
-        pytest.skip(f"out of memory at L{n_layer} C{n_embd} B={B} T={T} {attn_impl}")
+        pytest.skip(f"out of memory at L{n_layer} C{n_embd} B={B} T={T} {attn_impl} {dtype}")
     if median is not None:
         info["ms_per_call"] = median * 1e3
         info["tokens_per_s"] = B * T / median

@@ -69,6 +69,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_native_bf16() -> bool | None:
+    """Whether the CPU has bfloat16 matmul instructions (AVX512_BF16 or AMX); None if unknown.
+
+    Without them PyTorch emulates bfloat16 on the CPU, which is slower than float32.
+    """
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return None
+
+
 def git_commit() -> str | None:
     """The project's git commit (with -dirty when the tree has changes), if it is a checkout."""
     root = Path(__file__).resolve().parent.parent
@@ -97,6 +112,7 @@ def fingerprint(device: torch.device | None = None) -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cpu_logical_cores": os.cpu_count(),
         "cpu_physical_cores": _physical_cores(),
+        "cpu_native_bf16": cpu_native_bf16(),
         "torch_threads": torch.get_num_threads(),
         "os": platform.platform(),
         "python": platform.python_version(),

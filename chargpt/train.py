@@ -173,9 +173,13 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
     if run.train.threads is not None:
         torch.set_num_threads(run.train.threads)
     device = measure.resolve_device(run.train.device)
-    if run.train.dtype == "bfloat16" and device.type != "cuda":
-        raise ValueError(f"train.dtype: bfloat16 autocast is supported on CUDA only, "
+    if run.train.dtype == "bfloat16" and device.type not in ("cuda", "cpu"):
+        raise ValueError(f"train.dtype: bfloat16 autocast is supported on CUDA and CPU only, "
                          f"the run is on {device.type}")
+    if run.train.dtype == "bfloat16" and device.type == "cpu" and not measure.cpu_native_bf16():
+        log.warning("train.dtype bfloat16: this CPU has no native bfloat16 matmul "
+                    "(avx512_bf16/amx_bf16), so autocast emulates it and is likely slower "
+                    "than float32")
     torch.manual_seed(run.train.seed)
 
     text = load_corpus(run.data.corpus)
@@ -199,8 +203,8 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
     sampler = BatchSampler(train_ids, T, B, seed=run.train.seed, device=device)
     eval_train = fixed_batches(train_ids, T, B, run.train.eval_iters, device)
     eval_val = fixed_batches(val_ids, T, B, run.train.eval_iters, device)
-    if device.type == "cuda" and run.train.dtype == "bfloat16":
-        autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+    if run.train.dtype == "bfloat16":
+        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
     else:
         autocast = contextlib.nullcontext
 

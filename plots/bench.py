@@ -280,13 +280,16 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
     steps = [r for r in rows if r["group"] == "model_step"]
     if steps:
         out += ["## Training step of the GPT (forward, backward, clip, AdamW)", "",
-                "| n_layer | n_head | n_embd | T | B | impl | ms per step | tokens/s | GFLOP/s "
-                "| peak MiB |", "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
-        for r in sorted(steps, key=lambda r: (r["n_embd"], r["block_size"], r["attn_impl"])):
+                "| n_layer | n_head | n_embd | T | B | impl | dtype | ms per step | tokens/s "
+                "| GFLOP/s | peak MiB |", "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+        # results written before the dtype axis existed were all float32
+        for r in sorted(steps, key=lambda r: (r["n_embd"], r["block_size"], r["attn_impl"],
+                                              r.get("dtype", "float32"))):
             tok_s = r["tokens"] / r["time_s"]
             peak = r.get("peak_mem_bytes")
             out.append(f"| {r['n_layer']} | {r['n_head']} | {r['n_embd']} | {r['block_size']} | "
-                       f"{r['batch_size']} | {r['attn_impl']} | {_fmt(r['time_s'] * 1e3)} | "
+                       f"{r['batch_size']} | {r['attn_impl']} | {r.get('dtype', 'float32')} | "
+                       f"{_fmt(r['time_s'] * 1e3)} | "
                        f"{tok_s:.0f} | {_fmt(tok_s * r['flops_per_token'] / 1e9)} | "
                        f"{_fmt(None if peak is None else peak / MIB)} |")
         out.append("")
