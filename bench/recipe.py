@@ -1,16 +1,17 @@
 """Train a recipe (default: nanoGPT's CPU baby GPT) and print its speed, memory and loss.
 
     python bench/recipe.py [studies/recipes/nanogpt_cpu_baby.yaml] [--attn-impl sdpa]
-                           [--threads N] [--steps N] [--compile]
+                           [--threads N] [--steps N] [--dtype bfloat16] [--compile]
 
 Runs in this process (fresh, so peak RSS is the training process's own; nothing heavier than
-torch and numpy is imported). Prints tokens/s, train_s, wall, final val loss, MFU with the
-probe's measured peak, and peak RSS.
+torch and numpy is imported). Prints tokens/s, train_s, wall, final val loss (on the fixed eval
+batches and on the whole val split), MFU with the probe's measured peak, and peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
     try:
         base = yaml.safe_load(Path(args.recipe).read_text())["base"]
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             base["train"]["threads"] = args.threads
         if args.steps:
             base["budget"] = {"max_steps": args.steps}
+        if args.dtype:
+            base["train"]["dtype"] = args.dtype
         if args.compile:
             base["train"]["compile"] = True
         run = RunConfig.from_dict(base)
@@ -48,27 +52,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.recipe}: {exc}", file=sys.stderr)
         return 2
 
-    from chargpt.train import train
+    import tempfile
 
-    try:
-        r = train(run)
-    except CorpusError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     import torch
 
-    wall = time.perf_counter() - T_START
+    from chargpt.checkpoint import load_checkpoint
+    from chargpt.evaluate import corpus_split, split_loss
+    from chargpt.train import train
+
+    with tempfile.TemporaryDirectory(prefix="chargpt-recipe-") as tmp:
+        run = dataclasses.replace(run, train=dataclasses.replace(run.train, save_checkpoint=True))
+        try:
+            r = train(run, out_dir=Path(tmp))
+            wall = time.perf_counter() - T_START  # before the extra full-split evaluation
+        except CorpusError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        # The fixed eval batches are a sample; also score every character of the val split.
+        model, tokenizer, _, _ = load_checkpoint(Path(tmp) / "ckpt.pt")
+        full_val, n_chars = split_loss(model, corpus_split(run.data.corpus, tokenizer,
+                                                          run.data.val_fraction, "val"))
+
     print(f"recipe      {args.recipe} ({run.model.attn_impl} attention, "
           f"{torch.get_num_threads()} threads, compile={run.train.compile})")
     print(f"hardware    {r.hardware}, torch {torch.__version__}")
     print(f"steps       {r.steps} ({r.stop_reason}), {r.tokens:,} tokens")
     print(f"train_s     {r.train_s:.2f} s ({r.train_s / r.steps * 1e3:.2f} ms/step); "
-          f"eval_s {r.eval_s:.2f} s; wall {wall:.2f} s (process)")
+          f"eval_s {r.eval_s:.2f} s; wall {wall:.2f} s (process start to end of training)")
     print(f"tokens/s    {r.tokens_per_s:,.0f}")
-    print(f"val loss    {r.final_val_loss:.4f} (best {r.best_val_loss:.4f} at step "
-          f"{r.best_step}); train loss {r.final_train_loss:.4f}")
+    print(f"val loss    {r.final_val_loss:.4f} on {run.train.eval_iters} fixed batches "
+          f"(best {r.best_val_loss:.4f} at step {r.best_step}); train loss "
+          f"{r.final_train_loss:.4f}")
+    print(f"full val    {full_val:.4f} over all {n_chars:,} characters of the val split "
+          f"(python -m chargpt.evaluate)")
     print(f"MFU         {r.mfu:.1%} of a measured {r.peak_flops / 1e9:.0f} GFLOP/s "
-          f"(float32 matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token")
+          f"({run.train.dtype} matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token")
     print(f"peak RSS    {r.peak_rss_mb:.0f} MiB")
     return 0 if r.status == "ok" else 1
 
