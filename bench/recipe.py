@@ -2,6 +2,7 @@
 
     python bench/recipe.py [studies/recipes/nanogpt_cpu_baby.yaml] [--attn-impl sdpa]
                            [--threads N] [--steps N] [--dtype bfloat16] [--compile]
+                           [--json OUT.json]
 
 Runs in this process (fresh, so peak RSS is the training process's own; nothing heavier than
 torch and numpy is imported). Prints tokens/s, train_s, wall, final val loss (on the fixed eval
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
+    parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     args = parser.parse_args(argv)
     try:
         base = yaml.safe_load(Path(args.recipe).read_text())["base"]
@@ -88,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MFU         {r.mfu:.1%} of a measured {r.peak_flops / 1e9:.0f} GFLOP/s "
           f"({run.train.dtype} matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token")
     print(f"peak RSS    {r.peak_rss_mb:.0f} MiB")
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps({
+            **r.to_dict(), "recipe": args.recipe, "attn_impl": run.model.attn_impl,
+            "dtype": run.train.dtype, "threads": torch.get_num_threads(),
+            "process_wall_s": wall, "full_val_loss": full_val, "full_val_chars": n_chars,
+        }, indent=1) + "\n")
     return 0 if r.status == "ok" else 1
 
 

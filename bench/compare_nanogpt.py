@@ -1,0 +1,256 @@
+"""Run nanoGPT's CPU baby-GPT recipe and chargpt's, in alternating rounds on this machine.
+
+    python bench/compare_nanogpt.py PATH/TO/nanoGPT [--rounds 3] [--steps 2000]
+                                    [--variant manual --variant bf16 ...] [--json OUT.json]
+
+nanoGPT is not part of chargpt: point this at your own checkout of it. Published speed
+figures come from other machines, so the only fair comparison is the same recipe on the same
+machine, interleaved in time (timings on shared machines drift over minutes). Each round runs
+nanoGPT's train.py exactly as its README runs this recipe on a CPU, then bench/recipe.py once
+per chosen chargpt variant, each in a fresh process. It reports training tokens/s (evaluation
+excluded for both), process wall time, the process's own peak RSS, the val loss each program
+prints, and both final models' loss over every character of the val split, scored by the same
+code (chargpt.evaluate), so the loss comparison carries no sampling noise.
+
+The checkout needs data/shakespeare_char/{train,val}.bin and meta.pkl: they are written from
+chargpt's copy of the corpus unless present; present ones must match it exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from chargpt.config import ModelConfig
+from chargpt.data import CharTokenizer, CorpusError, encode_corpus, load_corpus, split_ids
+from chargpt.evaluate import split_loss
+from chargpt.model import GPT, count_params
+
+REPO = Path(__file__).resolve().parent.parent
+# nanoGPT's README command for this recipe on a CPU (config/train_shakespeare_char.py plus
+# these overrides). log_interval=1 is part of it: nanoGPT then syncs and prints every step.
+NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
+                "--eval_iters=20", "--log_interval=1", "--block_size=64", "--batch_size=12",
+                "--n_layer=4", "--n_head=4", "--n_embd=128", "--lr_decay_iters={steps}",
+                "--max_iters={steps}", "--dropout=0.0"]
+EVAL_INTERVAL = 250  # from config/train_shakespeare_char.py
+TOKENS_PER_ITER = 12 * 64
+VARIANTS = {  # name -> bench/recipe.py flags
+    "manual": [], "sdpa": ["--attn-impl", "sdpa"], "bf16": ["--dtype", "bfloat16"],
+    "sdpa-bf16": ["--attn-impl", "sdpa", "--dtype", "bfloat16"],
+}
+
+
+class CompareError(Exception):
+    """A bad checkout, data folder or failed run; the message says which and why."""
+
+
+# ----- nanoGPT's side: data, log, checkpoint ----------------------------------------------
+def nanogpt_data(text: str) -> dict[str, bytes]:
+    """The files nanoGPT's shakespeare_char dataset folder holds, built from text.
+
+    Its prepare script's format: sorted characters as the vocabulary, the first 90% for
+    training, ids as uint16, and a pickled dict with vocab_size, itos and stoi.
+    """
+    tokenizer = CharTokenizer.from_text(text)
+    train_ids, val_ids = split_ids(encode_corpus(text, tokenizer), 0.1)
+    meta = {"vocab_size": tokenizer.vocab_size, "itos": dict(enumerate(tokenizer.chars)),
+            "stoi": {c: i for i, c in enumerate(tokenizer.chars)}}
+    return {"train.bin": train_ids.numpy().astype(np.uint16).tobytes(),
+            "val.bin": val_ids.numpy().astype(np.uint16).tobytes(),
+            "meta.pkl": pickle.dumps(meta)}
+
+
+def install_data(checkout: Path, text: str) -> None:
+    """Write the dataset files into the checkout, or check that the ones there match."""
+    folder = checkout / "data" / "shakespeare_char"
+    for name, content in nanogpt_data(text).items():
+        path = folder / name
+        if path.exists():
+            # meta.pkl is not read back (unpickling can run code); matching .bin files
+            # already pin the text and hence the sorted vocabulary
+            if name != "meta.pkl" and path.read_bytes() != content:
+                raise CompareError(f"{path} exists but differs from chargpt's corpus; move it "
+                                   "away and run again")
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def nanogpt_iter_ms(log: str) -> dict[int, float]:
+    """Per-iteration milliseconds from nanoGPT's 'iter N: loss L, time Tms, ...' lines."""
+    return {int(m[1]): float(m[2])
+            for m in re.finditer(r"^iter (\d+): loss [-\d.naninf]+, time ([\d.]+)ms", log, re.M)}
+
+
+def nanogpt_tokens_per_s(iter_ms: dict[int, float], eval_interval: int = EVAL_INTERVAL,
+                         tokens_per_iter: int = TOKENS_PER_ITER) -> float:
+    """Training tokens/s with evaluation excluded, from nanoGPT's per-iteration times.
+
+    nanoGPT's time for an iteration that evaluates includes the evaluation (it runs first in
+    the iteration); those iterations are charged the median of the others instead.
+    """
+    plain = [ms for it, ms in iter_ms.items() if it % eval_interval != 0]
+    if not plain:
+        raise CompareError("nanoGPT's log holds no timed training iterations")
+    median = statistics.median(plain)
+    total_ms = sum(plain) + median * (len(iter_ms) - len(plain))
+    return len(iter_ms) * tokens_per_iter / (total_ms / 1e3)
+
+
+def nanogpt_val_loss(log: str) -> float:
+    """The last 'step N: train loss A, val loss B' nanoGPT printed."""
+    found = re.findall(r"^step \d+: train loss [\d.]+, val loss ([\d.]+)", log, re.M)
+    if not found:
+        raise CompareError("nanoGPT's log holds no evaluation line")
+    return float(found[-1])
+
+
+def load_nanogpt_checkpoint(path: Path) -> GPT:
+    """A nanoGPT ckpt.pt as a chargpt GPT (the two share parameter names and shapes).
+
+    Loaded with weights_only=True. nanoGPT's non-flash attention stores its causal mask as a
+    buffer named attn.bias; chargpt builds its own, so those entries are dropped.
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    args = payload["model_args"]
+    config = ModelConfig(n_layer=args["n_layer"], n_head=args["n_head"], n_embd=args["n_embd"],
+                         block_size=args["block_size"], bias=args["bias"],
+                         vocab_size=args["vocab_size"], dropout=0.0)
+    state = {k.removeprefix("_orig_mod."): v for k, v in payload["model"].items()
+             if not k.endswith(".attn.bias")}
+    model = GPT(config)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+# ----- running both -------------------------------------------------------------------------
+def run_measured(cmd: list[str], cwd: Path, log_path: Path) -> tuple[float, float, int]:
+    """Run cmd to completion; (wall seconds, the child's own peak RSS in MiB, exit code)."""
+    with open(log_path, "w") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        # wait4 gives this child's own rusage (RUSAGE_CHILDREN would mix all runs so far)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss / 1024, proc.returncode
+
+
+def run_nanogpt(checkout: Path, steps: int, work: Path, tag: str,
+                val_ids: torch.Tensor) -> dict[str, Any]:
+    out_dir = work / f"nanogpt-{tag}"
+    args = [a.format(steps=steps) for a in NANOGPT_ARGS] + [f"--out_dir={out_dir}",
+                                                            "--always_save_checkpoint=True"]
+    log_path = work / f"nanogpt-{tag}.log"
+    wall, rss, code = run_measured([sys.executable, "train.py", *args], checkout, log_path)
+    log = log_path.read_text()
+    if code != 0:
+        tail = log.strip().splitlines()[-1] if log.strip() else "no output"
+        raise CompareError(f"nanoGPT exited with {code} ({tail}); full log: {log_path}")
+    model = load_nanogpt_checkpoint(out_dir / "ckpt.pt")
+    return {"program": "nanoGPT", "tokens_per_s": nanogpt_tokens_per_s(nanogpt_iter_ms(log)),
+            "wall_s": wall, "peak_rss_mb": rss, "printed_val_loss": nanogpt_val_loss(log),
+            "full_val_loss": split_loss(model, val_ids)[0]}
+
+
+def run_chargpt(variant: str, steps: int, work: Path, tag: str) -> dict[str, Any]:
+    out = work / f"chargpt-{variant}-{tag}.json"
+    log_path = work / f"chargpt-{variant}-{tag}.log"
+    cmd = [sys.executable, str(REPO / "bench" / "recipe.py"), "--steps", str(steps),
+           "--json", str(out), *VARIANTS[variant]]
+    wall, rss, code = run_measured(cmd, REPO, log_path)
+    if code != 0 or not out.exists():
+        raise CompareError(f"bench/recipe.py ({variant}) exited with {code}; log: {log_path}")
+    r = json.loads(out.read_text())
+    return {"program": f"chargpt {variant}", "tokens_per_s": r["tokens_per_s"], "wall_s": wall,
+            "peak_rss_mb": rss, "printed_val_loss": r["final_val_loss"],
+            "full_val_loss": r["full_val_loss"]}
+
+
+def table(rows: list[dict[str, Any]], flops_per_token: float) -> str:
+    """Markdown: one line per program and round, then each program's median tokens/s."""
+    out = ["| round | program | tokens/s | GFLOP/s | wall s | peak RSS MiB | printed val | "
+           "full val |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['round']} | {r['program']} | {r['tokens_per_s']:,.0f} | "
+                   f"{r['tokens_per_s'] * flops_per_token / 1e9:.1f} | {r['wall_s']:.1f} | "
+                   f"{r['peak_rss_mb']:.0f} | {r['printed_val_loss']:.4f} | "
+                   f"{r['full_val_loss']:.4f} |")
+    programs = list(dict.fromkeys(r["program"] for r in rows))
+    ref = statistics.median(r["tokens_per_s"] for r in rows if r["program"] == "nanoGPT")
+    out.append("")
+    for p in programs:
+        speeds = [r["tokens_per_s"] for r in rows if r["program"] == p]
+        ratios = [r["tokens_per_s"] / n["tokens_per_s"] for r in rows if r["program"] == p
+                  for n in rows if n["program"] == "nanoGPT" and n["round"] == r["round"]]
+        out.append(f"- {p}: median {statistics.median(speeds):,.0f} tokens/s "
+                   f"({statistics.median(speeds) / ref:.2f}x nanoGPT's median; same-round "
+                   f"ratios {', '.join(f'{x:.2f}' for x in ratios)})")
+    return "\n".join(out)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line on stderr, exit 2
+        print(f"bench/compare_nanogpt.py: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("nanogpt", type=Path, help="path to a nanoGPT checkout")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS),
+                        help="chargpt variant(s) to run each round (default: manual)")
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.steps < EVAL_INTERVAL:
+        parser.error(f"--rounds must be >= 1 and --steps >= {EVAL_INTERVAL}")
+    checkout = args.nanogpt.expanduser().resolve()
+    if not (checkout / "train.py").is_file() or not (checkout / "configurator.py").is_file():
+        parser.error(f"{checkout} is not a nanoGPT checkout (no train.py and configurator.py)")
+    try:
+        text = load_corpus("shakespeare")
+        install_data(checkout, text)
+        tokenizer = CharTokenizer.from_text(text)
+        val_ids = split_ids(encode_corpus(text, tokenizer), 0.1)[1]
+        flops = count_params(ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64,
+                                         vocab_size=tokenizer.vocab_size))["flops_per_token"]
+        rows: list[dict[str, Any]] = []
+        with tempfile.TemporaryDirectory(prefix="chargpt-vs-nanogpt-") as tmp:
+            work = Path(tmp)
+            for rnd in range(1, args.rounds + 1):
+                runs = [lambda: run_nanogpt(checkout, args.steps, work, str(rnd), val_ids)]
+                runs += [lambda v=v: run_chargpt(v, args.steps, work, str(rnd))
+                         for v in args.variant or ["manual"]]
+                for run in runs:
+                    row = {"round": rnd, **run()}
+                    rows.append(row)
+                    print(f"round {rnd}/{args.rounds}: {row['program']}: "
+                          f"{row['tokens_per_s']:,.0f} tokens/s, wall {row['wall_s']:.0f} s, "
+                          f"full val {row['full_val_loss']:.4f}", file=sys.stderr, flush=True)
+    except (CompareError, CorpusError, OSError, KeyError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table(rows, flops))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

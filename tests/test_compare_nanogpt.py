@@ -1,0 +1,90 @@
+"""bench/compare_nanogpt.py without nanoGPT itself: its data files, log parsing, checkpoints."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chargpt.config import ModelConfig
+from chargpt.model import GPT
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("chargpt_compare", ROOT / "bench" / "compare_nanogpt.py")
+compare = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compare)
+
+
+def test_dataset_files_follow_the_prepare_format(tmp_path: Path) -> None:
+    text = "to be, or not to be: that is the question.\n" * 5
+    files = compare.nanogpt_data(text)
+    chars = sorted(set(text))
+    train = np.frombuffer(files["train.bin"], dtype=np.uint16)
+    val = np.frombuffer(files["val.bin"], dtype=np.uint16)
+    n_train = int(len(text) * 0.9)
+    assert len(train) == n_train and len(val) == len(text) - n_train
+    assert "".join(chars[i] for i in train) == text[:n_train]
+    assert "".join(chars[i] for i in val) == text[n_train:]
+    meta = pickle.loads(files["meta.pkl"])
+    assert meta["vocab_size"] == len(chars) and meta["itos"][0] == chars[0]
+    assert meta["stoi"] == {c: i for i, c in enumerate(chars)}
+
+    compare.install_data(tmp_path, text)
+    folder = tmp_path / "data" / "shakespeare_char"
+    assert (folder / "val.bin").read_bytes() == files["val.bin"]
+    compare.install_data(tmp_path, text)  # the same files again: accepted as they are
+    with pytest.raises(compare.CompareError, match="train.bin exists but differs"):
+        compare.install_data(tmp_path, text.replace("t", "x"))
+
+
+LOG = "\n".join([
+    "step 0: train loss 4.1676, val loss 4.1649",
+    "iter 0: loss 4.1901, time 900.00ms, mfu -100.00%",  # includes the first evaluation
+    *[f"iter {i}: loss 3.0000, time {30 + i % 3}.00ms, mfu 0.01%" for i in range(1, 250)],
+    "step 250: train loss 2.4293, val loss 2.4447",
+    "iter 250: loss 2.5000, time 700.00ms, mfu 0.01%",  # includes an evaluation
+    "iter 251: loss 2.4000, time 31.00ms, mfu 0.01%",
+])
+
+
+def test_tokens_per_s_charges_evaluating_iterations_the_median() -> None:
+    ms = compare.nanogpt_iter_ms(LOG)
+    assert len(ms) == 252 and ms[0] == 900.0 and ms[250] == 700.0
+    plain = [30 + i % 3 for i in range(1, 250)] + [31]
+    expected_s = (sum(plain) + 2 * statistics.median(plain)) / 1e3
+    assert compare.nanogpt_tokens_per_s(ms, 250, 768) == pytest.approx(252 * 768 / expected_s)
+    assert compare.nanogpt_val_loss(LOG) == 2.4447
+    with pytest.raises(compare.CompareError, match="no evaluation line"):
+        compare.nanogpt_val_loss("iter 1: loss 3.0, time 3.0ms, mfu 0.01%")
+
+
+def test_a_nanogpt_checkpoint_loads_as_a_chargpt_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11, bias=False)
+    model = GPT(cfg).eval()
+    # nanoGPT's layout: the same parameter names, a compiled model's prefix, the causal mask
+    # stored as attn.bias in its non-flash path, and its own bookkeeping beside the weights.
+    state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
+    for i in range(cfg.n_layer):
+        state[f"_orig_mod.transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, 8, 8))
+    torch.save({"model": state, "iter_num": 5, "best_val_loss": torch.tensor(2.0),
+                "model_args": {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 8,
+                               "bias": False, "vocab_size": 11, "dropout": 0.0},
+                "config": {"batch_size": 12, "device": "cpu"}}, tmp_path / "ckpt.pt")
+    loaded = compare.load_nanogpt_checkpoint(tmp_path / "ckpt.pt")
+    idx = torch.randint(11, (3, 8))
+    assert torch.equal(loaded(idx)[0], model(idx)[0])
+
+
+def test_cli_refuses_a_folder_that_is_not_a_checkout(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_nanogpt.py"),
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "is not a nanoGPT checkout" in proc.stderr
