@@ -32,7 +32,7 @@ def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _coerce(value: Any, annotation: Any, path: str) -> Any:
+def coerce(value: Any, annotation: Any, path: str) -> Any:
     """Check (and gently convert) one YAML/JSON value against a field's type annotation."""
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
@@ -40,12 +40,12 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], path)
+        return coerce(value, inner[0], path)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             _fail(path, f"expected a list, got {value!r}")
         (item_type, _) = typing.get_args(annotation)
-        return tuple(_coerce(v, item_type, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce(v, item_type, f"{path}[{i}]") for i, v in enumerate(value))
     if annotation is bool:
         if not isinstance(value, bool):
             _fail(path, f"expected true or false, got {value!r}")
@@ -104,7 +104,7 @@ class _Section:
         for key, value in data.items():
             if key not in names:
                 _fail(f"{path}.{key}", f"unknown key{did_you_mean(str(key), names)}")
-            kwargs[key] = _coerce(value, hints[key], f"{path}.{key}")
+            kwargs[key] = coerce(value, hints[key], f"{path}.{key}")
         try:
             return cls(**kwargs)
         except ConfigError:

@@ -21,7 +21,7 @@ from chargpt.config import (
     Budget,
     ConfigError,
     RunConfig,
-    _coerce,
+    coerce,
     did_you_mean,
 )
 
@@ -129,7 +129,7 @@ def _check_key(key: Any, path: str, extra: typing.Sequence[str] = ()) -> tuple[s
 
 
 def _value(section: str, name: str, value: Any, path: str) -> Any:
-    return _coerce(value, _HINTS[section][name], path)
+    return coerce(value, _HINTS[section][name], path)
 
 
 def _put(layer: Layer, section: str, name: str, value: Any, path: str) -> None:
