@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hardware    {r.hardware}, torch {torch.__version__}")
     print(f"steps       {r.steps} ({r.stop_reason}), {r.tokens:,} tokens")
     print(f"train_s     {r.train_s:.2f} s ({r.train_s / r.steps * 1e3:.2f} ms/step); "
-          f"eval_s {r.eval_s:.2f} s; wall {wall:.2f} s (process start to end of training)")
+          f"eval_s {r.eval_s:.2f} s; " + (f"compile_s {r.compile_s:.2f} s; " if r.compile_s else "")
+          + f"wall {wall:.2f} s (process start to end of training)")
     print(f"tokens/s    {r.tokens_per_s:,.0f}")
     print(f"val loss    {r.final_val_loss:.4f} on {run.train.eval_iters} fixed batches "
           f"(best {r.best_val_loss:.4f} at step {r.best_step}); train loss "

@@ -43,7 +43,7 @@ CURVES_REQUIRED = ("run_id", "step", "val_loss")
 NUMERIC = (
     "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size", "lr", "min_lr",
     "max_steps", "max_tokens", "max_flops", "max_seconds", "n_params", "n_params_non_embedding",
-    "flops_per_token", "steps", "tokens", "train_flops", "train_s", "eval_s", "wall_s",
+    "flops_per_token", "steps", "tokens", "train_flops", "train_s", "eval_s", "compile_s", "wall_s",
     "tokens_per_s", "peak_rss_mb", "peak_gpu_mb", "peak_flops", "mfu", "final_train_loss",
     "final_val_loss", "best_val_loss", "best_step", "seed",
     "step", "flops", "train_loss", "val_loss",

@@ -204,8 +204,22 @@ def test_measurement_fields_are_present_and_sane(corpus: str) -> None:
     assert result.tokens_per_s == pytest.approx(result.tokens / result.train_s)
     assert result.peak_rss_mb > 50 and result.peak_gpu_mb is None
     assert result.peak_flops > 1e8
+    assert result.compile_s == 0.0
     assert result.device == "cpu" and result.hardware
     assert result.best_val_loss <= result.final_val_loss
+
+
+def test_compilation_is_timed_apart_from_training(corpus: str) -> None:
+    plain = train(tiny_run(corpus))
+    compiled = train(tiny_run(corpus, train={"compile": True}))
+    assert compiled.status == "ok" and compiled.steps == plain.steps
+    # Compiling takes seconds; a step of this model takes about a millisecond. Were the
+    # compilation inside the clock, train_s would exceed compile_s.
+    assert compiled.compile_s > 0.5
+    assert compiled.train_s < compiled.compile_s
+    assert compiled.wall_s >= compiled.compile_s + compiled.train_s + compiled.eval_s
+    # the warm-up took no optimizer step: compiled training follows the same losses
+    assert compiled.final_val_loss == pytest.approx(plain.final_val_loss, abs=1e-4)
 
 
 # ----- bad configs -------------------------------------------------------------------------

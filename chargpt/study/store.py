@@ -23,9 +23,9 @@ RESULT_COLUMNS = [
     "threads", "lr", "min_lr", "warmup_steps", "schedule", "weight_decay", "beta1", "beta2",
     "grad_clip", "max_steps", "max_tokens", "max_flops", "max_seconds", "corpus",
     "val_fraction", "n_params", "n_params_non_embedding", "flops_per_token", "steps", "tokens",
-    "train_flops", "train_s", "eval_s", "wall_s", "tokens_per_s", "peak_rss_mb", "peak_gpu_mb",
-    "peak_flops", "mfu", "final_train_loss", "final_val_loss", "best_val_loss", "best_step",
-    "device", "hardware", "error",
+    "train_flops", "train_s", "eval_s", "compile_s", "wall_s", "tokens_per_s", "peak_rss_mb",
+    "peak_gpu_mb", "peak_flops", "mfu", "final_train_loss", "final_val_loss", "best_val_loss",
+    "best_step", "device", "hardware", "error",
 ]
 CURVE_COLUMNS = ["run_id", "label", *RUN_CURVE_COLUMNS]
 
