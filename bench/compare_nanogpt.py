@@ -6,14 +6,17 @@
 nanoGPT is not part of chargpt: point this at your own checkout of it. Published speed
 figures come from other machines, so the only fair comparison is the same recipe on the same
 machine, interleaved in time (timings on shared machines drift over minutes). Each round runs
-nanoGPT's train.py exactly as its README runs this recipe on a CPU, then bench/recipe.py once
-per chosen chargpt variant, each in a fresh process. It reports training tokens/s (evaluation
+nanoGPT's train.py as its README runs this recipe on a CPU (plus --out_dir in a temporary
+folder and --always_save_checkpoint=True, so its final model rather than its best one is
+scored), and bench/recipe.py once per chosen chargpt variant, each in a fresh process; even
+rounds run them in the reverse order. It reports training tokens/s (evaluation
 excluded for both), process wall time, the process's own peak RSS, the val loss each program
 prints, and both final models' loss over every character of the val split, scored by the same
 code (chargpt.evaluate), so the loss comparison carries no sampling noise.
 
 The checkout needs data/shakespeare_char/{train,val}.bin and meta.pkl: they are written from
-chargpt's copy of the corpus unless present; present ones must match it exactly.
+chargpt's copy of the corpus unless present; present .bin files must match it exactly. On an
+error the run logs are kept and their folder is named.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +41,7 @@ import torch
 from chargpt.config import ModelConfig
 from chargpt.data import CharTokenizer, CorpusError, encode_corpus, load_corpus, split_ids
 from chargpt.evaluate import split_loss
+from chargpt.measure import maxrss_mb
 from chargpt.model import GPT, count_params
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,19 +80,26 @@ def nanogpt_data(text: str) -> dict[str, bytes]:
 
 
 def install_data(checkout: Path, text: str) -> None:
-    """Write the dataset files into the checkout, or check that the ones there match."""
+    """Write the dataset files into the checkout, or check that the ones there match.
+
+    Everything is checked before anything is written, and each file is written whole (temp
+    file, then rename). An existing meta.pkl is kept unread (unpickling can run code):
+    matching .bin files already pin the text, hence the sorted vocabulary it describes.
+    """
     folder = checkout / "data" / "shakespeare_char"
-    for name, content in nanogpt_data(text).items():
+    files = nanogpt_data(text)
+    for name in ("train.bin", "val.bin"):
         path = folder / name
-        if path.exists():
-            # meta.pkl is not read back (unpickling can run code); matching .bin files
-            # already pin the text and hence the sorted vocabulary
-            if name != "meta.pkl" and path.read_bytes() != content:
-                raise CompareError(f"{path} exists but differs from chargpt's corpus; move it "
-                                   "away and run again")
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
+        if path.exists() and path.read_bytes() != files[name]:
+            raise CompareError(f"{path} exists but differs from chargpt's corpus; move it "
+                               "away and run again")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        path = folder / name
+        if not path.exists():
+            tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+            tmp.write_bytes(content)
+            tmp.replace(path)
 
 
 def nanogpt_iter_ms(log: str) -> dict[int, float]:
@@ -113,7 +125,7 @@ def nanogpt_tokens_per_s(iter_ms: dict[int, float], eval_interval: int = EVAL_IN
 
 def nanogpt_val_loss(log: str) -> float:
     """The last 'step N: train loss A, val loss B' nanoGPT printed."""
-    found = re.findall(r"^step \d+: train loss [\d.]+, val loss ([\d.]+)", log, re.M)
+    found = re.findall(r"^step \d+: train loss \S+, val loss (\S+)$", log, re.M)
     if not found:
         raise CompareError("nanoGPT's log holds no evaluation line")
     return float(found[-1])
@@ -125,29 +137,52 @@ def load_nanogpt_checkpoint(path: Path) -> GPT:
     Loaded with weights_only=True. nanoGPT's non-flash attention stores its causal mask as a
     buffer named attn.bias; chargpt builds its own, so those entries are dropped.
     """
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    args = payload["model_args"]
-    config = ModelConfig(n_layer=args["n_layer"], n_head=args["n_head"], n_embd=args["n_embd"],
-                         block_size=args["block_size"], bias=args["bias"],
-                         vocab_size=args["vocab_size"], dropout=0.0)
-    state = {k.removeprefix("_orig_mod."): v for k, v in payload["model"].items()
-             if not k.endswith(".attn.bias")}
-    model = GPT(config)
-    model.load_state_dict(state)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        args = payload["model_args"]
+        config = ModelConfig(n_layer=args["n_layer"], n_head=args["n_head"],
+                             n_embd=args["n_embd"], block_size=args["block_size"],
+                             bias=args["bias"], vocab_size=args["vocab_size"], dropout=0.0)
+        state = {k.removeprefix("_orig_mod."): v for k, v in payload["model"].items()
+                 if not k.endswith(".attn.bias")}
+        model = GPT(config)
+        model.load_state_dict(state)
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError,
+            pickle.UnpicklingError) as exc:
+        raise CompareError(f"{path}: not a loadable nanoGPT checkpoint ({exc!r})") from None
     return model.eval()
 
 
 # ----- running both -------------------------------------------------------------------------
+# A tiny parent for each measured program. Linux charges a child's ru_maxrss with the memory
+# of the process it was forked from (the fork copy, or with vfork the parent itself, counts
+# until exec), and this script holds torch and a corpus. Forked from this small interpreter
+# instead, the program's figure is its own. argv: rusage file, then the command.
+_MEASURE = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"ru_maxrss": usage.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(cmd: list[str], cwd: Path, log_path: Path) -> tuple[float, float, int]:
-    """Run cmd to completion; (wall seconds, the child's own peak RSS in MiB, exit code)."""
+    """Run cmd to completion; (wall seconds, its own peak RSS in MiB, exit code)."""
+    usage_path = log_path.with_suffix(".rusage.json")
     with open(log_path, "w") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-        # wait4 gives this child's own rusage (RUSAGE_CHILDREN would mix all runs so far)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = subprocess.run([sys.executable, "-c", _MEASURE, str(usage_path), *cmd], cwd=cwd,
+                              stdout=log, stderr=subprocess.STDOUT).returncode
         wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    try:
+        rss = maxrss_mb(json.loads(usage_path.read_text())["ru_maxrss"])
+    except (OSError, ValueError, KeyError):
+        rss = float("nan")  # the wrapper itself failed; the exit code says so
+    return wall, rss, code
 
 
 def run_nanogpt(checkout: Path, steps: int, work: Path, tag: str,
@@ -174,7 +209,10 @@ def run_chargpt(variant: str, steps: int, work: Path, tag: str) -> dict[str, Any
            "--json", str(out), *VARIANTS[variant]]
     wall, rss, code = run_measured(cmd, REPO, log_path)
     if code != 0 or not out.exists():
-        raise CompareError(f"bench/recipe.py ({variant}) exited with {code}; log: {log_path}")
+        log = log_path.read_text().strip()
+        tail = log.splitlines()[-1] if log else "no output"
+        raise CompareError(f"bench/recipe.py ({variant}) exited with {code} ({tail}); "
+                           f"full log: {log_path}")
     r = json.loads(out.read_text())
     return {"program": f"chargpt {variant}", "tokens_per_s": r["tokens_per_s"], "wall_s": wall,
             "peak_rss_mb": rss, "printed_val_loss": r["final_val_loss"],
@@ -218,11 +256,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="chargpt variant(s) to run each round (default: manual)")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.steps < EVAL_INTERVAL:
-        parser.error(f"--rounds must be >= 1 and --steps >= {EVAL_INTERVAL}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    # nanoGPT evaluates and checkpoints only every eval_interval steps: other step counts
+    # would compare its model from an earlier step with chargpt's final one.
+    if args.steps < EVAL_INTERVAL or args.steps % EVAL_INTERVAL:
+        parser.error(f"--steps must be a positive multiple of {EVAL_INTERVAL} (nanoGPT's "
+                     f"eval_interval), got {args.steps}")
     checkout = args.nanogpt.expanduser().resolve()
     if not (checkout / "train.py").is_file() or not (checkout / "configurator.py").is_file():
         parser.error(f"{checkout} is not a nanoGPT checkout (no train.py and configurator.py)")
+    work = Path(tempfile.mkdtemp(prefix="chargpt-vs-nanogpt-"))
     try:
         text = load_corpus("shakespeare")
         install_data(checkout, text)
@@ -231,24 +275,30 @@ def main(argv: list[str] | None = None) -> int:
         flops = count_params(ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64,
                                          vocab_size=tokenizer.vocab_size))["flops_per_token"]
         rows: list[dict[str, Any]] = []
-        with tempfile.TemporaryDirectory(prefix="chargpt-vs-nanogpt-") as tmp:
-            work = Path(tmp)
-            for rnd in range(1, args.rounds + 1):
-                runs = [lambda: run_nanogpt(checkout, args.steps, work, str(rnd), val_ids)]
-                runs += [lambda v=v: run_chargpt(v, args.steps, work, str(rnd))
-                         for v in args.variant or ["manual"]]
-                for run in runs:
-                    row = {"round": rnd, **run()}
-                    rows.append(row)
-                    print(f"round {rnd}/{args.rounds}: {row['program']}: "
-                          f"{row['tokens_per_s']:,.0f} tokens/s, wall {row['wall_s']:.0f} s, "
-                          f"full val {row['full_val_loss']:.4f}", file=sys.stderr, flush=True)
-    except (CompareError, CorpusError, OSError, KeyError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for rnd in range(1, args.rounds + 1):
+            tag = str(rnd)
+            runs = [lambda: run_nanogpt(checkout, args.steps, work, tag, val_ids)]
+            runs += [lambda v=v: run_chargpt(v, args.steps, work, tag)
+                     for v in args.variant or ["manual"]]
+            if rnd % 2 == 0:  # alternate the order, so neither always runs first
+                runs.reverse()
+            for run in runs:
+                row = {"round": rnd, **run()}
+                rows.append(row)
+                print(f"round {rnd}/{args.rounds}: {row['program']}: "
+                      f"{row['tokens_per_s']:,.0f} tokens/s, wall {row['wall_s']:.0f} s, "
+                      f"full val {row['full_val_loss']:.4f}", file=sys.stderr, flush=True)
+        order = ["nanoGPT"] + [f"chargpt {v}" for v in args.variant or ["manual"]]
+        rows.sort(key=lambda r: (r["round"], order.index(r["program"])))
+        if args.json:
+            tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(rows, indent=1) + "\n")
+            tmp.replace(args.json)
+    except (CompareError, CorpusError, OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc} (logs kept in {work})", file=sys.stderr)
         return 2
+    shutil.rmtree(work, ignore_errors=True)
     print(table(rows, flops))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
 
 

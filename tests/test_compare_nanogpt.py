@@ -17,7 +17,8 @@ from chargpt.config import ModelConfig
 from chargpt.model import GPT
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("chargpt_compare", ROOT / "bench" / "compare_nanogpt.py")
+spec = importlib.util.spec_from_file_location("chargpt_compare",
+                                              ROOT / "bench" / "compare_nanogpt.py")
 compare = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(compare)
 
@@ -43,6 +44,14 @@ def test_dataset_files_follow_the_prepare_format(tmp_path: Path) -> None:
     with pytest.raises(compare.CompareError, match="train.bin exists but differs"):
         compare.install_data(tmp_path, text.replace("t", "x"))
 
+    # a foreign val.bin and no train.bin: refused before anything is written
+    other = tmp_path / "other"
+    (other / "data" / "shakespeare_char").mkdir(parents=True)
+    (other / "data" / "shakespeare_char" / "val.bin").write_bytes(b"\0\1")
+    with pytest.raises(compare.CompareError, match="val.bin exists but differs"):
+        compare.install_data(other, text)
+    assert [p.name for p in (other / "data" / "shakespeare_char").iterdir()] == ["val.bin"]
+
 
 LOG = "\n".join([
     "step 0: train loss 4.1676, val loss 4.1649",
@@ -61,6 +70,9 @@ def test_tokens_per_s_charges_evaluating_iterations_the_median() -> None:
     expected_s = (sum(plain) + 2 * statistics.median(plain)) / 1e3
     assert compare.nanogpt_tokens_per_s(ms, 250, 768) == pytest.approx(252 * 768 / expected_s)
     assert compare.nanogpt_val_loss(LOG) == 2.4447
+    # a diverged last evaluation is reported as such, not replaced by an earlier one
+    diverged = LOG + "\nstep 500: train loss nan, val loss nan"
+    assert np.isnan(compare.nanogpt_val_loss(diverged))
     with pytest.raises(compare.CompareError, match="no evaluation line"):
         compare.nanogpt_val_loss("iter 1: loss 3.0, time 3.0ms, mfu 0.01%")
 
@@ -88,3 +100,26 @@ def test_cli_refuses_a_folder_that_is_not_a_checkout(tmp_path: Path) -> None:
                            str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "is not a nanoGPT checkout" in proc.stderr
+
+
+def test_each_child_gets_its_own_wall_time_and_peak_rss(tmp_path: Path) -> None:
+    big = [sys.executable, "-c", "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"]
+    small = [sys.executable, "-c", "print('hello')"]
+    wall_big, rss_big, code_big = compare.run_measured(big, tmp_path, tmp_path / "big.log")
+    wall_small, rss_small, code = compare.run_measured(small, tmp_path, tmp_path / "small.log")
+    assert code_big == 0 and code == 0 and wall_big > 0 and wall_small > 0
+    assert rss_big > 200 > rss_small  # the second child is not charged the first one's peak
+    assert (tmp_path / "small.log").read_text() == "hello\n"
+    fail = [sys.executable, "-c", "raise SystemExit(3)"]
+    assert compare.run_measured(fail, tmp_path, tmp_path / "fail.log")[2] == 3
+
+
+@pytest.mark.parametrize("steps", ["300", "100", "0"])
+def test_cli_refuses_steps_nanogpt_would_not_checkpoint_at(tmp_path: Path, steps: str) -> None:
+    (tmp_path / "train.py").write_text("")
+    (tmp_path / "configurator.py").write_text("")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_nanogpt.py"),
+                           str(tmp_path), "--steps", steps],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--steps must be a positive multiple of 250" in proc.stderr
+    assert not (tmp_path / "data").exists()  # nothing written
