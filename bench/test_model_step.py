@@ -74,7 +74,8 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
     info = benchmark.extra_info
     info.update(
         group="model_step", n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=T,
-        batch_size=B, attn_impl=attn_impl, dtype=dtype, tokens=B * T, n_params=int(counts["n_params"]),
+        batch_size=B, attn_impl=attn_impl, dtype=dtype, tokens=B * T,
+        n_params=int(counts["n_params"]),
         flops_per_token=counts["flops_per_token"], **env_info(device),
     )
     benchmark.group = f"model_step L{n_layer}-H{n_head}-C{n_embd}-T{T}"
@@ -83,7 +84,8 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
         info["peak_mem_bytes"], info["peak_mem_method"] = peak_memory(call, device)
         median = run_pedantic(benchmark, call, None, quick=prof == "quick", target_s=TARGET_S[prof])
     except torch.OutOfMemoryError:
-        pytest.skip(f"out of memory at L{n_layer} C{n_embd} B={B} T={T} {attn_impl} {dtype}")
+        pytest.skip(f"out of memory at L{n_layer} C{n_embd} B={B} T={T} {attn_impl} "
+                    f"{dtype}")
     if median is not None:
         info["ms_per_call"] = median * 1e3
         info["tokens_per_s"] = B * T / median

@@ -32,8 +32,8 @@ def windows(ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Ten
     if n < 1:
         raise ValueError(f"a split of {len(ids)} characters is too short for one window of "
                          f"block_size {block_size}")
-    x = ids[: n * block_size].view(n, block_size)
-    y = ids[1 : n * block_size + 1].view(n, block_size)
+    x = ids[: n * block_size].reshape(n, block_size)
+    y = ids[1 : n * block_size + 1].reshape(n, block_size)
     return x, y
 
 
@@ -48,7 +48,8 @@ def split_loss(model: GPT, ids: torch.Tensor, batch_size: int = 64,
     total = torch.zeros((), dtype=torch.float64)
     try:
         for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size].long().to(device), y[i : i + batch_size].long().to(device)
+            xb = x[i : i + batch_size].long().to(device)
+            yb = y[i : i + batch_size].long().to(device)
             with autocast():
                 _, loss = model(xb, yb)
             total += loss.double().cpu() * yb.numel()  # the batch mean, weighted by its size
@@ -80,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
         return 2
     try:
-        model, tokenizer, run, _ = load_checkpoint(args.checkpoint, device=args.device)
+        from chargpt.measure import resolve_device
+
+        device = resolve_device(args.device)  # an unavailable device is its own error
+        model, tokenizer, run, _ = load_checkpoint(args.checkpoint, device=device)
         corpus = args.corpus or run.data.corpus
         ids = corpus_split(corpus, tokenizer, run.data.val_fraction, args.split)
         loss, n = split_loss(model, ids, args.batch_size)

@@ -44,11 +44,14 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def maxrss_mb(ru_maxrss: int) -> float:
+    """A getrusage ru_maxrss in MiB (Linux reports KiB, macOS bytes)."""
+    return ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else ru_maxrss / 1024
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    return maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def peak_gpu_mb(device: torch.device) -> float | None:
@@ -69,18 +72,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_native_bf16() -> bool | None:
+def cpu_native_bf16(cpuinfo: str | None = None) -> bool | None:
     """Whether the CPU has bfloat16 matmul instructions (AVX512_BF16 or AMX); None if unknown.
 
-    Without them PyTorch emulates bfloat16 on the CPU, which is slower than float32.
+    Without them PyTorch emulates bfloat16 on the CPU, which is slower than float32. Reads
+    the x86 flags of /proc/cpuinfo (or the given text of one); other systems give None.
     """
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
     return None
 
 

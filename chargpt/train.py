@@ -177,10 +177,15 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
     if run.train.dtype == "bfloat16" and device.type not in ("cuda", "cpu"):
         raise ValueError(f"train.dtype: bfloat16 autocast is supported on CUDA and CPU only, "
                          f"the run is on {device.type}")
-    if run.train.dtype == "bfloat16" and device.type == "cpu" and not measure.cpu_native_bf16():
-        log.warning("train.dtype bfloat16: this CPU has no native bfloat16 matmul "
-                    "(avx512_bf16/amx_bf16), so autocast emulates it and is likely slower "
-                    "than float32")
+    if run.train.dtype == "bfloat16" and device.type == "cpu":
+        native = measure.cpu_native_bf16()
+        if native is False:
+            log.warning("train.dtype bfloat16: this CPU has no native bfloat16 matmul "
+                        "(avx512_bf16/amx_bf16), so autocast emulates it and is likely "
+                        "slower than float32")
+        elif native is None:
+            log.info("train.dtype bfloat16: could not tell whether this CPU has native "
+                     "bfloat16 matmul; compare tokens/s against float32")
     torch.manual_seed(run.train.seed)
 
     text = load_corpus(run.data.corpus)
@@ -235,15 +240,19 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
 
     compile_s = 0.0
     if run.train.compile:
-        # torch.compile compiles the training graph at its first call. Do that outside the
-        # clock, on an evaluation batch and without an optimizer step (weights unchanged), so
-        # train_s, tokens/s, MFU and a max_seconds budget measure training, not compilation.
+        # torch.compile compiles a graph at its first call. Do that outside the clock, on an
+        # evaluation batch and without an optimizer step (weights unchanged), so train_s,
+        # tokens/s, MFU and a max_seconds budget measure training, not compilation.
+        # The evaluation graph (eval mode, no grad) is compiled here too. fork_rng keeps the
+        # warm-up from moving the RNG that dropout draws from.
         t0 = time.perf_counter()
         x, y = eval_train[0]
-        with autocast():
-            _, loss = step_model(x, y)
-        loss.backward()
-        opt.zero_grad()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with autocast():
+                _, loss = step_model(x, y)
+            loss.backward()
+            opt.zero_grad()
+            evaluate(step_model, eval_train[:1], autocast)
         measure.synchronize(device)
         compile_s = time.perf_counter() - t0
 

@@ -250,6 +250,15 @@ def test_bfloat16_autocast_on_cpu_trains_close_to_float32(corpus: str) -> None:
     assert bf16.peak_flops != fp32.peak_flops and 0 < bf16.mfu <= 1
 
 
+def test_native_bf16_is_read_from_the_cpu_flags() -> None:
+    from chargpt.measure import cpu_native_bf16
+
+    assert cpu_native_bf16("model name\t: X\nflags\t\t: fpu sse avx512f avx512_bf16\n") is True
+    assert cpu_native_bf16("flags\t\t: fpu sse amx_tile amx_bf16\n") is True
+    assert cpu_native_bf16("flags\t\t: fpu sse avx2 avx512f\n") is False
+    assert cpu_native_bf16("processor\t: 0\nFeatures\t: fp asimd bf16\n") is None  # not x86
+
+
 def uniform_loss(corpus: str) -> float:
     """The loss of a uniform guess over the corpus's characters: training must beat it."""
     return math.log(len(set(Path(corpus).read_text())))
