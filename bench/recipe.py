@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         # The fixed eval batches are a sample; also score every character of the val split.
         model, tokenizer, _, _ = load_checkpoint(Path(tmp) / "ckpt.pt")
+        # In training-sized batches, so this process's peak memory stays that of training.
         full_val, n_chars = split_loss(model, corpus_split(run.data.corpus, tokenizer,
-                                                          run.data.val_fraction, "val"))
+                                                          run.data.val_fraction, "val"),
+                                       batch_size=run.train.batch_size)
 
     print(f"recipe      {args.recipe} ({run.model.attn_impl} attention, "
           f"{torch.get_num_threads()} threads, compile={run.train.compile})")
