@@ -9,7 +9,9 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    from chargpt.cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="python run_study.py",
         description="Train every run of a YAML study and write results/<study>/ (CSV, JSON).")
     p.add_argument("study", help="study file, e.g. studies/scaling.yaml")

@@ -21,9 +21,7 @@ error the run logs are kept and their folder is named.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import pickle
 import re
 import shutil
@@ -38,10 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from chargpt.cli import ArgumentParser
 from chargpt.config import ModelConfig
 from chargpt.data import CharTokenizer, CorpusError, encode_corpus, load_corpus, split_ids
 from chargpt.evaluate import split_loss
 from chargpt.measure import maxrss_mb
+from chargpt.study.store import write_atomic, write_json
 from chargpt.model import GPT, count_params
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,13 +93,9 @@ def install_data(checkout: Path, text: str) -> None:
         if path.exists() and path.read_bytes() != files[name]:
             raise CompareError(f"{path} exists but differs from chargpt's corpus; move it "
                                "away and run again")
-    folder.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
-        path = folder / name
-        if not path.exists():
-            tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-            tmp.write_bytes(content)
-            tmp.replace(path)
+        if not (folder / name).exists():
+            write_atomic(folder / name, content)
 
 
 def nanogpt_iter_ms(log: str) -> dict[int, float]:
@@ -241,14 +237,9 @@ def table(rows: list[dict[str, Any]], flops_per_token: float) -> str:
     return "\n".join(out)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line on stderr, exit 2
-        print(f"bench/compare_nanogpt.py: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="bench/compare_nanogpt.py",
+                            description=__doc__.splitlines()[0])
     parser.add_argument("nanogpt", type=Path, help="path to a nanoGPT checkout")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2000)
@@ -291,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         order = ["nanoGPT"] + [f"chargpt {v}" for v in args.variant or ["manual"]]
         rows.sort(key=lambda r: (r["round"], order.index(r["program"])))
         if args.json:
-            tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(rows, indent=1) + "\n")
-            tmp.replace(args.json)
+            write_json(args.json, rows)
     except (CompareError, CorpusError, OSError, ValueError, KeyError) as exc:
         print(f"error: {exc} (logs kept in {work})", file=sys.stderr)
         return 2

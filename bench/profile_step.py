@@ -8,7 +8,6 @@ same step code as chargpt.train (sampler, forward, backward, clip, fused AdamW).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 import yaml
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from chargpt.cli import ArgumentParser
 from chargpt.config import RunConfig
 from chargpt.data import BatchSampler, CharTokenizer, encode_corpus, load_corpus, split_ids
 from chargpt.model import GPT
@@ -26,7 +26,7 @@ DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanog
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="bench/profile_step.py", description=__doc__.splitlines()[0])
     parser.add_argument("recipe", nargs="?", default=str(DEFAULT_RECIPE))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rows", type=int, default=15)

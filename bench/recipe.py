@@ -11,7 +11,6 @@ batches and on the whole val split), MFU with the probe's measured peak, and pea
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -21,6 +20,7 @@ T_START = time.perf_counter()
 
 import yaml  # noqa: E402
 
+from chargpt.cli import ArgumentParser  # noqa: E402
 from chargpt.config import ConfigError, RunConfig  # noqa: E402
 from chargpt.data import CorpusError  # noqa: E402
 
@@ -28,7 +28,7 @@ DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanog
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="bench/recipe.py", description=__doc__.splitlines()[0])
     parser.add_argument("recipe", nargs="?", default=str(DEFAULT_RECIPE))
     parser.add_argument("--attn-impl", choices=["manual", "sdpa"])
     parser.add_argument("--threads", type=int)
@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         base = yaml.safe_load(Path(args.recipe).read_text())["base"]
         if args.attn_impl:
             base["model"]["attn_impl"] = args.attn_impl
-        if args.threads:
+        if args.threads is not None:
             base["train"]["threads"] = args.threads
-        if args.steps:
+        if args.steps is not None:
             base["budget"] = {"max_steps": args.steps}
         if args.dtype:
             base["train"]["dtype"] = args.dtype
@@ -94,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
           f"({run.train.dtype} matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token")
     print(f"peak RSS    {r.peak_rss_mb:.0f} MiB")
     if args.json:
-        import json
+        from chargpt.study.store import write_json
 
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             **r.to_dict(), "recipe": args.recipe, "attn_impl": run.model.attn_impl,
             "dtype": run.train.dtype, "threads": torch.get_num_threads(),
             "process_wall_s": wall, "full_val_loss": full_val, "full_val_chars": n_chars,
-        }, indent=1) + "\n")
+        })
     return 0 if r.status == "ok" else 1
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from chargpt.cli import ArgumentParser
 from chargpt.config import ModelConfig
 from chargpt.data import CharDataset, CharTokenizer, CorpusError, encode_corpus, load_corpus, \
     reference_losses, split_ids
@@ -165,20 +165,9 @@ def format_description(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class _UsageError(Exception):
-    """Bad command-line arguments."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports usage errors as an exception so main() can print one line and return 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m chargpt.data", description="Corpus tools.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m chargpt.data", description="Corpus tools.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     p = sub.add_parser("describe", help="task (a): corpus facts, one batch, costs, baselines")
     p.add_argument("corpus", help="shakespeare, synthetic, or the path of a UTF-8 text file")
     p.add_argument("--block-size", type=int, default=8)
@@ -195,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         d = describe(args.corpus, block_size=args.block_size, batch_size=args.batch_size,
                      val_fraction=args.val_fraction, seed=args.seed)
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help (0), or a usage error already printed (2)
         return int(exc.code or 0)
-    except (_UsageError, CorpusError, ValueError) as exc:
+    except (CorpusError, ValueError) as exc:
         print(f"chargpt.data: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(d, indent=2) if args.json else format_description(d))

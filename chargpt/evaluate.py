@@ -10,13 +10,13 @@ the split once, so two models can be compared without that noise.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 from typing import Any
 
 import torch
 
+from chargpt.cli import ArgumentParser
 from chargpt.data import CharTokenizer, encode_corpus, load_corpus, split_ids
 from chargpt.model import GPT
 
@@ -68,7 +68,7 @@ def corpus_split(corpus: str, tokenizer: CharTokenizer, val_fraction: float,
 def main(argv: list[str] | None = None) -> int:
     from chargpt.checkpoint import CheckpointError, load_checkpoint
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m chargpt.evaluate",
         description="Print a checkpoint's loss over every character of a split.")
     parser.add_argument("checkpoint", help="path to a ckpt.pt written by training")

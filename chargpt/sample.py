@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
 import torch
 
+from chargpt.cli import ArgumentParser
 from chargpt.config import SampleConfig
 from chargpt.data import CharTokenizer
 from chargpt.model import GPT
@@ -49,7 +49,7 @@ def _unescape(prompt: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     from chargpt.checkpoint import CheckpointError, load_checkpoint
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m chargpt.sample", description="Print samples from a chargpt checkpoint.")
     parser.add_argument("checkpoint", help="path to a ckpt.pt written by training")
     parser.add_argument("--temperature", type=float, action="append",

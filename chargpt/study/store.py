@@ -43,12 +43,12 @@ class StudyLocked(RuntimeError):
     """Another runner holds the study directory."""
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file beside path, fsync it, then rename over path."""
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write text (or bytes) to a temp file beside path, fsync it, then rename over path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
+    with open(tmp, "wb") if isinstance(data, bytes) else open(tmp, "w", newline="") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
