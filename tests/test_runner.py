@@ -254,10 +254,9 @@ def test_rerunning_a_finished_study_runs_nothing(
     shutil.copytree(finished, root)
     runs_before = snapshot(root / "runs")
     csvs_before = {n: (root / n).read_bytes() for n in ("runs.csv", "curves.csv")}
-    started = time.monotonic()
     code, _, stderr = main(capsys, SMOKE, "--out", root.parent)
     assert code == 0, stderr
-    assert time.monotonic() - started < 10  # no worker started (that alone costs seconds)
+    # no worker started: a started one would have rewritten its run's worker.log
     assert snapshot(root / "runs") == runs_before  # no run restarted, no record rewritten
     assert {n: (root / n).read_bytes() for n in csvs_before} == csvs_before
 
