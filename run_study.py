@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     opts = Options(out=Path(args.out), dry_run=args.dry_run, only=tuple(args.only),
                    fresh=args.fresh, retry_failed=args.retry_failed, jobs=args.jobs,
-                   timeout_s=args.timeout, quiet=args.quiet)
+                   timeout_s=args.timeout)
     bars = not args.quiet and sys.stderr.isatty()
     try:
         return run_study(args.study, opts, TqdmReporter() if bars else LogReporter())

@@ -41,7 +41,7 @@ from chargpt.config import ModelConfig
 from chargpt.data import CharTokenizer, CorpusError, encode_corpus, load_corpus, split_ids
 from chargpt.evaluate import split_loss
 from chargpt.measure import maxrss_mb
-from chargpt.study.store import write_atomic, write_json
+from chargpt.files import write_atomic, write_json
 from chargpt.model import GPT, count_params
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from chargpt.cli import ArgumentParser
 from chargpt.config import RunConfig
 from chargpt.data import BatchSampler, CharTokenizer, encode_corpus, load_corpus, split_ids
 from chargpt.model import GPT
-from chargpt.train import make_optimizer
+from chargpt.step import make_optimizer
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({run.train.dtype} matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token")
     print(f"peak RSS    {r.peak_rss_mb:.0f} MiB")
     if args.json:
-        from chargpt.study.store import write_json
+        from chargpt.files import write_json
 
         write_json(args.json, {
             **r.to_dict(), "recipe": args.recipe, "attn_impl": run.model.attn_impl,

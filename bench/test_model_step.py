@@ -17,7 +17,7 @@ import torch
 from benchlib import env_info, peak_memory, profile_name, run_pedantic, sync
 from chargpt.model import GPT, ModelConfig, count_params
 from chargpt.config import OptimConfig
-from chargpt.train import make_optimizer
+from chargpt.step import make_optimizer
 
 VOCAB_SIZE = 65  # tiny shakespeare's character set
 IMPLS = ("manual", "sdpa")

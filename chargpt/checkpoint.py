@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 
 from chargpt.config import ConfigError, RunConfig
 from chargpt.data import CharTokenizer
+from chargpt.files import atomic_open
 from chargpt.model import GPT
 
 FORMAT = "chargpt-checkpoint-v1"
@@ -21,7 +21,7 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: Path, model: GPT, run: RunConfig, tokenizer: CharTokenizer,
                     step: int, val_loss: float | None) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves half a checkpoint."""
+    """Write atomically, so a crash never leaves half a checkpoint."""
     # Only plain containers, numbers, strings and tensors: loadable with weights_only=True.
     payload = {
         "format": FORMAT,
@@ -32,10 +32,8 @@ def save_checkpoint(path: Path, model: GPT, run: RunConfig, tokenizer: CharToken
         "step": step,
         "val_loss": val_loss,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"

@@ -13,11 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
 
-# Columns of a run's curve.csv (one row per evaluation); curves.csv adds run_id and label.
-CURVE_COLUMNS = ["step", "tokens", "flops", "train_s", "lr", "train_loss", "val_loss",
-                 "tokens_per_s"]
-
-
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names the key path and the value."""
 
@@ -318,10 +313,10 @@ class RunConfig:
         return out
 
     def to_flat_dict(self) -> dict[str, Any]:
-        """One level of keys for CSV columns: model and train keys bare, others prefixed.
+        """One level of keys for CSV columns: every key bare, without its section.
 
-        The core names (n_layer, n_head, n_embd, block_size, batch_size, lr, seed) stay bare
-        so YAML keys, CSV columns and plot axes agree.
+        Key names are unique across sections, so n_layer, batch_size, lr or max_flops mean the
+        same in YAML (`model.n_layer`), CSV columns and plot axes. Sampling is left out.
         """
         flat: dict[str, Any] = {}
         flat.update(self.model.to_dict())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from chargpt.config import DataConfig
+from chargpt.files import write_atomic
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -55,9 +57,7 @@ def _download_shakespeare(dest: Path) -> None:
     if digest != SHAKESPEARE_SHA256:
         raise CorpusError(f"downloaded tiny shakespeare has sha256 {digest}, expected "
                           f"{SHAKESPEARE_SHA256}; not saved")
-    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-        tmp.write(payload)
-    os.replace(tmp.name, dest)
+    write_atomic(dest, payload)
 
 
 def shakespeare_path() -> Path:
@@ -225,6 +225,28 @@ def split_ids(ids: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tenso
     return ids[:n_train], ids[n_train:]
 
 
+@dataclass(frozen=True)
+class Splits:
+    """A corpus read, tokenized and split: what training, evaluation and the runner consume."""
+
+    tokenizer: CharTokenizer
+    train: torch.Tensor  # (n_train,) token ids, uint8 for vocabularies up to 256
+    val: torch.Tensor  # (n_val,)
+    sha256: str  # of the corpus text as UTF-8: the corpus's identity, whatever its path
+
+    @property
+    def n_chars(self) -> int:
+        return len(self.train) + len(self.val)
+
+
+def load_splits(data: DataConfig, tokenizer: CharTokenizer | None = None) -> Splits:
+    """Read data.corpus, encode it (with its own vocabulary, or a model's) and split it."""
+    text = load_corpus(data.corpus)
+    tokenizer = tokenizer or CharTokenizer.from_text(text)
+    train, val = split_ids(encode_corpus(text, tokenizer), data.val_fraction)
+    return Splits(tokenizer, train, val, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
 class CharDataset(torch.utils.data.Dataset):
     """Item i is (x, y): block_size tokens from position i, and the same shifted by one."""
 
@@ -296,14 +318,3 @@ def reference_losses(train: np.ndarray, val: np.ndarray, vocab_size: int) -> dic
         "unigram_val": float(-np.log(uni_p[val]).mean()),
         "bigram_val": float(-np.log(cond[val[:-1], val[1:]]).mean()),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m chargpt.data describe CORPUS`: see chargpt.describe."""
-    from chargpt.describe import main as describe_main  # lazy: describe imports the model
-
-    return describe_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,10 @@
-"""Task (a): the facts of a corpus, one data-loader batch, block_size costs and reference losses."""
+"""Task (a): the facts of a corpus, one data-loader batch, block_size costs and reference losses.
+
+    python -m chargpt.describe CORPUS [--block-size 8] [--batch-size 4] [--json]
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -13,9 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from chargpt.cli import ArgumentParser
-from chargpt.config import ModelConfig
-from chargpt.data import CharDataset, CharTokenizer, CorpusError, encode_corpus, load_corpus, \
-    reference_losses, split_ids
+from chargpt.config import DataConfig, ModelConfig
+from chargpt.data import CharDataset, CharTokenizer, CorpusError, load_splits, reference_losses
 from chargpt.model import count_params
 
 COST_BLOCK_SIZES = (8, 32, 64, 128, 256, 512, 1024)
@@ -74,18 +75,16 @@ def describe(corpus: str, block_size: int = 8, batch_size: int = 4, val_fraction
         raise ValueError(f"block_size and batch_size must be >= 1, got {block_size}, {batch_size}")
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    text = load_corpus(corpus)
-    tokenizer = CharTokenizer.from_text(text)
-    ids = encode_corpus(text, tokenizer)
-    train, val = split_ids(ids, val_fraction)
+    splits = load_splits(DataConfig(corpus=corpus, val_fraction=val_fraction))
+    tokenizer, train, val = splits.tokenizer, splits.train, splits.val
     v = tokenizer.vocab_size
-    counts = np.bincount(ids.numpy(), minlength=v)
+    counts = np.bincount(train.numpy(), minlength=v) + np.bincount(val.numpy(), minlength=v)
     order = sorted(range(v), key=lambda i: (-counts[i], tokenizer.chars[i]))
     losses = reference_losses(train.numpy(), val.numpy(), v)
     return {
         "corpus": corpus,
-        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        "length": len(text),
+        "sha256": splits.sha256,
+        "length": splits.n_chars,
         "vocab_size": v,
         "chars": "".join(tokenizer.chars),
         "val_fraction": val_fraction,
@@ -166,16 +165,15 @@ def format_description(d: dict[str, Any]) -> str:
 
 
 def _parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m chargpt.data", description="Corpus tools.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    p = sub.add_parser("describe", help="task (a): corpus facts, one batch, costs, baselines")
+    p = ArgumentParser(prog="python -m chargpt.describe",
+                       description="Task (a): corpus facts, one batch, costs, baselines.")
     p.add_argument("corpus", help="shakespeare, synthetic, or the path of a UTF-8 text file")
     p.add_argument("--block-size", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
-    return parser
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0), or a usage error already printed (2)
         return int(exc.code or 0)
     except (CorpusError, ValueError) as exc:
-        print(f"chargpt.data: error: {exc}", file=sys.stderr)
+        print(f"chargpt.describe: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(d, indent=2) if args.json else format_description(d))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

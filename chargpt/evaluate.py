@@ -1,4 +1,4 @@
-"""Loss over a whole split (every character, not a sample of batches), and its CLI.
+"""A model's loss on held-out text: fixed batches during training, whole splits after it.
 
     python -m chargpt.evaluate CKPT [--split val] [--corpus PATH] [--batch-size 64]
 
@@ -17,8 +17,53 @@ from typing import Any
 import torch
 
 from chargpt.cli import ArgumentParser
-from chargpt.data import CharTokenizer, encode_corpus, load_corpus, split_ids
+from chargpt.config import DataConfig
+from chargpt.data import BatchSampler, CharTokenizer, load_splits
 from chargpt.model import GPT
+from chargpt.step import Autocast
+
+EVAL_SEED = 1234  # the same evaluation batches for every run, whatever its training seed
+
+
+def fixed_batches(ids: torch.Tensor, block_size: int, batch_size: int, n: int,
+                  device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The same n evaluation batches for every call with the same arguments."""
+    sampler = BatchSampler(ids, block_size, batch_size, seed=EVAL_SEED, device=device)
+    return [sampler() for _ in range(n)]
+
+
+@torch.no_grad()
+def batches_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                 autocast: Autocast = contextlib.nullcontext) -> float:
+    """Mean loss over the given batches, in eval mode (no dropout); leaves the model training."""
+    model.eval()
+    losses = []
+    for x, y in batches:
+        with autocast():
+            _, loss = model(x, y)
+        losses.append(loss.float())
+    model.train()
+    return torch.stack(losses).mean().item()
+
+
+class FixedBatchEval:
+    """Training's evaluation: mean loss on the same `n` batches of each split every time.
+
+    Fixed batches make every run of a study see the same sample (no sampling noise between
+    runs) at the price of a shared offset from the whole-split loss (see split_loss).
+    """
+
+    def __init__(self, train_ids: torch.Tensor, val_ids: torch.Tensor, block_size: int,
+                 batch_size: int, n: int, device: torch.device,
+                 autocast: Autocast = contextlib.nullcontext) -> None:
+        self.train = fixed_batches(train_ids, block_size, batch_size, n, device)
+        self.val = fixed_batches(val_ids, block_size, batch_size, n, device)
+        self.autocast = autocast
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        """{"train_loss": ..., "val_loss": ...} of the model as it is now."""
+        return {"train_loss": batches_loss(model, self.train, self.autocast),
+                "val_loss": batches_loss(model, self.val, self.autocast)}
 
 
 def windows(ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,8 +106,8 @@ def split_loss(model: GPT, ids: torch.Tensor, batch_size: int = 64,
 def corpus_split(corpus: str, tokenizer: CharTokenizer, val_fraction: float,
                  split: str) -> torch.Tensor:
     """Token ids of the train or val split of a corpus, encoded with a model's vocabulary."""
-    train_ids, val_ids = split_ids(encode_corpus(load_corpus(corpus), tokenizer), val_fraction)
-    return val_ids if split == "val" else train_ids
+    splits = load_splits(DataConfig(corpus=corpus, val_fraction=val_fraction), tokenizer)
+    return splits.val if split == "val" else splits.train
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from chargpt.files import write_json
+
 log = logging.getLogger(__name__)
 
 PROBE_VERSION = 1  # bump when the probe changes, so cached figures are re-measured
@@ -198,10 +200,7 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
             cached = {}
         cached[key] = best
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cached, indent=1))
-            os.replace(tmp, cache)
+            write_json(cache, cached)
         except OSError as exc:  # a read-only home should not fail a run; say so
             log.warning("could not cache the FLOP/s probe in %s: %s", cache, exc)
     return best

@@ -55,7 +55,7 @@ class CausalSelfAttention(nn.Module):
             att = torch.softmax(att, dim=-1)  # each row: weights over the past, summing to 1
             att = self.attn_dropout(att)
             # Each output is the attention-weighted mix of the values it may see.
-            y = att.view(B, self.n_head, T, T) @ v  # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
+            y = att.view(B, self.n_head, T, T) @ v  # (B, nh, T, T) @ (B, nh, T, hs): (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads side by side: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

@@ -54,11 +54,12 @@ class AdamW:
             have = [i for i, p in enumerate(g.params) if p.grad is not None]
             if not have:
                 continue
-            pick = (lambda xs: [xs[i] for i in have]) if len(have) < len(g.params) \
-                else (lambda xs: xs)
-            params = pick(g.params)
-            adamw(params, [p.grad for p in params], pick(g.exp_avgs), pick(g.exp_avg_sqs), [],
-                  pick(g.steps), foreach=None if self.fused else True, fused=self.fused,
+            every = len(have) == len(g.params)
+            params, exp_avgs, exp_avg_sqs, steps = (
+                xs if every else [xs[i] for i in have]
+                for xs in (g.params, g.exp_avgs, g.exp_avg_sqs, g.steps))
+            adamw(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [],
+                  steps, foreach=None if self.fused else True, fused=self.fused,
                   amsgrad=False, beta1=self.beta1, beta2=self.beta2, lr=lr,
                   weight_decay=g.weight_decay, eps=self.eps, maximize=False)
 

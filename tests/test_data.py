@@ -277,22 +277,22 @@ def test_format_description_shows_key_lines(text_file: Path) -> None:
 
 def test_cli_prints_report_and_json(text_file: Path, small_text: str,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["describe", str(text_file), "--block-size", "5", "--batch-size", "2"]) == 0
+    assert main([str(text_file), "--block-size", "5", "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     assert f"length          {len(small_text):,} characters" in out
     assert f"vocab_size      {len(set(small_text))}" in out
     assert "x: shape (2, 5) int64" in out
-    assert main(["describe", str(text_file), "--json", "--seed", "3"]) == 0
+    assert main([str(text_file), "--json", "--seed", "3"]) == 0
     parsed = json.loads(capsys.readouterr().out)
     assert parsed["length"] == len(small_text) and parsed["batch"]["x_shape"] == [4, 8]
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["describe", "no-such-corpus"], "neither a known name"),
-    (["describe", "synthetic", "--block-size", "0"], "block_size"),
-    (["describe", "synthetic", "--val-fraction", "1.5"], "val_fraction"),
-    (["describe"], "required"),
-    (["summarise", "synthetic"], "invalid choice"),
+    (["no-such-corpus"], "neither a known name"),
+    (["synthetic", "--block-size", "0"], "block_size"),
+    (["synthetic", "--val-fraction", "1.5"], "val_fraction"),
+    ([], "required"),
+    (["synthetic", "--no-such-flag"], "unrecognized arguments"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(argv: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -303,10 +303,10 @@ def test_cli_bad_input_exits_2_with_one_line(argv: list[str], message: str,
     assert len(lines) == 1 and message in lines[0], captured.err
 
 
-def test_python_m_chargpt_data_entry_point(tmp_path: Path) -> None:
+def test_python_m_chargpt_describe_entry_point(tmp_path: Path) -> None:
     env = {**os.environ, data.DATA_DIR_ENV: str(tmp_path), "XDG_CACHE_HOME": str(tmp_path),
            data.NO_DOWNLOAD_ENV: "1"}
-    proc = subprocess.run([sys.executable, "-m", "chargpt.data", "describe", "shakespeare"],
+    proc = subprocess.run([sys.executable, "-m", "chargpt.describe", "shakespeare"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stdout == ""

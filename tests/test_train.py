@@ -15,7 +15,8 @@ import torch
 from chargpt.checkpoint import CheckpointError, load_checkpoint
 from chargpt.config import Budget, ConfigError, OptimConfig, RunConfig
 from chargpt.data import SYNTHETIC_SEED, synthetic_spec
-from chargpt.train import budget_steps, learning_rate, train
+from chargpt.schedule import budget_steps, learning_rate
+from chargpt.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -275,7 +276,7 @@ def test_flat_dict_keeps_shared_names_bare() -> None:
 # ----- optimizer and process footprint -----------------------------------------------------
 def test_lean_adamw_matches_torch_adamw_step_by_step() -> None:
     from chargpt.model import GPT, ModelConfig
-    from chargpt.train import make_optimizer
+    from chargpt.step import make_optimizer
 
     torch.manual_seed(0)
     cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11, bias=True)

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+from chargpt.schema import FINISHED
+
 log = logging.getLogger("chargpt.study")
 
 
@@ -95,7 +97,7 @@ class TqdmReporter(LogReporter):
 
 
 def _summary(record: dict[str, Any]) -> str:
-    if record.get("status") in ("ok", "diverged"):
+    if record.get("status") in FINISHED:
         return (f"best val {float(record['best_val_loss']):.4f}, "
                 f"{float(record['train_s']):.1f} s, {float(record['tokens_per_s']):.0f} tokens/s")
     return str(record.get("error", ""))

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chargpt.config import DataConfig
+from chargpt.files import write_atomic, write_json
+from chargpt.schema import DIVERGED, FAILED, FINISHED, OK, base_record
 from chargpt.study import spec
-from chargpt.study.executors import WorkerProcess, failure
+from chargpt.study.local import WorkerProcess, failure
 from chargpt.study.progress import LogReporter
-from chargpt.study.store import FAILED, FINISHED, StudyStore, base_record, csv_text, \
-    write_atomic, write_json
+from chargpt.study.store import StudyStore, csv_text
 
 log = logging.getLogger("chargpt.study")
 
@@ -35,20 +37,19 @@ class Options:
     retry_failed: bool = False
     jobs: int = 1
     timeout_s: float | None = None
-    quiet: bool = False
 
 
-def corpus_facts(corpus: str, val_fraction: float) -> dict[str, Any]:
+def corpus_facts(data: DataConfig) -> dict[str, Any]:
     """Size, vocabulary and reference losses of a corpus (for corpus.json and the plan)."""
-    from chargpt.data import CharTokenizer, encode_corpus, load_corpus, reference_losses, \
-        split_ids
+    from chargpt.data import load_splits, reference_losses
 
-    text = load_corpus(corpus)
-    tok = CharTokenizer.from_text(text)
-    train, val = split_ids(encode_corpus(text, tok), val_fraction)
-    return {"n_chars": len(text), "vocab_size": tok.vocab_size, "train_tokens": len(train),
-            "val_tokens": len(val), "val_fraction": val_fraction,
-            "reference_losses": reference_losses(train.numpy(), val.numpy(), tok.vocab_size)}
+    splits = load_splits(data)
+    vocab_size = splits.tokenizer.vocab_size
+    return {"n_chars": splits.n_chars, "vocab_size": vocab_size,
+            "train_tokens": len(splits.train), "val_tokens": len(splits.val),
+            "val_fraction": data.val_fraction,
+            "reference_losses": reference_losses(splits.train.numpy(), splits.val.numpy(),
+                                                 vocab_size)}
 
 
 def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun], dict[str, Any]]:
@@ -77,7 +78,7 @@ def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun
         if key in corpora:
             continue
         try:
-            corpora[key] = corpus_facts(key, run.config.data.val_fraction)
+            corpora[key] = corpus_facts(run.config.data)
         except CorpusError as exc:
             raise InputError(f"{source}: data.corpus: {exc}") from None
         vocab = run.config.model.vocab_size
@@ -145,9 +146,9 @@ def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | Non
 
 def _describe_study(study: spec.Study, store: StudyStore, corpora: dict[str, Any]) -> None:
     """study.yaml, plan.csv, env.json and corpus.json, each written atomically."""
-    from chargpt import measure
-
     import torch
+
+    from chargpt import measure
 
     if study.path is not None:
         write_atomic(store.root / "study.yaml", study.path.read_text(encoding="utf-8"))
@@ -197,7 +198,7 @@ def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, 
                 record = store.result(run_id)
                 if record is None:
                     status, error = failure(code, worker.killed_for_timeout, opts.timeout_s)
-                    record = base_record(run_id, r.label, r.config.to_flat_dict())
+                    record = base_record(run_id, r.label, r.config)
                     record.update(status=status, stop_reason=status, error=error,
                                   wall_s=worker.elapsed())
                     store.write_result(run_id, record)
@@ -215,7 +216,7 @@ def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, 
     statuses = [store.status(r.run_id) for r in runs]
     bad = sum(s not in FINISHED for s in statuses)
     log.info("study %s: %d runs, %d ok, %d diverged, %d failed; results in %s", study.name,
-             len(runs), statuses.count("ok"), statuses.count("diverged"), bad, store.root)
+             len(runs), statuses.count(OK), statuses.count(DIVERGED), bad, store.root)
     return 1 if bad else 0
 
 

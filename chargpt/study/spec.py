@@ -9,9 +9,10 @@ import itertools
 import re
 import typing
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NoReturn
+from typing import Any, NoReturn
 
 import yaml
 
@@ -26,7 +27,6 @@ from chargpt.config import (
 )
 
 __all__ = [
-    "ARCH_KEYS",
     "DOTTED_KEYS",
     "PlannedRun",
     "Study",
@@ -43,7 +43,6 @@ TOP_KEYS = ("name", "description", "base", "grid", "zip", "runs", "seeds", "skip
 _FIELDS = {s: [f.name for f in dataclasses.fields(c)] for s, c in SECTIONS.items()}  # type: ignore
 _HINTS = {s: typing.get_type_hints(cls) for s, cls in SECTIONS.items()}
 DOTTED_KEYS: tuple[str, ...] = tuple(f"{s}.{f}" for s in SECTIONS for f in _FIELDS[s])
-ARCH_KEYS = ("model.n_layer", "model.n_head", "model.n_embd", "model.block_size")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _UNITS = {"max_steps": "steps", "max_tokens": "tokens", "max_flops": "FLOPs", "max_seconds": "s"}
 Layer = dict[str, dict[str, Any]]  # {section: {field: value}}, values already type-checked

@@ -8,54 +8,16 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from chargpt.config import CURVE_COLUMNS as RUN_CURVE_COLUMNS
-
-FINISHED = ("ok", "diverged")  # a run with one of these statuses is done and never re-run
-FAILED = ("oom", "error", "timeout")  # re-run only when asked (--retry-failed)
-
-RESULT_COLUMNS = [
-    "run_id", "label", "status", "stop_reason",
-    "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout", "bias", "tie_weights",
-    "attn_impl", "batch_size", "eval_interval", "eval_iters", "seed", "dtype", "compile",
-    "threads", "lr", "min_lr", "warmup_steps", "schedule", "weight_decay", "beta1", "beta2",
-    "grad_clip", "max_steps", "max_tokens", "max_flops", "max_seconds", "corpus",
-    "val_fraction", "n_params", "n_params_non_embedding", "flops_per_token", "steps", "tokens",
-    "train_flops", "train_s", "eval_s", "compile_s", "wall_s", "tokens_per_s", "peak_rss_mb",
-    "peak_gpu_mb", "peak_flops", "mfu", "final_train_loss", "final_val_loss", "best_val_loss",
-    "best_step", "device", "hardware", "error",
-]
-CURVE_COLUMNS = ["run_id", "label", *RUN_CURVE_COLUMNS]
-
-
-def base_record(run_id: str, label: str, flat_config: dict[str, Any]) -> dict[str, Any]:
-    """The config part of a runs.csv row; measurements are added when (if) they exist."""
-    record: dict[str, Any] = {"run_id": run_id, "label": label, "status": "", "stop_reason": ""}
-    record.update(flat_config)
-    record.pop("device", None)  # the config's "auto" is not a device; the run fills it in
-    record.update(error="")
-    return record
+from chargpt.files import write_atomic, write_json
+from chargpt.schema import RESULT_COLUMNS, STUDY_CURVE_COLUMNS
 
 
 class StudyLocked(RuntimeError):
     """Another runner holds the study directory."""
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write text (or bytes) to a temp file beside path, fsync it, then rename over path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") if isinstance(data, bytes) else open(tmp, "w", newline="") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def csv_text(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
@@ -170,4 +132,4 @@ class StudyStore:
                 for row in csv.DictReader(f):
                     curves.append({"run_id": record["run_id"], "label": record.get("label", ""),
                                    **row})
-        write_atomic(self.root / "curves.csv", csv_text(curves, CURVE_COLUMNS))
+        write_atomic(self.root / "curves.csv", csv_text(curves, STUDY_CURVE_COLUMNS))

@@ -16,7 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from chargpt.study.store import StudyStore, base_record
+from chargpt import schema
+from chargpt.study.store import StudyStore
 
 
 def _progress(info: dict[str, Any]) -> None:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir: Path = args.run_dir
     store = StudyStore(run_dir.parent.parent)
     run = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    record = base_record(run.run_id(), args.label, run.to_flat_dict())
+    record = schema.base_record(run.run_id(), args.label, run)
     if args.threads and run.train.threads is None:
         torch.set_num_threads(args.threads)
     sink = CSVSink(run_dir / "curve.csv")
@@ -54,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130  # interrupted: no record, so a resumed study runs it again
     except (MemoryError, torch.cuda.OutOfMemoryError) as exc:
         traceback.print_exc()
-        record.update(status="oom", stop_reason="oom", error=_one_line(exc))
+        record.update(status=schema.OOM, stop_reason=schema.OOM, error=_one_line(exc))
     except Exception as exc:  # any failure of the run is recorded as that run's status
         traceback.print_exc()
-        record.update(status="error", stop_reason=type(exc).__name__, error=_one_line(exc))
+        record.update(status=schema.ERROR, stop_reason=type(exc).__name__, error=_one_line(exc))
     finally:
         sink.close()
     record["threads"] = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""Executors: each run in a fresh worker process, with progress lines, timeouts and kill."""
+"""The local executor: each run in a fresh worker process, with progress lines, timeouts, kill."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from chargpt.schema import ERROR, OOM, TIMEOUT
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -34,7 +36,6 @@ class WorkerProcess:
                  timeout_s: float | None, events: queue.Queue[tuple[str, dict[str, Any]]]
                  ) -> None:
         self.run_id = run_id
-        self.run_dir = run_dir
         self.timeout_s = timeout_s
         self.killed_for_timeout = False
         cmd = [sys.executable, "-m", "chargpt.study.worker", str(run_dir), "--label", label]
@@ -90,9 +91,9 @@ class WorkerProcess:
 def failure(code: int, killed_for_timeout: bool, timeout_s: float | None) -> tuple[str, str]:
     """(status, error) for a worker that ended without writing its result."""
     if killed_for_timeout:
-        return "timeout", f"run exceeded its timeout of {timeout_s:g} s and was stopped"
+        return TIMEOUT, f"run exceeded its timeout of {timeout_s:g} s and was stopped"
     if code == -signal.SIGKILL:
-        return "oom", "worker was killed by SIGKILL (most often the kernel's out-of-memory killer)"
+        return OOM, "worker was killed by SIGKILL (most often the kernel's out-of-memory killer)"
     if code < 0:
-        return "error", f"worker was killed by signal {signal.Signals(-code).name}"
-    return "error", f"worker exited with code {code} without writing a result (see worker.log)"
+        return ERROR, f"worker was killed by signal {signal.Signals(-code).name}"
+    return ERROR, f"worker exited with code {code} without writing a result (see worker.log)"
