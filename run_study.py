@@ -1,53 +1,11 @@
-"""Command line of the study runner: `python run_study.py studies/scaling.yaml [options]`."""
+"""Run a study: `python run_study.py studies/scaling.yaml [--dry-run] [--jobs N] ...`.
 
-from __future__ import annotations
+The thin entry point the design names; the command line lives in chargpt.study.cli.
+"""
 
-import argparse
-import logging
 import sys
-from pathlib import Path
 
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from chargpt.cli import ArgumentParser
-
-    p = ArgumentParser(
-        prog="python run_study.py",
-        description="Train every run of a YAML study and write results/<study>/ (CSV, JSON).")
-    p.add_argument("study", help="study file, e.g. studies/scaling.yaml")
-    p.add_argument("--out", default="results", help="results root (default: results)")
-    p.add_argument("--dry-run", action="store_true", help="print the expanded plan and exit")
-    p.add_argument("--only", nargs="+", default=[], metavar="RUN_ID|LABEL",
-                   help="run only these runs (by run_id or label)")
-    p.add_argument("--fresh", action="store_true",
-                   help="delete the study's previous results first")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="run failed runs (oom, error, timeout) again")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="stop a run that takes longer than this (status timeout)")
-    p.add_argument("--quiet", action="store_true", help="plain log lines, no progress bars")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    from chargpt.study.progress import LogReporter, TqdmReporter
-    from chargpt.study.runner import InputError, Options, run_study
-    from chargpt.study.spec import StudyError
-    from chargpt.study.store import StudyLocked
-
-    opts = Options(out=Path(args.out), dry_run=args.dry_run, only=tuple(args.only),
-                   fresh=args.fresh, retry_failed=args.retry_failed, jobs=args.jobs,
-                   timeout_s=args.timeout)
-    bars = not args.quiet and sys.stderr.isatty()
-    try:
-        return run_study(args.study, opts, TqdmReporter() if bars else LogReporter())
-    except (StudyError, InputError, StudyLocked) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
+from chargpt.study.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,6 @@ bad input. Real worker processes on tiny models; shared studies keep the process
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -19,15 +18,12 @@ from typing import Any
 import pytest
 import yaml
 
+import run_study
 from chargpt.study.spec import PlannedRun, load_study
 from chargpt.study.store import StudyLocked, StudyStore
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "studies" / "smoke.yaml"
-_spec = importlib.util.spec_from_file_location("run_study", REPO / "run_study.py")
-assert _spec is not None and _spec.loader is not None
-run_study = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(run_study)
 
 # runs.csv columns as documented in results/README.md (the contract, typed out independently)
 DOCUMENTED_RUN_COLUMNS = [
