@@ -494,6 +494,8 @@ BAD_CASES: dict[str, tuple[Any, list[str], list[str]]] = {
     # case: (study file text or mapping, extra CLI args, substrings of the one stderr line)
     "yaml_syntax": ("name: bad\nbase:\n  model:\n    n_layer: 1\n   n_head: 2\n", [],
                     ["line 5", "YAML syntax error"]),
+    "duplicate_key": ("name: bad\nbase:\n  optim: {lr: 1e-3}\n  optim: {lr: 3e-3}\n", [],
+                      ["duplicate key", "'optim'", "lines 3 and 4"]),
     "unknown_key": ({**GOOD, "base": {**TINY_BASE, "model": {"n_layr": 2}}}, [],
                     ["base.model.n_layr", "did you mean 'n_layer'"]),
     "unknown_grid_key": ({**GOOD, "grid": {"model.n_embed": [16, 32]}}, [],

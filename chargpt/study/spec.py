@@ -25,6 +25,7 @@ from chargpt.config import (
     coerce,
     did_you_mean,
 )
+from chargpt.yamlfile import load_yaml, yaml_error_line
 
 __all__ = [
     "DOTTED_KEYS",
@@ -388,7 +389,7 @@ def parse_study(data: Any, source: str = "<study>") -> Study:
 
 
 def load_study(path: str | Path) -> Study:
-    """Read, parse (yaml.safe_load), validate and expand a study file; errors are StudyError."""
+    """Read, parse (strict yaml.safe_load), validate and expand a study file (StudyError)."""
     source, file = str(path), Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -399,12 +400,9 @@ def load_study(path: str | Path) -> Study:
     except (OSError, UnicodeDecodeError) as exc:
         raise StudyError(f"{source}: cannot read: {exc}".replace("\n", " ")) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise StudyError(f"{source}: {where}YAML syntax error: {problem}") from None
+        raise StudyError(f"{source}: {yaml_error_line(exc)}") from None
     return dataclasses.replace(parse_study(data, source), path=file)
 
 
