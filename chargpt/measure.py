@@ -63,6 +63,38 @@ def peak_gpu_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
+def oom_kill_count(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """How many processes the kernel's OOM killer has killed in this process's cgroup so far.
+
+    cgroup v2: `oom_kill` in memory.events; v1: `oom_kill` in memory.oom_control. None where
+    neither can be read (not Linux, no memory controller): then no kill can be blamed on
+    memory. A rise across a run is the evidence that the run was OOM-killed.
+    """
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers == "":  # v2, the unified hierarchy
+            candidates += [cgroup_root / rel / "memory.events", cgroup_root / "memory.events",
+                           cgroup_root / "unified" / rel / "memory.events"]
+        elif "memory" in controllers.split(","):  # v1
+            candidates += [cgroup_root / "memory" / rel / "memory.oom_control",
+                           cgroup_root / "memory" / "memory.oom_control"]
+    for candidate in candidates:
+        try:
+            for entry in candidate.read_text().splitlines():
+                key, _, value = entry.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's marketing name, as the OS reports it."""
     try:

@@ -14,9 +14,10 @@ DIVERGED = "diverged"  # stopped early: NaN/inf loss, or far above its starting 
 OOM = "oom"  # out of memory
 ERROR = "error"  # raised, or its process ended without a result
 TIMEOUT = "timeout"  # stopped by the runner's --timeout
+KILLED = "killed"  # ended by a signal with no sign of running out of memory
 
 FINISHED = (OK, DIVERGED)  # done: never run again
-FAILED = (OOM, ERROR, TIMEOUT)  # run again only when asked (--retry-failed)
+FAILED = (OOM, ERROR, TIMEOUT, KILLED)  # run again only when asked (--retry-failed)
 
 
 @dataclass

@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 import run_study
+from chargpt.measure import oom_kill_count
+from chargpt.study.local import failure
 from chargpt.study.spec import PlannedRun, load_study
 from chargpt.study.store import StudyLocked, StudyStore
 
@@ -357,6 +359,57 @@ def test_failed_runs_are_kept_unless_retry_failed(
     assert len(rows) == 4
     status = {r["label"]: r["status"] for r in rows}
     assert status["raises"] in ("error", "timeout") and status["slow"] == "timeout"
+
+
+def test_a_worker_killed_without_oom_evidence_is_killed_not_oom(tmp_path: Path) -> None:
+    """SIGKILL from outside: the cgroup's OOM-kill counter did not move, so it is no OOM."""
+    study = write_study(tmp_path / "victim.yaml", "victim",
+                        runs=[{"label": "victim", "budget.max_steps": 10**8}])
+    (victim,) = load_study(study).runs
+    run_dir = tmp_path / "results" / "victim" / "runs" / victim.run_id
+    with open(tmp_path / "runner.log", "w") as log:
+        runner = subprocess.Popen([sys.executable, "run_study.py", str(study), "--out",
+                                   str(tmp_path / "results")], cwd=REPO, env=cli_env(),
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            (worker,) = wait_for(lambda: worker_pids(run_dir), 120, "the victim's worker")
+            wait_for(lambda: (run_dir / "curve.csv").exists(), 120, "training to start")
+            os.kill(worker, signal.SIGKILL)
+            assert runner.wait(timeout=60) == 1  # the run failed, the runner did not
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    (row,) = read_csv(tmp_path / "results" / "victim" / "runs.csv")[1]
+    assert row["status"] == "killed" and row["stop_reason"] == "killed"
+    assert "SIGKILL" in row["error"] and str(run_dir / "worker.log") in row["error"]
+
+
+def test_failure_rule_needs_evidence_for_oom(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    assert failure(-signal.SIGKILL, False, None, 0, log)[0] == "killed"
+    assert failure(-signal.SIGKILL, False, None, None, log)[0] == "killed"  # no counter here
+    status, error = failure(-signal.SIGKILL, False, None, 1, log)
+    assert status == "oom" and "OOM killer" in error and str(log) in error
+    assert failure(-signal.SIGTERM, False, None, 0, log) == (
+        "killed", f"worker was killed by signal SIGTERM (see {log})")
+    assert failure(-signal.SIGKILL, True, 3.0, 1, log)[0] == "timeout"  # we stopped it
+    status, error = failure(3, False, None, 0, log)
+    assert status == "error" and error.endswith(f"(see {log})")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_oom_kill_count_reads_the_cgroup_counter(tmp_path: Path, version: str) -> None:
+    """The real /proc/self/cgroup, against a cgroup tree laid out like the kernel's."""
+    text = "oom 4\noom_kill 3\n" if version == "v2" else "under_oom 0\noom_kill 3\n"
+    for rel in ("", *(line.split(":", 2)[2].lstrip("/")
+                      for line in Path("/proc/self/cgroup").read_text().splitlines())):
+        target = tmp_path / rel if version == "v2" else tmp_path / "memory" / rel
+        target.mkdir(parents=True, exist_ok=True)
+        (target / ("memory.events" if version == "v2" else "memory.oom_control")).write_text(text)
+    lines = Path("/proc/self/cgroup").read_text()
+    has_controller = ("0::" in lines) if version == "v2" else (":memory:" in lines)
+    assert oom_kill_count(tmp_path) == (3 if has_controller else None)
+    assert oom_kill_count(tmp_path / "absent") is None
 
 
 # ----- SIGKILL mid-study, resume -------------------------------------------------------

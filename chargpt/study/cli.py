@@ -1,4 +1,4 @@
-"""The study runner's command line: `python run_study.py STUDY.yaml [options]` (or chargpt-study)."""
+"""The study runner's command line: `python run_study.py STUDY.yaml [options]`, chargpt-study."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chargpt.schema import ERROR, OOM, TIMEOUT
+from chargpt.measure import oom_kill_count
+from chargpt.schema import ERROR, KILLED, OOM, TIMEOUT
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -44,7 +45,9 @@ class WorkerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT),
                                                           env.get("PYTHONPATH")]))
-        self._log = open(run_dir / "worker.log", "w")
+        self.log_path = run_dir / "worker.log"
+        self._log = open(self.log_path, "w")
+        self.oom_kills_before = oom_kill_count()
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, text=True,
             env=env, start_new_session=True,  # Ctrl-C reaches the runner, which stops workers
@@ -73,6 +76,13 @@ class WorkerProcess:
             self._log.close()
         return code
 
+    def oom_kills(self) -> int | None:
+        """How far the cgroup's OOM-kill counter rose since this worker started (None: unknown)."""
+        now = oom_kill_count()
+        if now is None or self.oom_kills_before is None:
+            return None
+        return now - self.oom_kills_before
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
@@ -88,12 +98,19 @@ class WorkerProcess:
             self.proc.wait()
 
 
-def failure(code: int, killed_for_timeout: bool, timeout_s: float | None) -> tuple[str, str]:
-    """(status, error) for a worker that ended without writing its result."""
+def failure(code: int, killed_for_timeout: bool, timeout_s: float | None,
+            oom_kills: int | None, log_path: Path) -> tuple[str, str]:
+    """(status, error) for a worker that ended without writing its result.
+
+    oom_kills is how much the cgroup's OOM-kill counter rose while the worker ran (None if
+    unknown): only that rise makes a kill `oom`; any other signal is `killed`.
+    """
     if killed_for_timeout:
         return TIMEOUT, f"run exceeded its timeout of {timeout_s:g} s and was stopped"
-    if code == -signal.SIGKILL:
-        return OOM, "worker was killed by SIGKILL (most often the kernel's out-of-memory killer)"
     if code < 0:
-        return ERROR, f"worker was killed by signal {signal.Signals(-code).name}"
-    return ERROR, f"worker exited with code {code} without writing a result (see worker.log)"
+        name = signal.Signals(-code).name
+        if oom_kills:
+            return OOM, (f"worker was killed by {name}: the kernel's OOM killer killed "
+                         f"{oom_kills} process(es) in this cgroup meanwhile (see {log_path})")
+        return KILLED, f"worker was killed by signal {name} (see {log_path})"
+    return ERROR, f"worker exited with code {code} without writing a result (see {log_path})"

@@ -197,7 +197,8 @@ def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, 
                 _drain(events, active, reporter, wait_s=0.0)
                 record = store.result(run_id)
                 if record is None:
-                    status, error = failure(code, worker.killed_for_timeout, opts.timeout_s)
+                    status, error = failure(code, worker.killed_for_timeout, opts.timeout_s,
+                                            worker.oom_kills(), worker.log_path)
                     record = base_record(run_id, r.label, r.config)
                     record.update(status=status, stop_reason=status, error=error,
                                   wall_s=worker.elapsed())
