@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from chargpt.files import write_json
 
 log = logging.getLogger(__name__)
 
-PROBE_VERSION = 1  # bump when the probe changes, so cached figures are re-measured
+PROBE_VERSION = 2  # bump when the probe or its cache entry changes: cached figures are redone
+PROBE_MAX_AGE_DAYS = 30.0  # a cached peak older than this is measured again
+PROBE_LOCK_TIMEOUT_S = 300.0  # another process probing holds the cache lock this long at most
 
 
 def resolve_device(name: str) -> torch.device:
@@ -196,18 +199,70 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
                        seconds: float = 0.5, use_cache: bool = True) -> float:
     """Best matmul FLOP/s of this device, dtype and thread count, measured (cached per machine).
 
-    Square matmuls of a few sizes are timed for about `seconds` each; the best rate is the
-    peak that MFU is reported against. Never a datasheet constant.
+    The cache (`peak_flops.json` in the cache directory) is read, and filled, under a file lock,
+    so concurrent runs neither race on it nor probe at the same time (which would lower both
+    figures). Each entry records when it was measured and the load average then. An entry is
+    measured again when older than PROBE_MAX_AGE_DAYS, or after forget_peak_flops()
+    (`run_study.py --reprobe`, best on an idle machine).
     """
-    key = _probe_key(device, dtype)
+    if not use_cache:
+        return probe_peak_flops(device, dtype, seconds)
+    key, cache = _probe_key(device, dtype), _probe_cache()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{cache}.lock", timeout=PROBE_LOCK_TIMEOUT_S):
+            entries = _read_probe_cache(cache)
+            entry = entries.get(key)
+            if _fresh(entry):
+                return float(entry["flops"])
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            if load is not None and load > 0.5 * (os.cpu_count() or 1):
+                log.warning("measuring the peak FLOP/s while the machine is busy (load average "
+                            "%.2f): MFU will read high; --reprobe on an idle machine", load)
+            best = probe_peak_flops(device, dtype, seconds)
+            entries[key] = {"flops": best, "measured_at": time.time(), "load_avg_1m": load,
+                            "cpu_count": os.cpu_count()}
+            write_json(cache, entries)
+            return best
+    except (OSError, Timeout) as exc:  # a read-only home or a stuck lock must not fail a run
+        log.warning("FLOP/s probe not cached (%s: %s); measuring without the cache", cache, exc)
+        return probe_peak_flops(device, dtype, seconds)
+
+
+def forget_peak_flops() -> None:
+    """Drop every cached peak, so each is measured again at its next use."""
     cache = _probe_cache()
-    if use_cache:
-        try:
-            cached = json.loads(cache.read_text())
-            if key in cached:
-                return float(cached[key])
-        except (OSError, ValueError):
-            pass
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{cache}.lock", timeout=PROBE_LOCK_TIMEOUT_S):
+        cache.unlink(missing_ok=True)
+
+
+def _read_probe_cache(cache: Path) -> dict[str, Any]:
+    try:
+        entries = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def _fresh(entry: Any) -> bool:
+    """A usable cache entry: well-formed and younger than the maximum age."""
+    if not isinstance(entry, dict):
+        return False
+    try:
+        age_days = (time.time() - float(entry["measured_at"])) / 86400
+        return float(entry["flops"]) > 0 and 0 <= age_days <= PROBE_MAX_AGE_DAYS
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def probe_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
+                     seconds: float = 0.5) -> float:
+    """Time square matmuls of a few sizes for about `seconds` in all; the best rate wins.
+
+    This is the peak MFU is reported against: measured on the machine, never a datasheet
+    constant.
+    """
     sizes = (512, 1024, 2048) if device.type == "cpu" else (2048, 4096, 8192)
     best = 0.0
     for n in sizes:
@@ -225,16 +280,6 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
             best = max(best, 2 * n**3 / dt)
             reps += 1
             elapsed = time.perf_counter() - start
-    if use_cache:
-        try:
-            cached = json.loads(cache.read_text()) if cache.exists() else {}
-        except (OSError, ValueError):
-            cached = {}
-        cached[key] = best
-        try:
-            write_json(cache, cached)
-        except OSError as exc:  # a read-only home should not fail a run; say so
-            log.warning("could not cache the FLOP/s probe in %s: %s", cache, exc)
     return best
 
 

@@ -274,10 +274,14 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
           progress: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Train one run to its budget; emit a metric dict per evaluation; return what it measured."""
     wall_start = time.perf_counter()
-    if run.train.threads is not None:
-        torch.set_num_threads(run.train.threads)
-    s = setup(run)
-    compile_s = warm_up_compile(s) if run.train.compile else 0.0
-    trainer = Trainer(s, list(sinks), out_dir, progress)
-    trainer.fit()
-    return finish(s, trainer, out_dir, compile_s, wall_start)
+    threads_before = torch.get_num_threads()  # restored: the caller's setting is its own
+    try:
+        if run.train.threads is not None:
+            torch.set_num_threads(run.train.threads)
+        s = setup(run)
+        compile_s = warm_up_compile(s) if run.train.compile else 0.0
+        trainer = Trainer(s, list(sinks), out_dir, progress)
+        trainer.fit()
+        return finish(s, trainer, out_dir, compile_s, wall_start)
+    finally:
+        torch.set_num_threads(threads_before)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a small structured text, a file holding it, single-threaded torch."""
+"""Shared fixtures: an isolated cache per test, a small structured text, single-threaded torch."""
 
 from __future__ import annotations
 
@@ -8,6 +8,25 @@ from pathlib import Path
 
 import pytest
 import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module fixtures (set up before any per-test fixture) never touch the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("session_cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _test_cache(tmp_path_factory: pytest.TempPathFactory,
+                monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own cache directory (peak FLOP/s probe, downloads): a peak measured
+    while the suite loads the machine must never become the one later real studies use."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
 
 WORDS = ("the", "king", "and", "queen", "of", "rome", "shall", "speak", "to", "thee", "now",
          "my", "lord", "good", "night", "sweet", "prince")

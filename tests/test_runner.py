@@ -615,3 +615,14 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     for part in BAD_CASES[case][2]:
         assert part in lines[0], (part, lines[0])
     assert not out.exists()
+
+
+def test_chargpt_imports_without_fcntl() -> None:
+    """Windows has no fcntl: nothing in chargpt may need it at import (filelock locks there)."""
+    code = ("import sys, warnings; sys.modules['fcntl'] = None; "
+            "warnings.simplefilter('ignore'); "
+            "import chargpt.study.cli, chargpt.study.runner, chargpt.study.store, "
+            "chargpt.study.worker, chargpt.measure, chargpt.train")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

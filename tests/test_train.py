@@ -323,3 +323,17 @@ def test_training_process_stays_lean(text_file: Path) -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_train_restores_the_callers_thread_count(corpus: str) -> None:
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    try:
+        torch.set_num_threads(wanted + 1)
+        train(tiny_run(corpus, train={"threads": wanted}, budget={"max_steps": 2}))
+        assert torch.get_num_threads() == wanted + 1
+        with pytest.raises(ValueError):  # a run that fails restores it too
+            train(tiny_run("/no/such/corpus.txt", train={"threads": wanted}))
+        assert torch.get_num_threads() == wanted + 1
+    finally:
+        torch.set_num_threads(before)

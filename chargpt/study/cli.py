@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="stop a run that takes longer than this (status timeout)")
     p.add_argument("--quiet", action="store_true", help="plain log lines, no progress bars")
+    p.add_argument("--reprobe", action="store_true",
+                   help="measure the peak FLOP/s (MFU's reference) again; best on an idle machine")
     return p.parse_args(argv)
 
 
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     opts = Options(out=Path(args.out), dry_run=args.dry_run, only=tuple(args.only),
                    fresh=args.fresh, retry_failed=args.retry_failed, jobs=args.jobs,
-                   timeout_s=args.timeout)
+                   timeout_s=args.timeout, reprobe=args.reprobe)
     bars = not args.quiet and sys.stderr.isatty()
     try:
         return run_study(args.study, opts, TqdmReporter() if bars else LogReporter())

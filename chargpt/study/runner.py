@@ -37,6 +37,7 @@ class Options:
     retry_failed: bool = False
     jobs: int = 1
     timeout_s: float | None = None
+    reprobe: bool = False  # measure the peak FLOP/s again instead of using the cached figure
 
 
 def corpus_facts(data: DataConfig) -> dict[str, Any]:
@@ -137,6 +138,10 @@ def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | Non
             for child in root.iterdir():
                 if child.name != ".lock":
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if opts.reprobe:
+            from chargpt.measure import forget_peak_flops
+
+            forget_peak_flops()
         _describe_study(study, store, corpora)
         return _execute(study, runs, store, opts, reporter)
     finally:

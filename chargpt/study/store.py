@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import os
@@ -11,6 +10,8 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from chargpt.files import write_atomic, write_json
 from chargpt.schema import RESULT_COLUMNS, STUDY_CURVE_COLUMNS
@@ -40,35 +41,36 @@ class StudyStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.runs_dir = root / "runs"
-        self._lock_file: Any = None
+        self._lock: FileLock | None = None
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
     # ----- lock ------------------------------------------------------------------------
     def lock(self) -> None:
-        """Take the study's lock; the kernel drops it when this process dies, however."""
+        """Take the study's lock; the OS drops it when this process dies, however it dies."""
         self.root.mkdir(parents=True, exist_ok=True)
-        f = open(self.root / ".lock", "a+")
+        path = self.root / ".lock"
+        try:  # read before trying: some filelock versions truncate the file on every try
+            holder = path.read_text().strip()
+        except OSError:
+            holder = ""
+        lock = FileLock(path, timeout=0)
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise StudyLocked(f"{self.root}: another runner (pid {holder}) is working on this "
-                              "study; wait for it or stop it first") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self._lock_file = f
+            lock.acquire()
+        except Timeout:
+            raise StudyLocked(f"{self.root}: another runner (pid {holder or 'unknown'}) is "
+                              "working on this study; wait for it or stop it first") from None
+        try:  # who holds it, for the message above (best effort: the lock is what counts)
+            path.write_text(str(os.getpid()))
+        except OSError:
+            pass
+        self._lock = lock
 
     def unlock(self) -> None:
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ----- records ---------------------------------------------------------------------
     def result(self, run_id: str) -> dict[str, Any] | None:

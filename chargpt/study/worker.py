@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         record.update(status=schema.ERROR, stop_reason=type(exc).__name__, error=_one_line(exc))
     finally:
         sink.close()
-    record["threads"] = torch.get_num_threads()
+    record["threads"] = run.train.threads or torch.get_num_threads()  # what it trained with
     if record.get("wall_s") is None:  # a run that raised still took this long
         record["wall_s"] = time.perf_counter() - started
     store.write_result(run.run_id(), record)
