@@ -326,8 +326,10 @@ class RunConfig:
         flat.update(self.data.to_dict())
         return flat
 
-    def run_id(self) -> str:
-        """Short, stable hash of the resolved config (sampling settings excluded)."""
-        core = {k: v for k, v in self.to_dict().items() if k != "sample"}
+    def run_id(self, corpus_fingerprint: str) -> str:
+        """Short, stable hash of the resolved config (sampling settings excluded) and of the
+        corpus's content (data.corpus_fingerprint), so an edited corpus file is a new run."""
+        core: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k != "sample"}
+        core["corpus_fingerprint"] = corpus_fingerprint
         blob = json.dumps(core, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:10]

@@ -165,6 +165,36 @@ def load_corpus(corpus: str) -> str:
     return text
 
 
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
+
+
+def corpus_fingerprint(corpus: str) -> str:
+    """What a corpus *is*, for run ids: a sha256 of its content, not of its name or path.
+
+    A file's is the sha256 of its text (as read, UTF-8), computed once per size and mtime.
+    tiny shakespeare's is its known sha256 (any other content is refused when it is loaded).
+    The synthetic corpus is generated, so its generator's parameters stand for its content.
+    """
+    if corpus == "shakespeare":
+        return SHAKESPEARE_SHA256
+    if corpus == "synthetic":
+        params = (SYNTHETIC_ALPHABET, SYNTHETIC_ORDER, SYNTHETIC_LENGTH, SYNTHETIC_SEED,
+                  SYNTHETIC_CONCENTRATION)
+        return hashlib.sha256(repr(("synthetic", *params)).encode()).hexdigest()
+    path = Path(corpus).expanduser()
+    try:
+        st = path.resolve().stat()
+    except OSError:
+        st = None
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns) if st else None
+    if key is None or key not in _FINGERPRINTS:
+        digest = hashlib.sha256(load_corpus(corpus).encode("utf-8")).hexdigest()
+        if key is None:
+            return digest
+        _FINGERPRINTS[key] = digest
+    return _FINGERPRINTS[key]
+
+
 class CharTokenizer:
     """Maps each distinct character of a corpus to an integer id, in sorted order."""
 

@@ -47,6 +47,7 @@ class RunResult:
     best_val_loss: float
     best_step: int
     vocab_size: int
+    corpus_sha256: str  # of the text it trained on: which corpus, whatever its path
     device: str
     hardware: str
     error: str = ""

@@ -22,7 +22,7 @@ import torch
 from chargpt import measure, schema
 from chargpt.checkpoint import save_checkpoint
 from chargpt.config import RunConfig, SampleConfig
-from chargpt.data import BatchSampler, CharTokenizer, Splits, load_splits
+from chargpt.data import BatchSampler, CharTokenizer, Splits, corpus_fingerprint, load_splits
 from chargpt.evaluate import FixedBatchEval, batches_loss
 from chargpt.files import atomic_open
 from chargpt.model import GPT, count_params
@@ -62,6 +62,7 @@ class Setup:
     """Everything a run trains with, built from its config before any clock starts."""
 
     run: RunConfig
+    run_id: str
     device: torch.device
     splits: Splits
     model: GPT
@@ -110,7 +111,8 @@ def setup(run: RunConfig) -> Setup:
     B, T = run.train.batch_size, mcfg.block_size
     flops_per_step = counts["flops_per_token"] * B * T
     return Setup(
-        run=run, device=device, splits=splits, model=model, step_model=step_model,
+        run=run, run_id=run.run_id(corpus_fingerprint(run.data.corpus)), device=device,
+        splits=splits, model=model, step_model=step_model,
         train_step=TrainStep(step_model, make_optimizer(model, run.optim), run.optim.grad_clip,
                              autocast),
         sampler=BatchSampler(splits.train, T, B, seed=run.train.seed, device=device),
@@ -224,7 +226,7 @@ class Trainer:
         if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * first_loss:
             self.status = self.stop_reason = schema.DIVERGED
             log.warning("run %s diverged at step %d: loss %s (step-0 loss %.3f)",
-                        s.run.run_id(), self.step, loss, first_loss)
+                        s.run_id, self.step, loss, first_loss)
         elif s.total_steps is not None and self.step >= s.total_steps:
             self.stop_reason = step_reason(s.run.budget, s.tokens_per_step, s.flops_per_step)
         elif s.run.budget.max_seconds is not None and self.clock.total >= s.run.budget.max_seconds:
@@ -256,7 +258,7 @@ def finish(s: Setup, t: Trainer, out_dir: Path | None, compile_s: float,
         s.device, torch.bfloat16 if run.train.dtype == "bfloat16" else torch.float32)
     train_s, train_flops = t.clock.total, t.step * s.flops_per_step
     return RunResult(
-        run_id=run.run_id(), status=t.status, stop_reason=t.stop_reason,
+        run_id=s.run_id, status=t.status, stop_reason=t.stop_reason,
         n_params=s.counts["n_params"], n_params_non_embedding=s.counts["n_params_non_embedding"],
         flops_per_token=s.counts["flops_per_token"], steps=t.step,
         tokens=t.step * s.tokens_per_step, train_flops=train_flops, train_s=train_s,
@@ -266,6 +268,7 @@ def finish(s: Setup, t: Trainer, out_dir: Path | None, compile_s: float,
         mfu=train_flops / train_s / peak if train_s else 0.0,
         final_train_loss=t.last["train_loss"], final_val_loss=t.last["val_loss"],
         best_val_loss=t.best_val, best_step=t.best_step, vocab_size=tokenizer.vocab_size,
+        corpus_sha256=s.splits.sha256,
         device=s.device.type, hardware=measure.hardware_name(s.device),
     )
 

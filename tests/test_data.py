@@ -14,9 +14,18 @@ import pytest
 import torch
 
 from chargpt import data
-from chargpt.data import (BatchSampler, CharDataset, CharTokenizer, CorpusError, encode_corpus,
-                          load_corpus, reference_losses, split_ids, synthetic_spec,
-                          synthetic_text)
+from chargpt.data import (
+    BatchSampler,
+    CharDataset,
+    CharTokenizer,
+    CorpusError,
+    encode_corpus,
+    load_corpus,
+    reference_losses,
+    split_ids,
+    synthetic_spec,
+    synthetic_text,
+)
 from chargpt.describe import describe, format_description, main
 
 # ----- tokenizer and encoding -------------------------------------------------------------

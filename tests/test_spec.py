@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from chargpt.config import Budget
+from chargpt.data import corpus_fingerprint
 from chargpt.study.spec import (
     DOTTED_KEYS,
     PlannedRun,
@@ -222,7 +223,8 @@ runs:
 def test_run_id_is_stable_across_loads(tmp_path: Path) -> None:
     a = load_study(write(tmp_path, BASE, "a.yaml"))
     b = load_study(write(tmp_path, BASE, "b.yaml"))
-    assert a.runs[0].run_id == b.runs[0].run_id == a.runs[0].config.run_id()
+    fingerprint = corpus_fingerprint(a.runs[0].config.data.corpus)
+    assert a.runs[0].run_id == b.runs[0].run_id == a.runs[0].config.run_id(fingerprint)
     assert a.description == "id checks"
 
 

@@ -14,7 +14,13 @@ import torch
 
 from chargpt.checkpoint import CheckpointError, load_checkpoint
 from chargpt.config import Budget, ConfigError, OptimConfig, RunConfig
-from chargpt.data import SYNTHETIC_SEED, synthetic_spec
+from chargpt.data import (
+    SHAKESPEARE_SHA256,
+    SYNTHETIC_SEED,
+    corpus_fingerprint,
+    load_splits,
+    synthetic_spec,
+)
 from chargpt.schedule import budget_steps, learning_rate
 from chargpt.train import train
 
@@ -269,8 +275,24 @@ def test_flat_dict_keeps_shared_names_bare() -> None:
     flat = RunConfig().to_flat_dict()
     for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "lr", "seed"):
         assert key in flat
-    assert RunConfig().run_id() == RunConfig().run_id()
-    assert RunConfig().run_id() != tiny_run("x").run_id()
+    assert len(flat) == sum(len(RunConfig().to_dict()[s]) for s in RunConfig().to_dict())
+
+
+def test_run_id_follows_corpus_content_not_path(tmp_path: Path, small_text: str) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(small_text)
+    b.write_text(small_text)
+    run = tiny_run(str(a))
+    same = run.run_id(corpus_fingerprint(str(a)))
+    assert corpus_fingerprint(str(a)) == corpus_fingerprint(str(b))  # the content, not the path
+    assert corpus_fingerprint(str(a)) == load_splits(run.data).sha256
+    assert run.run_id(corpus_fingerprint(str(a))) == same  # stable
+    other = tiny_run(str(a), model={"n_layer": 2})
+    assert other.run_id(corpus_fingerprint(str(a))) != same
+    a.write_text(small_text + "One more line.\n")  # an edited corpus is a new run
+    assert run.run_id(corpus_fingerprint(str(a))) != same
+    assert corpus_fingerprint(str(a)) == load_splits(run.data).sha256
+    assert corpus_fingerprint("shakespeare") == SHAKESPEARE_SHA256
 
 
 # ----- optimizer and process footprint -----------------------------------------------------

@@ -352,13 +352,17 @@ def _expand(sweep: _Sweep) -> tuple[tuple[PlannedRun, ...], tuple[tuple[str, str
     labels = _labels([(label, cfg) for _, label, cfg in points], list(dict.fromkeys(swept_keys)))
     planned: list[PlannedRun] = []
     seen: dict[str, str] = {}
+    fingerprints: dict[str, str] = {}
     for (where, _, config), label in zip(points, labels):
+        corpus = config.data.corpus
+        if corpus not in fingerprints:
+            fingerprints[corpus] = _fingerprint(corpus, where)
         for seed in sweep.seeds:
             at = where
             if seed is not None:
                 train = dataclasses.replace(config.train, seed=seed)
                 config, at = dataclasses.replace(config, train=train), f"{where}, seed {seed}"
-            run_id = config.run_id()
+            run_id = config.run_id(fingerprints[corpus])
             if run_id in seen:
                 _bad(at, f"resolves to the same run as {seen[run_id]} (run_id {run_id}); "
                      "points must differ in model, optim, train, budget or data")
@@ -367,8 +371,19 @@ def _expand(sweep: _Sweep) -> tuple[tuple[PlannedRun, ...], tuple[tuple[str, str
     return tuple(planned), tuple(skipped)
 
 
+def _fingerprint(corpus: str, where: str) -> str:
+    """The corpus's content fingerprint for run ids (reads a corpus file, once per version)."""
+    from chargpt.data import CorpusError, corpus_fingerprint  # here: chargpt.data loads torch
+
+    try:
+        return corpus_fingerprint(corpus)
+    except CorpusError as exc:
+        _bad(where, f"data.corpus: {exc}")
+
+
 def parse_study(data: Any, source: str = "<study>") -> Study:
-    """Validate a parsed study mapping and expand it (pure: no file access)."""
+    """Validate a parsed study mapping and expand it (no file access but a corpus file's
+    content, which is part of each run's identity)."""
     if data is None:
         raise StudyError(f"{source}: file is empty (expected a mapping with at least 'name')")
     if not isinstance(data, dict):

@@ -44,12 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     run_dir: Path = args.run_dir
     store = StudyStore(run_dir.parent.parent)
     run = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    record = schema.base_record(run.run_id(), args.label, run)
+    run_id = run_dir.name  # the runner's run_id for this config and corpus
+    record = schema.base_record(run_id, args.label, run)
     if args.threads and run.train.threads is None:
         torch.set_num_threads(args.threads)
     sink = CSVSink(run_dir / "curve.csv")
     try:
         result = train(run, sinks=[sink], out_dir=run_dir, progress=_progress)
+        if result.run_id != run_id:  # same config: the corpus file changed since planning
+            raise ValueError(f"data.corpus: {run.data.corpus!r} changed after the study was "
+                             f"planned (this run's id is now {result.run_id}); run the study "
+                             "again to plan it anew")
         record.update(result.to_dict())
     except KeyboardInterrupt:
         return 130  # interrupted: no record, so a resumed study runs it again
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     record["threads"] = run.train.threads or torch.get_num_threads()  # what it trained with
     if record.get("wall_s") is None:  # a run that raised still took this long
         record["wall_s"] = time.perf_counter() - started
-    store.write_result(run.run_id(), record)
+    store.write_result(run_id, record)
     return 0
 
 
