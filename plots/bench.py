@@ -1,6 +1,6 @@
 """Figures and a markdown table from the pytest-benchmark JSON of bench/ (attention, model step).
 
-    python plots/bench.py results/bench/attention.json [--fit-min 256]
+    python -m plots.bench results/bench/attention.json [--fit-min 256]
 
 writes <json dir>/figures/<stem>_{time,memory,ratio,width}.png and <json dir>/tables/<stem>.md.
 Reads only the JSON (never torch): each benchmark's extra_info says what was measured.
@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+PROG = "python -m plots.bench"
 IMPLS = ("manual", "sdpa")
 PASSES = ("fwd", "fwd+bwd")
 COLORS = {"manual": "#1f77b4", "sdpa": "#d62728"}
@@ -298,12 +299,12 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line on stderr, exit 2 (no usage block)
-        print(f"plots/bench.py: {message}", file=sys.stderr)
+        print(f"{PROG}: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(description=__doc__.splitlines()[0])
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path, help="pytest-benchmark JSON written by bench/")
     parser.add_argument("--fit-min", type=int, default=None,
                         help="fit the exponent on T >= this (default: the upper half of T)")
@@ -313,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows, data = load(args.json, args.stat)
     except BenchInputError as exc:
-        print(f"plots/bench.py: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     import matplotlib
 
@@ -350,4 +351,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

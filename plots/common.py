@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")  # before seaborn imports pyplot: plots never need a display
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+# Plots never need a display. Importing pyplot (seaborn does) does not choose a backend yet, so
+# this still takes effect; every plots module imports common, so it runs before any figure.
+matplotlib.use("Agg")
 
 # Axis labels: one wording, with units, everywhere.
 VAL_LOSS = "validation loss (nats/char)"

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python plots/lr_sweep.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
-
-from plots import common, style  # noqa: E402
-from plots.common import Item, Section, Study  # noqa: E402
+from plots import common, style
+from plots.common import Item, Section, Study
 
 REQUIRED = ("lr", "final_val_loss")
 LINESTYLES = ["-", "--", "-.", ":"]
@@ -150,8 +146,8 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python plots/lr_sweep.py results/<study> [--out DIR]`."""
-    return common.figure_main(argv, "plots/lr_sweep.py", __doc__, build, ("lr",
+    """`python -m plots.lr_sweep results/<study> [--out DIR]`."""
+    return common.figure_main(argv, "python -m plots.lr_sweep", __doc__, build, ("lr",
                                                                            "final_val_loss"))
 
 

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as `python plots/report.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from plots import common, cost, curves, lr_sweep, samples, scaling, tables  # noqa: E402
-from plots.common import Item, Section, Study  # noqa: E402
+from plots import common, cost, curves, lr_sweep, samples, scaling, tables
+from plots.common import Item, Section, Study
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -121,7 +117,7 @@ def env_section(study: Study, tabdir: Path) -> Section:
 def render(study: Study, sections: list[Section]) -> str:
     """REPORT.md text: summary, what is missing, then each section's figures and tables."""
     out = [f"# Study `{study.name}`: report\n",
-           f"Made by `python plots/report.py {study.path}` from runs.csv, curves.csv, plan.csv, "
+           f"Made by `python -m plots.report {study.path}` from runs.csv, curves.csv, plan.csv, "
            "env.json, corpus.json and the runs' samples.csv. Losses are in nats per character.\n"]
     out += [f"- {line}" for line in summary_lines(study)] + [""]
     missing = missing_lines(study)
@@ -170,8 +166,8 @@ def build_report(study: Study, n_boot: int = 200) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python plots/report.py results/<study> [--n-boot N]`."""
-    parser = common.Parser(prog="plots/report.py", description=__doc__)
+    """`python -m plots.report results/<study> [--n-boot N]`."""
+    parser = common.Parser(prog="python -m plots.report", description=__doc__)
     parser.add_argument("study", help="a results/<study> directory")
     parser.add_argument("--n-boot", type=int, default=200,
                         help="bootstrap resamples per power-law fit (default 200)")

@@ -5,13 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python plots/samples.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from plots import common  # noqa: E402
-from plots.common import Item, Section, Study  # noqa: E402
+from plots import common
+from plots.common import Item, Section, Study
 
 COLUMNS = ("temperature", "prompt", "text")
 
@@ -107,8 +104,8 @@ def build(study: Study, figdir: Path, tabdir: Path, max_chars: int = 400) -> Sec
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python plots/samples.py results/<study> [--out DIR] [--max-chars N]`."""
-    parser = common.study_parser(__doc__, "plots/samples.py")
+    """`python -m plots.samples results/<study> [--out DIR] [--max-chars N]`."""
+    parser = common.study_parser(__doc__, "python -m plots.samples")
     parser.add_argument("--max-chars", type=int, default=400, help="cut longer texts")
     args = parser.parse_args(argv)
 

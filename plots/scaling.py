@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python plots/scaling.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
-
-from plots import common, style  # noqa: E402
-from plots.common import Item, Section, Study  # noqa: E402
-from plots.powerlaw import PowerLawFit, fit_power_law  # noqa: E402  (re-exported)
+from plots import common, style
+from plots.common import Item, Section, Study
+from plots.powerlaw import PowerLawFit, fit_power_law  # also used as scaling.fit_power_law
 
 X_VARS = {  # stem: (column, axis label, symbol)
     "params": ("n_params", common.PARAMS, "N"),
@@ -199,8 +195,8 @@ def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Sectio
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python plots/scaling.py results/<study> [--out DIR] [--n-boot N]`."""
-    return common.figure_main(argv, "plots/scaling.py", __doc__, build, n_boot=True)
+    """`python -m plots.scaling results/<study> [--out DIR] [--n-boot N]`."""
+    return common.figure_main(argv, "python -m plots.scaling", __doc__, build, n_boot=True)
 
 
 if __name__ == "__main__":

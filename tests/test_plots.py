@@ -10,15 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from results_fixture import write_results  # pytest's default import mode puts tests/ on sys.path
+
+from plots import common, cost, curves, lr_sweep, report, samples, scaling, tables
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from results_fixture import write_results  # noqa: E402
-
-from plots import common, cost, curves, lr_sweep, report, samples, scaling, tables  # noqa: E402
 
 N_BOOT = 40  # enough resamples for a band, few enough to keep the suite fast
 
@@ -256,11 +252,11 @@ def test_bad_input_exits_2_with_one_line(module, studies, tmp_path, capsys) -> N
         assert err.count("\n") == 1 and message in err and str(path) in err
 
 
-def test_cli_runs_as_script_without_torch(studies, tmp_path) -> None:
-    """`python plots/report.py DIR` works from the repo root and never imports torch."""
+def test_cli_runs_as_module_without_torch(studies, tmp_path) -> None:
+    """`python -m plots.report DIR` works from the repo root and never imports torch."""
     study = write_results(tmp_path, "cli", kind="lr_sweep", samples=False)
-    code = ("import runpy, sys; sys.argv = ['plots/report.py', sys.argv[1], '--n-boot', '0']\n"
-            "try:\n    runpy.run_path('plots/report.py', run_name='__main__')\n"
+    code = ("import runpy, sys; sys.argv = ['-m', sys.argv[1], '--n-boot', '0']\n"
+            "try:\n    runpy.run_module('plots.report', run_name='__main__', alter_sys=True)\n"
             "except SystemExit as e:\n    assert e.code == 0, e.code\n"
             "assert 'torch' not in sys.modules and 'chargpt' not in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", code, str(study)], cwd=ROOT,
@@ -269,10 +265,28 @@ def test_cli_runs_as_script_without_torch(studies, tmp_path) -> None:
     text = (study / "REPORT.md").read_text()
     assert "figures/lr_sweep.png" in text and "status diverged" in text
     assert "fit skipped: 3 distinct point(s)" in text
-    bad = subprocess.run([sys.executable, "plots/tables.py", str(tmp_path / "nope")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    assert f"`python -m plots.report {study}`" in text
+    bad = subprocess.run([sys.executable, "-m", "plots.tables", str(tmp_path / "nope")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1
+
+
+def test_every_module_runs_with_dash_m() -> None:
+    """Each figure family, the tables and the report answer `python -m plots.X --help`."""
+    names = ["report", "tables", "curves", "scaling", "cost", "lr_sweep", "samples", "bench"]
+    code = ("import contextlib, io, runpy, sys\n"
+            "for name in sys.argv[1:]:\n"
+            "    sys.argv, out = ['-m', '--help'], io.StringIO()\n"
+            "    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+            "        runpy.run_module(f'plots.{name}', run_name='__main__', alter_sys=True)\n"
+            "    print(out.getvalue().splitlines()[0])\n")
+    done = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    usage = done.stdout.splitlines()
+    assert [line.split()[1:4] for line in usage] == [["python", "-m", f"plots.{n}"]
+                                                     for n in names]
 
 
 def test_lr_sweep_groups_runner_labels_by_architecture(studies, tmp_path) -> None:
