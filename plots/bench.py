@@ -13,8 +13,9 @@ import json
 import math
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -219,6 +220,13 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
 
 
+def _scaled(data: dict[tuple, dict[int, float]], key: tuple, T: int, scale: float
+            ) -> float | None:
+    """data[key][T] * scale, or None when that case was not measured."""
+    v = data.get(key, {}).get(T)
+    return None if v is None else v * scale
+
+
 def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
     """Markdown: time, ratio, exponents and memory vs T; width sweep; model step."""
     out = [f"# Benchmarks: {source}", "",
@@ -228,9 +236,6 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
     score = {((r["batch_size"], r["n_embd"], r["n_head"]), int(r["block_size"])):
              r.get("score_tensor_bytes") for r in rows if r["group"] == "block_size"}
     for setting in sorted({k[0] for k in times}):
-        def t(impl, pss, T):
-            v = times.get((setting, impl, pss), {}).get(T)
-            return None if v is None else v * 1e3
         ts = sorted({T for k, pts in times.items() if k[0] == setting for T in pts})
         out += [f"## Time per call vs block size ({setting_text(setting)})", "",
                 "| T | fwd manual | fwd sdpa | fwd manual/sdpa | fwd+bwd manual | fwd+bwd sdpa "
@@ -238,7 +243,8 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
         for T in ts:
             cells = []
             for pss in PASSES:
-                m, s = t("manual", pss, T), t("sdpa", pss, T)
+                m = _scaled(times, (setting, "manual", pss), T, 1e3)
+                s = _scaled(times, (setting, "sdpa", pss), T, 1e3)
                 cells += [_fmt(m), _fmt(s), _fmt(m / s if m and s else None) + "×"]
             out.append(f"| {T} | " + " | ".join(cells) + " |")
         out += ["", "Fitted exponent k of time ∝ T^k (least squares on log-log):", "",
@@ -254,8 +260,7 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
             cells = [_fmt(None if sc is None else sc / MIB)]
             for pss in PASSES:
                 for impl in IMPLS:
-                    v = mem.get((setting, impl, pss), {}).get(T)
-                    cells.append(_fmt(None if v is None else v / MIB))
+                    cells.append(_fmt(_scaled(mem, (setting, impl, pss), T, 1 / MIB)))
             out.append(f"| {T} | " + " | ".join(cells) + " |")
         methods = sorted({r.get("peak_mem_method", "") for r in rows if r["group"] == "block_size"})
         out += [""] + [f"Memory measured with {m_}." for m_ in methods if m_] + [""]
