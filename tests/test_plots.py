@@ -289,25 +289,44 @@ def test_every_module_runs_with_dash_m() -> None:
                                                      for n in names]
 
 
-def test_lr_sweep_groups_runner_labels_by_architecture(studies, tmp_path) -> None:
-    """The runner labels an lr sweep's points `ARCH lr=0.001`: they still form one sweep."""
+def _relabel(src: Path, dst: Path, label) -> Path:
+    """A copy of study src whose runs are labelled label(runs.csv row), curves.csv to match."""
     import shutil
 
-    study = tmp_path / "lr_labels"
-    shutil.copytree(studies["lr"], study)
+    shutil.copytree(src, dst)
     for name in ("runs.csv", "curves.csv", "plan.csv"):
-        frame = pd.read_csv(study / name)
+        frame = pd.read_csv(dst / name)
         if "lr" in frame and "label" in frame:
-            frame["label"] = frame["label"] + " lr=" + frame["lr"].map("{:g}".format)
+            frame["label"] = frame.apply(label, axis=1)
         elif "label" in frame:  # curves.csv: take the label from runs.csv
-            runs = pd.read_csv(study / "runs.csv")[["run_id", "label"]]
+            runs = pd.read_csv(dst / "runs.csv")[["run_id", "label"]]
             frame = frame.drop(columns="label").merge(runs, on="run_id")
-        frame.to_csv(study / name, index=False)
-    assert lr_sweep.architecture("L3-H4-C96-T64 lr=0.01") == "L3-H4-C96-T64"
+        frame.to_csv(dst / name, index=False)
+    return dst
+
+
+def test_lr_sweep_groups_runner_labels_by_architecture(studies, tmp_path) -> None:
+    """The runner labels an lr sweep's points `ARCH lr=0.001`: they still form one sweep."""
+    study = _relabel(studies["lr"], tmp_path / "lr_labels",
+                     lambda r: f"{r['label']} lr={r['lr']:g}")
+    names = lr_sweep.sweeps(common.load_study(study)).groupby("label")["lr"].nunique()
+    assert names.to_dict() == {"L1-H2-C32-T32": 4, "L2-H2-C64-T64": 4, "L3-H4-C96-T64": 4}
     assert lr_sweep.main([str(study), "--out", str(tmp_path / "out")]) == 0
     table = pd.read_csv(tmp_path / "out" / "lr_sweep.csv")
     assert "L3-H4-C96-T64" in set(table["label"])
     assert all(len(t.split(", ")) >= 2 for t in table["lr tried"])
+
+
+def test_lr_sweep_groups_by_architecture_columns_not_labels(studies, tmp_path) -> None:
+    """Labels that say nothing of the architecture (one per run, or one for all) do not split
+    or merge sweeps: runs with the same n_layer, n_head, n_embd, block_size and batch_size do."""
+    each = _relabel(studies["lr"], tmp_path / "each", lambda r: f"run {r.name}")
+    same = _relabel(studies["lr"], tmp_path / "same", lambda r: f"sweep lr={r['lr']:g}")
+    for study in (each, same):
+        table = lr_sweep.chosen_table(common.load_study(study))
+        assert list(table["label"]) == ["L1-H2-C32-T32", "L2-H2-C64-T64", "L3-H4-C96-T64"]
+        assert list(table["lr tried"]) == ["0.0003, 0.001, 0.003, 0.01"] * 3
+        assert list(table["diverged at lr"]) == ["", "", "0.01"]
 
 
 def test_power_law_fit_is_skipped_without_a_falling_trend_or_a_spread() -> None:
