@@ -14,7 +14,10 @@ from plots.common import Item, Section, Study
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Nested JSON as dotted keys -> short strings (for the hardware table)."""
+    """Nested JSON as dotted keys -> short strings (for the hardware table); a list of objects
+    (env.json's gpus) is numbered: gpus.0.name, gpus.0.memory_mb, ..."""
+    if isinstance(data, list) and any(isinstance(v, dict) for v in data):
+        data = {str(i): v for i, v in enumerate(data)}
     if isinstance(data, dict):
         out: dict[str, str] = {}
         for key, value in data.items():

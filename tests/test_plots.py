@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -204,6 +205,29 @@ def test_report_on_partial_study(studies) -> None:
     for table in ("runs.md", "runs.csv", "runs.tex", "scaling_fits.md", "samples.md",
                   "samples_compare.md", "env.md"):
         assert (study / "tables" / table).is_file()
+    env = (study / "tables" / "env.md").read_text()
+    assert "| cpu_model | AMD EPYC 7B13 |" in env and "| peak_flops_float32 | 6e+10 |" in env
+
+
+def test_env_table_numbers_gpus() -> None:
+    env = {"device": "cuda", "gpus": [{"name": "NVIDIA H200", "memory_mb": 143771.0},
+                                      {"name": "NVIDIA H200", "memory_mb": 143771.0}],
+           "cuda": "12.4", "peak_flops_bfloat16": 7.1e14}
+    assert report.flatten(env) == {
+        "device": "cuda", "gpus.0.name": "NVIDIA H200", "gpus.0.memory_mb": "1.438e+05",
+        "gpus.1.name": "NVIDIA H200", "gpus.1.memory_mb": "1.438e+05", "cuda": "12.4",
+        "peak_flops_bfloat16": "7.1e+14"}
+    assert report.flatten({"gpus": []}) == {"gpus": ""}
+
+
+def test_fixture_env_has_the_runner_layout(studies) -> None:
+    """The fixture's env.json has the keys the runner writes: fingerprint() + measured peak."""
+    import torch
+
+    from chargpt import measure
+
+    env = json.loads((studies["scaling"] / "env.json").read_text())
+    assert set(env) == {*measure.fingerprint(torch.device("cpu")), "peak_flops_float32"}
 
 
 def test_report_on_bare_study(tmp_path) -> None:
