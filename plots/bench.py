@@ -115,6 +115,19 @@ def _log2_axis(ax, block_sizes: Sequence[int]) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _subtitle(data: dict[tuple, dict[int, float]], rows: list[dict]) -> str:
+    """A figure's second title line: the (B, C, nh) setting when there is one, the machine."""
+    settings = sorted({k[0] for k in data})
+    sub = setting_text(settings[0]) + ", " if len(settings) == 1 else ""
+    return sub + machine_text(rows)
+
+
+def _save(fig, path: Path, plt) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _label(key: tuple, many: bool) -> str:
     setting, impl, pss = key
     return f"{impl}, {pss}" + (f" ({setting_text(setting)})" if many else "")
@@ -148,13 +161,9 @@ def plot_lines(rows, value: str, scale: float, ylabel: str, title: str, fits, pa
     ax.set_yscale("log")
     _log2_axis(ax, [t for pts in data.values() for t in pts])
     ax.set_ylabel(ylabel)
-    settings = sorted({k[0] for k in data})
-    sub = setting_text(settings[0]) + ", " if len(settings) == 1 else ""
-    ax.set_title(f"{title}\n{sub}{machine_text(rows)}", fontsize=10)
+    ax.set_title(f"{title}\n{_subtitle(data, rows)}", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, plt)
 
 
 def plot_ratio(rows, path, plt) -> None:
@@ -173,15 +182,11 @@ def plot_ratio(rows, path, plt) -> None:
     ax.axhline(1.0, color="gray", lw=1, ls=":")
     _log2_axis(ax, ts_all or [1])
     ax.set_ylabel("manual time / sdpa time (×, >1: sdpa faster)")
-    settings = sorted({k[0] for k in data})
-    sub = setting_text(settings[0]) + ", " if len(settings) == 1 else ""
     ax.set_title(f"Speed-up of the fused kernel (sdpa) over the manual attention\n"
-                 f"{sub}{machine_text(rows)}", fontsize=10)
+                 f"{_subtitle(data, rows)}", fontsize=10)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=9, title="pass")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, plt)
 
 
 def plot_width(rows, path, plt) -> bool:
@@ -208,9 +213,7 @@ def plot_width(rows, path, plt) -> bool:
                  f"\n{machine_text(rows)}", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, plt)
     return True
 
 
