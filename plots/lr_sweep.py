@@ -144,12 +144,9 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
     path = style.save(plot_lr_sweep(study), figdir, "lr_sweep")
     section.items.append(Item("figure", path, "Final validation loss vs peak learning rate per "
                               "architecture (log x); star: chosen lr, x: diverged runs."))
-    tabdir.mkdir(parents=True, exist_ok=True)
     table = chosen_table(study)
-    table.to_csv(tabdir / "lr_sweep.csv", index=False)
-    (tabdir / "lr_sweep.md").write_text(common.markdown_table(table))
-    section.items.append(Item("table", tabdir / "lr_sweep.md", "Learning rates tried per "
-                              "architecture and the one with the lowest final validation loss."))
+    common.add_table(section, tabdir, "lr_sweep", table, "Learning rates tried per architecture "
+                     "and the one with the lowest final validation loss.", raw=table)
     return section
 
 

@@ -110,10 +110,8 @@ def env_section(study: Study, tabdir: Path) -> Section:
         section.notes.append("no env.json")
         return section
     table = pd.DataFrame(list(flatten(study.env).items()), columns=["key", "value"])
-    tabdir.mkdir(parents=True, exist_ok=True)
-    (tabdir / "env.md").write_text(common.markdown_table(table))
-    section.items.append(Item("table", tabdir / "env.md", "Hardware fingerprint, library "
-                              "versions and measured peak FLOP/s of the study (env.json)."))
+    common.add_table(section, tabdir, "env", table, "Hardware fingerprint, library versions and "
+                     "measured peak FLOP/s of the study (env.json).")
     return section
 
 
@@ -172,14 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m plots.report results/<study> [--n-boot N]`."""
     parser = common.Parser(prog="python -m plots.report", description=__doc__)
     parser.add_argument("study", help="a results/<study> directory")
-    parser.add_argument("--n-boot", type=int, default=200,
-                        help="bootstrap resamples per power-law fit (default 200)")
+    common.add_n_boot(parser)
     args = parser.parse_args(argv)
 
     def body() -> int:
         study = common.load_study(args.study)
         with np.errstate(all="ignore"):  # NaNs of failed runs are reported, not warned about
-            print(build_report(study, n_boot=max(args.n_boot, 0)))
+            print(build_report(study, n_boot=args.n_boot))
         return 0
 
     return common.run_cli(body)

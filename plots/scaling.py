@@ -179,24 +179,22 @@ def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Sectio
                                   f"(frontier); {_fit_words(fig.fit, ' to the frontier')}."))
     if fits:
         table = fits_table(fits)
-        tabdir.mkdir(parents=True, exist_ok=True)
-        table.to_csv(tabdir / "scaling_fits.csv", index=False)
         shown = table.copy()
         for k in ("E", "A", "alpha"):
             shown[k] = [f"{common.fmt_num(v, 4)} [{common.fmt_num(lo)}, {common.fmt_num(hi)}]"
                         if np.isfinite(lo) else common.fmt_num(v, 4) for v, lo, hi in
                         zip(table[k], table[f"{k}_lo"], table[f"{k}_hi"])]
         shown = shown[["fit", "points", "E", "A", "alpha", "bootstrap", "note"]]
-        (tabdir / "scaling_fits.md").write_text(common.markdown_table(shown))
-        section.items.append(Item("table", tabdir / "scaling_fits.md",
-                                  "Power-law fits L = E + A*X^-alpha: value [95% bootstrap "
-                                  "interval over runs]."))
+        common.add_table(section, tabdir, "scaling_fits", shown, "Power-law fits "
+                         "L = E + A*X^-alpha: value [95% bootstrap interval over runs].",
+                         raw=table)
     return section
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m plots.scaling results/<study> [--out DIR] [--n-boot N]`."""
-    return common.figure_main(argv, "python -m plots.scaling", __doc__, build, n_boot=True)
+    return common.figure_main(argv, "python -m plots.scaling", __doc__, build,
+                              options=common.add_n_boot)
 
 
 if __name__ == "__main__":
