@@ -1,6 +1,6 @@
 """Figures and a markdown table from the pytest-benchmark JSON of bench/ (attention, model step).
 
-    python plots/bench.py results/bench/attention.json [--fit-min 256]
+    python -m plots.bench results/bench/attention.json [--fit-min 256]
 
 writes <json dir>/figures/<stem>_{time,memory,ratio,width}.png and <json dir>/tables/<stem>.md.
 Reads only the JSON (never torch): each benchmark's extra_info says what was measured.
@@ -13,11 +13,13 @@ import json
 import math
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+PROG = "python -m plots.bench"
 IMPLS = ("manual", "sdpa")
 PASSES = ("fwd", "fwd+bwd")
 COLORS = {"manual": "#1f77b4", "sdpa": "#d62728"}
@@ -113,6 +115,19 @@ def _log2_axis(ax, block_sizes: Sequence[int]) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _subtitle(data: dict[tuple, dict[int, float]], rows: list[dict]) -> str:
+    """A figure's second title line: the (B, C, nh) setting when there is one, the machine."""
+    settings = sorted({k[0] for k in data})
+    sub = setting_text(settings[0]) + ", " if len(settings) == 1 else ""
+    return sub + machine_text(rows)
+
+
+def _save(fig, path: Path, plt) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _label(key: tuple, many: bool) -> str:
     setting, impl, pss = key
     return f"{impl}, {pss}" + (f" ({setting_text(setting)})" if many else "")
@@ -146,13 +161,9 @@ def plot_lines(rows, value: str, scale: float, ylabel: str, title: str, fits, pa
     ax.set_yscale("log")
     _log2_axis(ax, [t for pts in data.values() for t in pts])
     ax.set_ylabel(ylabel)
-    settings = sorted({k[0] for k in data})
-    sub = setting_text(settings[0]) + ", " if len(settings) == 1 else ""
-    ax.set_title(f"{title}\n{sub}{machine_text(rows)}", fontsize=10)
+    ax.set_title(f"{title}\n{_subtitle(data, rows)}", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, plt)
 
 
 def plot_ratio(rows, path, plt) -> None:
@@ -171,15 +182,11 @@ def plot_ratio(rows, path, plt) -> None:
     ax.axhline(1.0, color="gray", lw=1, ls=":")
     _log2_axis(ax, ts_all or [1])
     ax.set_ylabel("manual time / sdpa time (×, >1: sdpa faster)")
-    settings = sorted({k[0] for k in data})
-    sub = setting_text(settings[0]) + ", " if len(settings) == 1 else ""
     ax.set_title(f"Speed-up of the fused kernel (sdpa) over the manual attention\n"
-                 f"{sub}{machine_text(rows)}", fontsize=10)
+                 f"{_subtitle(data, rows)}", fontsize=10)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=9, title="pass")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, plt)
 
 
 def plot_width(rows, path, plt) -> bool:
@@ -206,9 +213,7 @@ def plot_width(rows, path, plt) -> bool:
                  f"\n{machine_text(rows)}", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, plt)
     return True
 
 
@@ -216,6 +221,13 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     if x is None or not math.isfinite(x):
         return "–"
     return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
+
+
+def _scaled(data: dict[tuple, dict[int, float]], key: tuple, T: int, scale: float
+            ) -> float | None:
+    """data[key][T] * scale, or None when that case was not measured."""
+    v = data.get(key, {}).get(T)
+    return None if v is None else v * scale
 
 
 def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
@@ -227,9 +239,6 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
     score = {((r["batch_size"], r["n_embd"], r["n_head"]), int(r["block_size"])):
              r.get("score_tensor_bytes") for r in rows if r["group"] == "block_size"}
     for setting in sorted({k[0] for k in times}):
-        def t(impl, pss, T):
-            v = times.get((setting, impl, pss), {}).get(T)
-            return None if v is None else v * 1e3
         ts = sorted({T for k, pts in times.items() if k[0] == setting for T in pts})
         out += [f"## Time per call vs block size ({setting_text(setting)})", "",
                 "| T | fwd manual | fwd sdpa | fwd manual/sdpa | fwd+bwd manual | fwd+bwd sdpa "
@@ -237,7 +246,8 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
         for T in ts:
             cells = []
             for pss in PASSES:
-                m, s = t("manual", pss, T), t("sdpa", pss, T)
+                m = _scaled(times, (setting, "manual", pss), T, 1e3)
+                s = _scaled(times, (setting, "sdpa", pss), T, 1e3)
                 cells += [_fmt(m), _fmt(s), _fmt(m / s if m and s else None) + "×"]
             out.append(f"| {T} | " + " | ".join(cells) + " |")
         out += ["", "Fitted exponent k of time ∝ T^k (least squares on log-log):", "",
@@ -253,8 +263,7 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
             cells = [_fmt(None if sc is None else sc / MIB)]
             for pss in PASSES:
                 for impl in IMPLS:
-                    v = mem.get((setting, impl, pss), {}).get(T)
-                    cells.append(_fmt(None if v is None else v / MIB))
+                    cells.append(_fmt(_scaled(mem, (setting, impl, pss), T, 1 / MIB)))
             out.append(f"| {T} | " + " | ".join(cells) + " |")
         methods = sorted({r.get("peak_mem_method", "") for r in rows if r["group"] == "block_size"})
         out += [""] + [f"Memory measured with {m_}." for m_ in methods if m_] + [""]
@@ -298,12 +307,12 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line on stderr, exit 2 (no usage block)
-        print(f"plots/bench.py: {message}", file=sys.stderr)
+        print(f"{PROG}: {message}", file=sys.stderr)
         raise SystemExit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(description=__doc__.splitlines()[0])
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path, help="pytest-benchmark JSON written by bench/")
     parser.add_argument("--fit-min", type=int, default=None,
                         help="fit the exponent on T >= this (default: the upper half of T)")
@@ -313,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows, data = load(args.json, args.stat)
     except BenchInputError as exc:
-        print(f"plots/bench.py: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     import matplotlib
 
@@ -350,4 +359,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")  # before seaborn imports pyplot: plots never need a display
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+# Plots never need a display. Importing pyplot (seaborn does) does not choose a backend yet, so
+# this still takes effect; every plots module imports common, so it runs before any figure.
+matplotlib.use("Agg")
 
 # Axis labels: one wording, with units, everywhere.
 VAL_LOSS = "validation loss (nats/char)"
@@ -181,6 +182,18 @@ def load_study(path: str | Path, runs_required: Sequence[str] = RUNS_REQUIRED) -
                  read_json(path / "corpus.json"))
 
 
+def add_table(section: Section, tabdir: Path, stem: str, table: pd.DataFrame, caption: str,
+              raw: pd.DataFrame | None = None) -> Path:
+    """Write tabdir/<stem>.md (and <stem>.csv of raw, when given); list it in the section."""
+    tabdir.mkdir(parents=True, exist_ok=True)
+    if raw is not None:
+        raw.to_csv(tabdir / f"{stem}.csv", index=False)
+    path = tabdir / f"{stem}.md"
+    path.write_text(markdown_table(table))
+    section.items.append(Item("table", path, caption))
+    return path
+
+
 def missing_columns(df: pd.DataFrame | None, columns: Iterable[str]) -> list[str]:
     """Columns absent from df, or that hold no value at all."""
     if df is None:
@@ -252,16 +265,24 @@ def run_cli(body: Callable[[], int]) -> int:
         return 2
 
 
+def add_n_boot(parser: Parser) -> None:
+    """--n-boot N: how many bootstrap resamples each power-law fit draws."""
+    parser.add_argument("--n-boot", type=int, default=200,
+                        help="bootstrap resamples per power-law fit (default 200)")
+
+
 def figure_main(argv: list[str] | None, prog: str, description: str,
-                build: Callable[[Study, Path, Path], Section],
-                runs_required: Sequence[str] = RUNS_REQUIRED, n_boot: bool = False) -> int:
-    """main() of a figure-family script: load, build, print what was written and skipped."""
+                build: Callable[..., Section], runs_required: Sequence[str] = RUNS_REQUIRED,
+                options: Callable[[Parser], None] | None = None) -> int:
+    """main() of a figure-family script: load, build, print what was written and skipped.
+
+    options adds the family's own flags; each one's value goes to build(study, figdir, tabdir)
+    as the keyword argument of the same name (--n-boot -> n_boot)."""
     parser = study_parser(description, prog)
-    if n_boot:
-        parser.add_argument("--n-boot", type=int, default=200,
-                            help="bootstrap resamples per power-law fit (default 200)")
+    if options is not None:
+        options(parser)
     args = parser.parse_args(argv)
-    extra = {"n_boot": max(args.n_boot, 0)} if n_boot else {}
+    extra = {k: v for k, v in vars(args).items() if k not in ("study", "out")}
 
     def body() -> int:
         study = load_study(args.study, runs_required)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python plots/cost.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
-
-from plots import common, style  # noqa: E402
-from plots.common import Item, Section, Study  # noqa: E402
+from plots import common, style
+from plots.common import Item, Section, Study
 
 METRICS = {  # stem: (column, axis label, what the caption calls it)
     "throughput": ("tokens_per_s", common.THROUGHPUT, "training throughput"),
@@ -95,8 +91,8 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python plots/cost.py results/<study> [--out DIR]`."""
-    return common.figure_main(argv, "plots/cost.py", __doc__, build)
+    """`python -m plots.cost results/<study> [--out DIR]`."""
+    return common.figure_main(argv, "python -m plots.cost", __doc__, build)
 
 
 if __name__ == "__main__":

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python plots/curves.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from plots import common, style  # noqa: E402
-from plots.common import Item, Section, Study  # noqa: E402
+from plots import common, style
+from plots.common import Item, Section, Study
 
 X_AXES = {"step": common.STEP, "tokens": common.TOKENS, "flops": common.FLOPS}
 
@@ -107,8 +103,8 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python plots/curves.py results/<study> [--out DIR]`."""
-    return common.figure_main(argv, "plots/curves.py", __doc__, build)
+    """`python -m plots.curves results/<study> [--out DIR]`."""
+    return common.figure_main(argv, "python -m plots.curves", __doc__, build)
 
 
 if __name__ == "__main__":

@@ -2,50 +2,54 @@
 
 from __future__ import annotations
 
-import re
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python plots/lr_sweep.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+from plots import common, style
+from plots.common import Item, Section, Study
 
-from plots import common, style  # noqa: E402
-from plots.common import Item, Section, Study  # noqa: E402
-
-REQUIRED = ("lr", "final_val_loss")
+ARCH = ("n_layer", "n_head", "n_embd", "block_size")
+SWEEP = (*ARCH, "batch_size")  # runs that share these columns form one lr sweep
+REQUIRED = ("lr", "final_val_loss", *ARCH)
 LINESTYLES = ["-", "--", "-.", ":"]
 
 
-def architecture(label: str) -> str:
-    """A run's label without its ` lr=...` part: the study runner appends swept values to the
-    labels of points that share an architecture, so an lr sweep's runs differ only there."""
-    return re.sub(r"\s*\blr=\S+", "", str(label)).strip() or str(label)
+def arch_name(runs: pd.DataFrame) -> str:
+    """The legend name of one architecture's runs: the label they all share, else one made
+    from the columns (`L4-H4-C128-T64`; the runner appends ` lr=...` to swept labels)."""
+    labels = runs["label"].unique()
+    if len(labels) == 1:
+        return str(labels[0])
+    first = runs.iloc[0]
+    return "-".join(f"{key}{first[col]:.0f}" for key, col in zip("LHCT", ARCH))
 
 
 def sweeps(study: Study) -> pd.DataFrame:
-    """Runs of the groups (architecture, batch_size) that tried at least two learning rates.
+    """Runs of the groups (architecture columns, batch_size) that tried at least two lr.
 
-    Their `label` column holds the architecture (the label without ` lr=...`)."""
+    Their `label` column holds the architecture's name (see arch_name)."""
     runs = study.runs[study.runs["status"].isin(["ok", "diverged"]) & study.runs["lr"].notna()]
-    runs = runs.assign(label=runs["label"].map(architecture))
     runs = runs.assign(batch_size=runs["batch_size"] if "batch_size" in runs else np.nan)
-    n_lr = runs.groupby(["label", "batch_size"], dropna=False)["lr"].transform("nunique")
-    return runs[n_lr >= 2]
+    n_lr = runs.groupby(list(SWEEP), dropna=False)["lr"].transform("nunique")
+    runs = runs[n_lr >= 2]
+    names = {}
+    for _, grp in runs.groupby(list(ARCH), dropna=False):
+        names.update(dict.fromkeys(grp.index, arch_name(grp)))
+    return runs.assign(label=pd.Series(names, dtype=object))
 
 
 def chosen(sweep: pd.DataFrame) -> pd.DataFrame:
-    """Per (label, batch_size): the finished run with the lowest final validation loss."""
+    """Per sweep: the finished run with the lowest final validation loss."""
     ok = sweep[(sweep["status"] == "ok") & sweep["final_val_loss"].notna()]
     if ok.empty:
         return ok
-    return ok.loc[ok.groupby(["label", "batch_size"], dropna=False)["final_val_loss"].idxmin()]
+    return ok.loc[ok.groupby(list(SWEEP), dropna=False)["final_val_loss"].idxmin()]
 
 
 def arch_order(sweep: pd.DataFrame) -> list[str]:
@@ -73,12 +77,12 @@ def plot_lr_sweep(study: Study) -> Figure:
     finite = sweep.loc[ok, "final_val_loss"]
     lo, hi = float(finite.min()), float(finite.max())
     top = hi + 0.12 * (hi - lo) + 0.02
-    for (label, batch), grp in sweep.groupby(["label", "batch_size"], dropna=False):
+    for _, grp in sweep.groupby(list(SWEEP), dropna=False):
         grp = grp.sort_values("lr")
-        color = palette.get(label, "0.5")
+        color = palette.get(grp["label"].iloc[0], "0.5")
         good = grp[ok.loc[grp.index]]
         ax.plot(good["lr"], good["final_val_loss"], marker="o", ms=5, color=color,
-                ls=dashes.get(batch, "-"), zorder=3)
+                ls=dashes.get(grp["batch_size"].iloc[0], "-"), zorder=3)
         bad = grp[~ok.loc[grp.index]]
         ax.scatter(bad["lr"], [top] * len(bad), marker="x", s=60, color=color, lw=2, zorder=4,
                    clip_on=False)
@@ -111,12 +115,12 @@ def plot_lr_sweep(study: Study) -> Figure:
 def chosen_table(study: Study) -> pd.DataFrame:
     """Per architecture: the lrs tried, the chosen one, its loss, and the runs that diverged."""
     sweep = sweeps(study)
-    best = chosen(sweep).set_index(["label", "batch_size"])
+    best = chosen(sweep).set_index(list(SWEEP))
     rows = []
-    for (label, batch), grp in sweep.groupby(["label", "batch_size"], dropna=False):
-        pick = best.loc[(label, batch)] if (label, batch) in best.index else None
+    for key, grp in sweep.groupby(list(SWEEP), dropna=False):
+        pick = best.loc[key] if key in best.index else None
         rows.append({
-            "label": label, "batch_size": batch,
+            "label": grp["label"].iloc[0], "batch_size": key[-1],
             "lr tried": ", ".join(f"{v:g}" for v in sorted(grp["lr"].unique())),
             "chosen lr": f"{pick['lr']:g}" if pick is not None else "",
             "final_val_loss": f"{pick['final_val_loss']:.4f}" if pick is not None else "",
@@ -124,7 +128,7 @@ def chosen_table(study: Study) -> pd.DataFrame:
                                         sorted(grp.loc[grp["status"] != "ok", "lr"])),
         })
     rank = {lab: i for i, lab in enumerate(arch_order(sweep))}
-    return pd.DataFrame(rows).sort_values("label", key=lambda s: s.map(rank))
+    return pd.DataFrame(rows).sort_values("label", key=lambda s: s.map(rank), kind="stable")
 
 
 def build(study: Study, figdir: Path, tabdir: Path) -> Section:
@@ -140,19 +144,15 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
     path = style.save(plot_lr_sweep(study), figdir, "lr_sweep")
     section.items.append(Item("figure", path, "Final validation loss vs peak learning rate per "
                               "architecture (log x); star: chosen lr, x: diverged runs."))
-    tabdir.mkdir(parents=True, exist_ok=True)
     table = chosen_table(study)
-    table.to_csv(tabdir / "lr_sweep.csv", index=False)
-    (tabdir / "lr_sweep.md").write_text(common.markdown_table(table))
-    section.items.append(Item("table", tabdir / "lr_sweep.md", "Learning rates tried per "
-                              "architecture and the one with the lowest final validation loss."))
+    common.add_table(section, tabdir, "lr_sweep", table, "Learning rates tried per architecture "
+                     "and the one with the lowest final validation loss.", raw=table)
     return section
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python plots/lr_sweep.py results/<study> [--out DIR]`."""
-    return common.figure_main(argv, "plots/lr_sweep.py", __doc__, build, ("lr",
-                                                                           "final_val_loss"))
+    """`python -m plots.lr_sweep results/<study> [--out DIR]`."""
+    return common.figure_main(argv, "python -m plots.lr_sweep", __doc__, build, REQUIRED)
 
 
 if __name__ == "__main__":

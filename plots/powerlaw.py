@@ -79,7 +79,9 @@ def _solve(x: np.ndarray, y: np.ndarray, starts: list[tuple[float, float]]
 def fit_power_law(x: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0,
                   resample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
                   | None = None) -> PowerLawFit:
-    """Fit L = E + A*x^-alpha; bootstrap over points (or over runs via `resample`)."""
+    """Fit L = E + A*x^-alpha; bootstrap over points (or over runs via `resample`).
+
+    n_boot <= 0: no bootstrap (no intervals, no band)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     x, y = x[keep], y[keep]
@@ -129,6 +131,6 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0
         fit.grid = grid
         fit.band = (np.percentile(curves, 2.5, axis=0), np.percentile(curves, 97.5, axis=0))
         fit.n_boot = len(boots)
-    elif n_boot:
+    elif n_boot > 0:
         fit.note = f"bootstrap skipped: only {len(boots)} usable resamples"
     return fit

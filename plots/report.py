@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as `python plots/report.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from plots import common, cost, curves, lr_sweep, samples, scaling, tables  # noqa: E402
-from plots.common import Item, Section, Study  # noqa: E402
+from plots import common, cost, curves, lr_sweep, samples, scaling, tables
+from plots.common import Item, Section, Study
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Nested JSON as dotted keys -> short strings (for the hardware table)."""
+    """Nested JSON as dotted keys -> short strings (for the hardware table); a list of objects
+    (env.json's gpus) is numbered: gpus.0.name, gpus.0.memory_mb, ..."""
+    if isinstance(data, list) and any(isinstance(v, dict) for v in data):
+        data = {str(i): v for i, v in enumerate(data)}
     if isinstance(data, dict):
         out: dict[str, str] = {}
         for key, value in data.items():
@@ -111,17 +110,15 @@ def env_section(study: Study, tabdir: Path) -> Section:
         section.notes.append("no env.json")
         return section
     table = pd.DataFrame(list(flatten(study.env).items()), columns=["key", "value"])
-    tabdir.mkdir(parents=True, exist_ok=True)
-    (tabdir / "env.md").write_text(common.markdown_table(table))
-    section.items.append(Item("table", tabdir / "env.md", "Hardware fingerprint, library "
-                              "versions and measured peak FLOP/s of the study (env.json)."))
+    common.add_table(section, tabdir, "env", table, "Hardware fingerprint, library versions and "
+                     "measured peak FLOP/s of the study (env.json).")
     return section
 
 
 def render(study: Study, sections: list[Section]) -> str:
     """REPORT.md text: summary, what is missing, then each section's figures and tables."""
     out = [f"# Study `{study.name}`: report\n",
-           f"Made by `python plots/report.py {study.path}` from runs.csv, curves.csv, plan.csv, "
+           f"Made by `python -m plots.report {study.path}` from runs.csv, curves.csv, plan.csv, "
            "env.json, corpus.json and the runs' samples.csv. Losses are in nats per character.\n"]
     out += [f"- {line}" for line in summary_lines(study)] + [""]
     missing = missing_lines(study)
@@ -170,17 +167,16 @@ def build_report(study: Study, n_boot: int = 200) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python plots/report.py results/<study> [--n-boot N]`."""
-    parser = common.Parser(prog="plots/report.py", description=__doc__)
+    """`python -m plots.report results/<study> [--n-boot N]`."""
+    parser = common.Parser(prog="python -m plots.report", description=__doc__)
     parser.add_argument("study", help="a results/<study> directory")
-    parser.add_argument("--n-boot", type=int, default=200,
-                        help="bootstrap resamples per power-law fit (default 200)")
+    common.add_n_boot(parser)
     args = parser.parse_args(argv)
 
     def body() -> int:
         study = common.load_study(args.study)
         with np.errstate(all="ignore"):  # NaNs of failed runs are reported, not warned about
-            print(build_report(study, n_boot=max(args.n_boot, 0)))
+            print(build_report(study, n_boot=args.n_boot))
         return 0
 
     return common.run_cli(body)

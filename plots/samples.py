@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python plots/samples.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from plots import common  # noqa: E402
-from plots.common import Item, Section, Study  # noqa: E402
+from plots import common
+from plots.common import Item, Section, Study
 
 COLUMNS = ("temperature", "prompt", "text")
 
@@ -95,10 +91,9 @@ def build(study: Study, figdir: Path, tabdir: Path, max_chars: int = 400) -> Sec
     samples.to_csv(tabdir / "samples.csv", index=False)
     (tabdir / "samples.md").write_text(samples_markdown(study, samples, max_chars))
     compare = compare_table(study, samples)
-    (tabdir / "samples_compare.md").write_text(common.markdown_table(compare))
-    section.items.append(Item("table", tabdir / "samples_compare.md", "The same prompts for "
-                              "every architecture (its best run) at temperature "
-                              f"{compare['temperature'].iloc[0]}, smallest model first."))
+    common.add_table(section, tabdir, "samples_compare", compare, "The same prompts for every "
+                     "architecture (its best run) at temperature "
+                     f"{compare['temperature'].iloc[0]}, smallest model first.")
     temps = ", ".join(f"{t:g}" for t in sorted(samples["temperature"].unique(), reverse=True))
     section.items.append(Item("table", tabdir / "samples.md", f"Samples of "
                               f"{samples['run_id'].nunique()} runs at temperatures {temps}, "
@@ -106,23 +101,14 @@ def build(study: Study, figdir: Path, tabdir: Path, max_chars: int = 400) -> Sec
     return section
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python plots/samples.py results/<study> [--out DIR] [--max-chars N]`."""
-    parser = common.study_parser(__doc__, "plots/samples.py")
+def _max_chars(parser: common.Parser) -> None:
     parser.add_argument("--max-chars", type=int, default=400, help="cut longer texts")
-    args = parser.parse_args(argv)
 
-    def body() -> int:
-        study = common.load_study(args.study)
-        out = Path(args.out) if args.out else study.path / "tables"
-        section = build(study, out, out, args.max_chars)
-        for item in section.items:
-            print(item.path)
-        for note in section.notes:
-            print(f"note: {note}", file=sys.stderr)
-        return 0
 
-    return common.run_cli(body)
+def main(argv: list[str] | None = None) -> int:
+    """`python -m plots.samples results/<study> [--out DIR] [--max-chars N]`."""
+    return common.figure_main(argv, "python -m plots.samples", __doc__, build,
+                              options=_max_chars)
 
 
 if __name__ == "__main__":

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python plots/scaling.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
-
-from plots import common, style  # noqa: E402
-from plots.common import Item, Section, Study  # noqa: E402
-from plots.powerlaw import PowerLawFit, fit_power_law  # noqa: E402  (re-exported)
+from plots import common, style
+from plots.common import Item, Section, Study
+from plots.powerlaw import PowerLawFit, fit_power_law  # also used as scaling.fit_power_law
 
 X_VARS = {  # stem: (column, axis label, symbol)
     "params": ("n_params", common.PARAMS, "N"),
@@ -183,24 +179,22 @@ def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Sectio
                                   f"(frontier); {_fit_words(fig.fit, ' to the frontier')}."))
     if fits:
         table = fits_table(fits)
-        tabdir.mkdir(parents=True, exist_ok=True)
-        table.to_csv(tabdir / "scaling_fits.csv", index=False)
         shown = table.copy()
         for k in ("E", "A", "alpha"):
             shown[k] = [f"{common.fmt_num(v, 4)} [{common.fmt_num(lo)}, {common.fmt_num(hi)}]"
                         if np.isfinite(lo) else common.fmt_num(v, 4) for v, lo, hi in
                         zip(table[k], table[f"{k}_lo"], table[f"{k}_hi"])]
         shown = shown[["fit", "points", "E", "A", "alpha", "bootstrap", "note"]]
-        (tabdir / "scaling_fits.md").write_text(common.markdown_table(shown))
-        section.items.append(Item("table", tabdir / "scaling_fits.md",
-                                  "Power-law fits L = E + A*X^-alpha: value [95% bootstrap "
-                                  "interval over runs]."))
+        common.add_table(section, tabdir, "scaling_fits", shown, "Power-law fits "
+                         "L = E + A*X^-alpha: value [95% bootstrap interval over runs].",
+                         raw=table)
     return section
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python plots/scaling.py results/<study> [--out DIR] [--n-boot N]`."""
-    return common.figure_main(argv, "plots/scaling.py", __doc__, build, n_boot=True)
+    """`python -m plots.scaling results/<study> [--out DIR] [--n-boot N]`."""
+    return common.figure_main(argv, "python -m plots.scaling", __doc__, build,
+                              options=common.add_n_boot)
 
 
 if __name__ == "__main__":

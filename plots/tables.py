@@ -14,14 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python plots/tables.py`: import siblings as `plots`
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from plots import common  # noqa: E402
-from plots.common import Study  # noqa: E402
+from plots import common
+from plots.common import Study
 
 DEFAULT_COLUMNS = (
     "label", "n_layer", "n_head", "n_embd", "block_size", "n_params", "batch_size", "lr",
@@ -170,8 +167,8 @@ def _names(values: list[str] | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python plots/tables.py results/a [results/b ...] [--format md|latex|csv] ...`."""
-    parser = common.Parser(prog="plots/tables.py", description=__doc__.split("\n")[0])
+    """`python -m plots.tables results/a [results/b ...] [--format md|latex|csv] ...`."""
+    parser = common.Parser(prog="python -m plots.tables", description=__doc__.split("\n")[0])
     parser.add_argument("studies", nargs="+", help="one or more results/<study> directories")
     parser.add_argument("--format", choices=("md", "latex", "csv"), default="md")
     parser.add_argument("--columns", nargs="+", help="columns, comma- or space-separated")

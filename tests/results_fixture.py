@@ -1,6 +1,7 @@
 """Writes small, realistic results directories in the documented layout (results/README.md).
 
 Used by tests/test_plots.py; no training happens: curves follow a known scaling law plus noise.
+env.json has the keys the runner writes: chargpt.measure.fingerprint() plus measured peaks.
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ MISSING = ("L16-H16-C512-T256", 16, 16, 512, 256, 3e-4)
 LRS = [3e-4, 1e-3, 3e-3, 1e-2]
 BATCH, STEPS, EVAL_INTERVAL = 32, 2000, 200
 PEAK_FLOPS = 6.0e10
+# env.json of a CPU study: measure.fingerprint(device) + the runner's peak_flops_float32 (it adds
+# peak_flops_bfloat16 only on CUDA or when a run trains in bfloat16)
+ENV = {
+    "cpu_model": "AMD EPYC 7B13", "cpu_logical_cores": 4, "cpu_physical_cores": 2,
+    "cpu_native_bf16": False, "torch_threads": 4,
+    "os": "Linux-6.1.0-13-amd64-x86_64-with-glibc2.36", "python": "3.11.2", "torch": "2.3.1",
+    "numpy": "1.26.4", "cuda": None,
+    "git_commit": "0123456789abcdef0123456789abcdef01234567", "gpus": [], "device": "cpu",
+    "peak_flops_float32": PEAK_FLOPS,
+}
 
 
 def counts(n_layer: int, n_embd: int, block_size: int) -> dict[str, float]:
@@ -130,7 +141,7 @@ def write_results(root: Path, name: str = "scaling", *, kind: str = "scaling",
     if failed:
         jobs.append((FAILED, FAILED[5], "error"))
     plan, rows, curves = [], [], []
-    for i, ((label, n_layer, n_head, n_embd, block, _), lr, status) in enumerate(jobs):
+    for (label, n_layer, n_head, n_embd, block, _), lr, status in jobs:
         cfg = _config(n_layer, n_head, n_embd, block, lr)
         c = counts(n_layer, n_embd, block)
         run_id = hashlib.sha256(f"{name}/{label}/{lr}".encode()).hexdigest()[:10]
@@ -193,9 +204,6 @@ def write_results(root: Path, name: str = "scaling", *, kind: str = "scaling",
     (study / "corpus.json").write_text(json.dumps({"shakespeare": {
         "n_chars": 1115394, "vocab_size": VOCAB, "train_tokens": 1003854, "val_tokens": 111540,
         "reference_losses": REFS}}, indent=1))
-    (study / "env.json").write_text(json.dumps({
-        "hostname": "node-3", "platform": "Linux-6.1-x86_64", "python": "3.11.2",
-        "torch": "2.3.1", "numpy": "1.26.4", "cpu": "AMD EPYC 7B13", "cpu_count": 4,
-        "gpu": None, "peak_flops": {"cpu/float32": PEAK_FLOPS}}, indent=1))
+    (study / "env.json").write_text(json.dumps(ENV, indent=2) + "\n")
     (study / "study.yaml").write_text(f"name: {name}\nbase:\n  budget: {{max_steps: {STEPS}}}\n")
     return study

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from results_fixture import write_results  # pytest's default import mode puts tests/ on sys.path
+
+from plots import common, cost, curves, lr_sweep, report, samples, scaling, tables
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from results_fixture import write_results  # noqa: E402
-
-from plots import common, cost, curves, lr_sweep, report, samples, scaling, tables  # noqa: E402
 
 N_BOOT = 40  # enough resamples for a band, few enough to keep the suite fast
 
@@ -208,6 +205,29 @@ def test_report_on_partial_study(studies) -> None:
     for table in ("runs.md", "runs.csv", "runs.tex", "scaling_fits.md", "samples.md",
                   "samples_compare.md", "env.md"):
         assert (study / "tables" / table).is_file()
+    env = (study / "tables" / "env.md").read_text()
+    assert "| cpu_model | AMD EPYC 7B13 |" in env and "| peak_flops_float32 | 6e+10 |" in env
+
+
+def test_env_table_numbers_gpus() -> None:
+    env = {"device": "cuda", "gpus": [{"name": "NVIDIA H200", "memory_mb": 143771.0},
+                                      {"name": "NVIDIA H200", "memory_mb": 143771.0}],
+           "cuda": "12.4", "peak_flops_bfloat16": 7.1e14}
+    assert report.flatten(env) == {
+        "device": "cuda", "gpus.0.name": "NVIDIA H200", "gpus.0.memory_mb": "1.438e+05",
+        "gpus.1.name": "NVIDIA H200", "gpus.1.memory_mb": "1.438e+05", "cuda": "12.4",
+        "peak_flops_bfloat16": "7.1e+14"}
+    assert report.flatten({"gpus": []}) == {"gpus": ""}
+
+
+def test_fixture_env_has_the_runner_layout(studies) -> None:
+    """The fixture's env.json has the keys the runner writes: fingerprint() + measured peak."""
+    import torch
+
+    from chargpt import measure
+
+    env = json.loads((studies["scaling"] / "env.json").read_text())
+    assert set(env) == {*measure.fingerprint(torch.device("cpu")), "peak_flops_float32"}
 
 
 def test_report_on_bare_study(tmp_path) -> None:
@@ -256,11 +276,11 @@ def test_bad_input_exits_2_with_one_line(module, studies, tmp_path, capsys) -> N
         assert err.count("\n") == 1 and message in err and str(path) in err
 
 
-def test_cli_runs_as_script_without_torch(studies, tmp_path) -> None:
-    """`python plots/report.py DIR` works from the repo root and never imports torch."""
+def test_cli_runs_as_module_without_torch(studies, tmp_path) -> None:
+    """`python -m plots.report DIR` works from the repo root and never imports torch."""
     study = write_results(tmp_path, "cli", kind="lr_sweep", samples=False)
-    code = ("import runpy, sys; sys.argv = ['plots/report.py', sys.argv[1], '--n-boot', '0']\n"
-            "try:\n    runpy.run_path('plots/report.py', run_name='__main__')\n"
+    code = ("import runpy, sys; sys.argv = ['-m', sys.argv[1], '--n-boot', '0']\n"
+            "try:\n    runpy.run_module('plots.report', run_name='__main__', alter_sys=True)\n"
             "except SystemExit as e:\n    assert e.code == 0, e.code\n"
             "assert 'torch' not in sys.modules and 'chargpt' not in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", code, str(study)], cwd=ROOT,
@@ -269,31 +289,68 @@ def test_cli_runs_as_script_without_torch(studies, tmp_path) -> None:
     text = (study / "REPORT.md").read_text()
     assert "figures/lr_sweep.png" in text and "status diverged" in text
     assert "fit skipped: 3 distinct point(s)" in text
-    bad = subprocess.run([sys.executable, "plots/tables.py", str(tmp_path / "nope")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    assert f"`python -m plots.report {study}`" in text
+    bad = subprocess.run([sys.executable, "-m", "plots.tables", str(tmp_path / "nope")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1
 
 
-def test_lr_sweep_groups_runner_labels_by_architecture(studies, tmp_path) -> None:
-    """The runner labels an lr sweep's points `ARCH lr=0.001`: they still form one sweep."""
+def test_every_module_runs_with_dash_m() -> None:
+    """Each figure family, the tables and the report answer `python -m plots.X --help`."""
+    names = ["report", "tables", "curves", "scaling", "cost", "lr_sweep", "samples", "bench"]
+    code = ("import contextlib, io, runpy, sys\n"
+            "for name in sys.argv[1:]:\n"
+            "    sys.argv, out = ['-m', '--help'], io.StringIO()\n"
+            "    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+            "        runpy.run_module(f'plots.{name}', run_name='__main__', alter_sys=True)\n"
+            "    print(out.getvalue().splitlines()[0])\n")
+    done = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    usage = done.stdout.splitlines()
+    assert [line.split()[1:4] for line in usage] == [["python", "-m", f"plots.{n}"]
+                                                     for n in names]
+
+
+def _relabel(src: Path, dst: Path, label) -> Path:
+    """A copy of study src whose runs are labelled label(runs.csv row), curves.csv to match."""
     import shutil
 
-    study = tmp_path / "lr_labels"
-    shutil.copytree(studies["lr"], study)
+    shutil.copytree(src, dst)
     for name in ("runs.csv", "curves.csv", "plan.csv"):
-        frame = pd.read_csv(study / name)
+        frame = pd.read_csv(dst / name)
         if "lr" in frame and "label" in frame:
-            frame["label"] = frame["label"] + " lr=" + frame["lr"].map("{:g}".format)
+            frame["label"] = frame.apply(label, axis=1)
         elif "label" in frame:  # curves.csv: take the label from runs.csv
-            runs = pd.read_csv(study / "runs.csv")[["run_id", "label"]]
+            runs = pd.read_csv(dst / "runs.csv")[["run_id", "label"]]
             frame = frame.drop(columns="label").merge(runs, on="run_id")
-        frame.to_csv(study / name, index=False)
-    assert lr_sweep.architecture("L3-H4-C96-T64 lr=0.01") == "L3-H4-C96-T64"
+        frame.to_csv(dst / name, index=False)
+    return dst
+
+
+def test_lr_sweep_groups_runner_labels_by_architecture(studies, tmp_path) -> None:
+    """The runner labels an lr sweep's points `ARCH lr=0.001`: they still form one sweep."""
+    study = _relabel(studies["lr"], tmp_path / "lr_labels",
+                     lambda r: f"{r['label']} lr={r['lr']:g}")
+    names = lr_sweep.sweeps(common.load_study(study)).groupby("label")["lr"].nunique()
+    assert names.to_dict() == {"L1-H2-C32-T32": 4, "L2-H2-C64-T64": 4, "L3-H4-C96-T64": 4}
     assert lr_sweep.main([str(study), "--out", str(tmp_path / "out")]) == 0
     table = pd.read_csv(tmp_path / "out" / "lr_sweep.csv")
     assert "L3-H4-C96-T64" in set(table["label"])
     assert all(len(t.split(", ")) >= 2 for t in table["lr tried"])
+
+
+def test_lr_sweep_groups_by_architecture_columns_not_labels(studies, tmp_path) -> None:
+    """Labels that say nothing of the architecture (one per run, or one for all) do not split
+    or merge sweeps: runs with the same n_layer, n_head, n_embd, block_size and batch_size do."""
+    each = _relabel(studies["lr"], tmp_path / "each", lambda r: f"run {r.name}")
+    same = _relabel(studies["lr"], tmp_path / "same", lambda r: f"sweep lr={r['lr']:g}")
+    for study in (each, same):
+        table = lr_sweep.chosen_table(common.load_study(study))
+        assert list(table["label"]) == ["L1-H2-C32-T32", "L2-H2-C64-T64", "L3-H4-C96-T64"]
+        assert list(table["lr tried"]) == ["0.0003, 0.001, 0.003, 0.01"] * 3
+        assert list(table["diverged at lr"]) == ["", "", "0.01"]
 
 
 def test_power_law_fit_is_skipped_without_a_falling_trend_or_a_spread() -> None:
