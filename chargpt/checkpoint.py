@@ -1,4 +1,7 @@
-"""Checkpoints: model weights + run config + vocabulary, loadable with weights_only=True."""
+"""Checkpoints (weights + run config + vocabulary) and resumable training states (state.pt).
+
+Both load with torch.load(..., weights_only=True): plain containers, numbers and tensors.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from chargpt.files import atomic_open
 from chargpt.model import GPT
 
 FORMAT = "chargpt-checkpoint-v1"
+STATE_FORMAT = "chargpt-state-v1"
 
 
 class CheckpointError(ValueError):
@@ -59,3 +63,23 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
         raise CheckpointError(f"{path}: damaged checkpoint ({exc})") from None
     model.to(device).eval()
     return model, tokenizer, run, payload
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a training state (Trainer.state_dict()) atomically: a kill never leaves half."""
+    with atomic_open(path, "wb") as f:
+        torch.save({"format": STATE_FORMAT, **state}, f)
+
+
+def load_state(path: Path, run_id: str) -> dict[str, Any]:
+    """A state written by save_state for this run; CheckpointError if unreadable or foreign."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a loadable training state ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a chargpt training state (no {STATE_FORMAT!r})")
+    if state.get("run_id") != run_id:
+        raise CheckpointError(f"{path}: belongs to run {state.get('run_id')}, not {run_id}")
+    return state

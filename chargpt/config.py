@@ -200,10 +200,20 @@ class TrainConfig(_Section):
     threads: int | None = None  # None: leave torch's default (one per physical core)
     save_checkpoint: bool = True
     save_best: bool = False
+    # A resumable state (state.pt) every this many steps and/or seconds of training: a killed
+    # run goes on from there. Neither changes what a run computes, so neither is in run_id.
+    checkpoint_interval: int | None = None
+    checkpoint_interval_s: float | None = 600.0  # on for runs longer than ten minutes
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_interval", "eval_iters"):
             self._check(getattr(self, name) > 0, name, "must be a positive integer")
+        if self.checkpoint_interval is not None:
+            self._check(self.checkpoint_interval > 0, "checkpoint_interval",
+                        "must be a positive number of steps (or null)")
+        if self.checkpoint_interval_s is not None:
+            self._check(self.checkpoint_interval_s > 0, "checkpoint_interval_s",
+                        "must be a positive number of seconds (or null)")
         self._check(self.seed >= 0, "seed", "must be >= 0")
         self._check(self.device in DEVICES, "device", f"must be one of {DEVICES}")
         self._check(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
@@ -266,6 +276,9 @@ class SampleConfig(_Section):
         if self.top_k is not None:
             self._check(self.top_k > 0, "top_k", "must be a positive integer")
 
+
+# How often a run saves its resumable state: not what it computes, so not part of its identity.
+NOT_IN_RUN_ID = ("checkpoint_interval", "checkpoint_interval_s")
 
 SECTIONS: dict[str, type[_Section]] = {
     "model": ModelConfig,
@@ -330,6 +343,8 @@ class RunConfig:
         """Short, stable hash of the resolved config (sampling settings excluded) and of the
         corpus's content (data.corpus_fingerprint), so an edited corpus file is a new run."""
         core: dict[str, Any] = {k: v for k, v in self.to_dict().items() if k != "sample"}
+        for name in NOT_IN_RUN_ID:
+            core["train"].pop(name)
         core["corpus_fingerprint"] = corpus_fingerprint
         blob = json.dumps(core, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:10]

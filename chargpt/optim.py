@@ -10,6 +10,7 @@ so the update is AdamW exactly; tests compare it with torch.optim.AdamW step by 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.optim.adamw import adamw
@@ -68,6 +69,28 @@ class AdamW:
         for g in self.groups:
             for p in g.params:
                 p.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The moments and step counts of every group (plain tensors, weights_only-loadable)."""
+        return {"betas": [self.beta1, self.beta2], "eps": self.eps,
+                "groups": [{"weight_decay": g.weight_decay,
+                            "exp_avgs": [t.detach().cpu() for t in g.exp_avgs],
+                            "exp_avg_sqs": [t.detach().cpu() for t in g.exp_avg_sqs],
+                            "steps": [t.detach().cpu() for t in g.steps]} for g in self.groups]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy a state_dict() back into this optimizer's (same-shaped) state, in place."""
+        if len(state["groups"]) != len(self.groups):
+            raise ValueError(f"optimizer state has {len(state['groups'])} groups, "
+                             f"this optimizer {len(self.groups)}")
+        for g, saved in zip(self.groups, state["groups"]):
+            for name in ("exp_avgs", "exp_avg_sqs", "steps"):
+                mine, theirs = getattr(g, name), saved[name]
+                if len(mine) != len(theirs) or any(a.shape != b.shape
+                                                   for a, b in zip(mine, theirs)):
+                    raise ValueError(f"optimizer state {name} does not match the parameters")
+                for a, b in zip(mine, theirs):
+                    a.copy_(b)
 
     def parameters(self) -> list[torch.Tensor]:
         return [p for g in self.groups for p in g.params]

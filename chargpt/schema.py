@@ -36,7 +36,8 @@ class RunResult:
     train_s: float
     eval_s: float
     compile_s: float  # torch.compile's first-call compilation, kept out of train_s
-    wall_s: float
+    wall_s: float  # the whole run, summed over the processes that trained it
+    resumes: int  # how often it went on from a saved state after its process was killed
     tokens_per_s: float
     peak_rss_mb: float
     peak_gpu_mb: float | None
@@ -55,6 +56,8 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+STATE_FILE = "state.pt"  # a run's resumable training state, in its directory until it ends
 
 # One row of a run's curve.csv, written at every evaluation.
 CURVE_COLUMNS = ["step", "tokens", "flops", "train_s", "lr", "train_loss", "val_loss",

@@ -2,7 +2,8 @@
 
 `train(run)` reads as its stages: `setup` builds everything before the clock starts,
 `warm_up_compile` keeps torch.compile's compilation off the clock, `Trainer.fit` alternates
-timed chunks of `TrainStep` with evaluations, and `finish` saves and measures.
+timed chunks of `TrainStep` with evaluations (saving a resumable state now and then, and
+going on from one a killed run left), and `finish` saves and measures.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from typing import Any
 import torch
 
 from chargpt import measure, schema
-from chargpt.checkpoint import save_checkpoint
+from chargpt.checkpoint import CheckpointError, load_state, save_checkpoint, save_state
 from chargpt.config import RunConfig, SampleConfig
 from chargpt.data import BatchSampler, CharTokenizer, Splits, corpus_fingerprint, load_splits
 from chargpt.evaluate import FixedBatchEval, batches_loss
 from chargpt.files import atomic_open
 from chargpt.model import GPT, count_params
 from chargpt.schedule import budget_steps, learning_rate, step_reason
-from chargpt.schema import RunResult
+from chargpt.schema import STATE_FILE, RunResult
 from chargpt.step import TrainStep, autocast_for, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -150,18 +151,23 @@ class Trainer:
     """Runs timed chunks of steps and the evaluations between them, and keeps the score."""
 
     def __init__(self, s: Setup, sinks: list[Sink], out_dir: Path | None,
-                 progress: Callable[[dict[str, Any]], None] | None) -> None:
+                 progress: Callable[[dict[str, Any]], None] | None, wall_start: float) -> None:
         self.s = s
         self.sinks = sinks
         self.out_dir = out_dir
         self.progress = progress
+        self.wall_start = wall_start
         self.clock = measure.Stopwatch(s.device)
         self.step = 0
         self.lr = learning_rate(s.run.optim, 0, 0.0)
         self.eval_s = 0.0
         self.best_val, self.best_step = math.inf, 0
-        self.last: dict[str, Any] = {}  # the latest evaluation row
+        self.curve: list[dict[str, Any]] = []  # every evaluation row so far
+        self.first_loss = math.nan  # the step-0 train loss: divergence is judged against it
         self.status, self.stop_reason = schema.OK, ""
+        self.resumes = 0  # how often this run went on from a saved state
+        self.wall_before = 0.0  # wall seconds of the segments before this process's
+        self.saved_step, self.saved_at = 0, time.monotonic()
         # The cosine runs from the end of warmup to the end of a step-bounded budget.
         self.cosine_span = max(1, (s.total_steps or 0) - s.run.optim.warmup_steps)
 
@@ -180,25 +186,106 @@ class Trainer:
         self.eval_s += time.perf_counter() - t0
         for sink in self.sinks:
             sink(row)
-        self.last = row
+        self.curve.append(row)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The latest evaluation row."""
+        return self.curve[-1]
 
     def tokens_per_s(self) -> float:
         return self.step * self.s.tokens_per_step / self.clock.total if self.clock.total else 0.0
 
     def fit(self) -> None:
         """Evaluate, then train chunk by chunk until the budget is spent or the loss blows up."""
-        self.evaluate()
-        first_loss = self.last["train_loss"]
+        if not self.curve:  # a resumed run has its step-0 evaluation already
+            self.evaluate()
+            self.first_loss = self.last["train_loss"]
         self.s.model.train()
         while self.status == schema.OK and not self.stop_reason:
             loss = self.run_chunk()
-            self.check_stop(loss, first_loss)
+            self.check_stop(loss)
             if self.progress is not None:
                 self.progress({"step": self.step, "total_steps": self.s.total_steps,
                                "loss": loss, "train_s": self.clock.total,
                                "tokens_per_s": self.tokens_per_s()})
             if self.stop_reason or self.step % self.s.run.train.eval_interval == 0:
                 self.evaluate()
+            if not self.stop_reason and self.state_due():
+                self.save_state()
+
+    # ----- resumable state ----------------------------------------------------------------
+    def state_path(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / STATE_FILE
+
+    def state_due(self) -> bool:
+        """Whether checkpoint_interval steps or checkpoint_interval_s seconds have passed."""
+        train = self.s.run.train
+        if self.out_dir is None:
+            return False
+        by_steps = (train.checkpoint_interval is not None
+                    and self.step - self.saved_step >= train.checkpoint_interval)
+        by_time = (train.checkpoint_interval_s is not None
+                   and time.monotonic() - self.saved_at >= train.checkpoint_interval_s)
+        return by_steps or by_time
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to go on exactly from here: weights, optimizer, RNGs, the score."""
+        s = self.s
+        cuda = s.device.type == "cuda"
+        return {
+            "run_id": s.run_id,
+            "model": {k: v.detach().cpu() for k, v in s.model.state_dict().items()},
+            "optimizer": s.train_step.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(s.device) if cuda else None,
+                    "sampler": s.sampler.generator.get_state()},
+            "trainer": {"step": self.step, "lr": self.lr, "eval_s": self.eval_s,
+                        "best_val": self.best_val, "best_step": self.best_step,
+                        "train_s": self.clock.total, "first_loss": self.first_loss,
+                        "resumes": self.resumes,
+                        "wall_s": self.wall_before + time.perf_counter() - self.wall_start},
+            "curve": self.curve,
+        }
+
+    def save_state(self) -> None:
+        path = self.state_path()
+        assert path is not None
+        save_state(path, self.state_dict())
+        self.saved_step, self.saved_at = self.step, time.monotonic()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from a state_dict(): the rows so far are sent to the sinks again."""
+        s, t = self.s, state["trainer"]
+        s.model.load_state_dict(state["model"])
+        s.train_step.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], s.device)
+        s.sampler.generator.set_state(state["rng"]["sampler"])
+        self.step, self.lr, self.eval_s = t["step"], t["lr"], t["eval_s"]
+        self.best_val, self.best_step = t["best_val"], t["best_step"]
+        self.clock.total, self.first_loss = t["train_s"], t["first_loss"]
+        self.resumes, self.wall_before = t["resumes"] + 1, t["wall_s"]
+        self.saved_step = self.step
+        self.curve = list(state["curve"])
+        for row in self.curve:
+            for sink in self.sinks:
+                sink(row)
+
+    def resume(self) -> bool:
+        """Go on from the run directory's state.pt if there is one; a bad one is set aside."""
+        path = self.state_path()
+        if path is None or not path.is_file():
+            return False
+        try:
+            self.load_state_dict(load_state(path, self.s.run_id))
+        except (CheckpointError, KeyError, ValueError, RuntimeError) as exc:
+            log.warning("run %s: cannot go on from %s (%s); training from the start",
+                        self.s.run_id, path, exc)
+            return False
+        log.info("run %s: going on from step %d (%s)", self.s.run_id, self.step, path)
+        return True
 
     def run_chunk(self) -> float:
         """Up to CHUNK_STEPS steps, stopping at the next evaluation or the budget's end; the
@@ -220,13 +307,13 @@ class Trainer:
         self.clock.stop()
         return loss.item()
 
-    def check_stop(self, loss: float, first_loss: float) -> None:
+    def check_stop(self, loss: float) -> None:
         """Diverged, or which budget limit ended the run (nothing if training goes on)."""
         s = self.s
-        if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * first_loss:
+        if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * self.first_loss:
             self.status = self.stop_reason = schema.DIVERGED
             log.warning("run %s diverged at step %d: loss %s (step-0 loss %.3f)",
-                        s.run_id, self.step, loss, first_loss)
+                        s.run_id, self.step, loss, self.first_loss)
         elif s.total_steps is not None and self.step >= s.total_steps:
             self.stop_reason = step_reason(s.run.budget, s.tokens_per_step, s.flops_per_step)
         elif s.run.budget.max_seconds is not None and self.clock.total >= s.run.budget.max_seconds:
@@ -245,8 +332,7 @@ def write_samples(path: Path, model: GPT, tokenizer: CharTokenizer, cfg: SampleC
         writer.writerows(sample_grid(model, tokenizer, cfg))
 
 
-def finish(s: Setup, t: Trainer, out_dir: Path | None, compile_s: float,
-           wall_start: float) -> RunResult:
+def finish(s: Setup, t: Trainer, out_dir: Path | None, compile_s: float) -> RunResult:
     """Save the checkpoint and samples, then take the run's measurements."""
     run, tokenizer = s.run, s.splits.tokenizer
     if out_dir is not None and run.train.save_checkpoint:
@@ -262,7 +348,8 @@ def finish(s: Setup, t: Trainer, out_dir: Path | None, compile_s: float,
         n_params=s.counts["n_params"], n_params_non_embedding=s.counts["n_params_non_embedding"],
         flops_per_token=s.counts["flops_per_token"], steps=t.step,
         tokens=t.step * s.tokens_per_step, train_flops=train_flops, train_s=train_s,
-        eval_s=t.eval_s, compile_s=compile_s, wall_s=time.perf_counter() - wall_start,
+        eval_s=t.eval_s, compile_s=compile_s,
+        wall_s=t.wall_before + time.perf_counter() - t.wall_start, resumes=t.resumes,
         tokens_per_s=t.tokens_per_s(), peak_rss_mb=peak_rss,
         peak_gpu_mb=measure.peak_gpu_mb(s.device), peak_flops=peak,
         mfu=train_flops / train_s / peak if train_s else 0.0,
@@ -283,8 +370,9 @@ def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = Non
             torch.set_num_threads(run.train.threads)
         s = setup(run)
         compile_s = warm_up_compile(s) if run.train.compile else 0.0
-        trainer = Trainer(s, list(sinks), out_dir, progress)
+        trainer = Trainer(s, list(sinks), out_dir, progress, wall_start)
+        trainer.resume()
         trainer.fit()
-        return finish(s, trainer, out_dir, compile_s, wall_start)
+        return finish(s, trainer, out_dir, compile_s)
     finally:
         torch.set_num_threads(threads_before)

@@ -477,6 +477,48 @@ def test_sigkill_mid_study_then_rerun_completes(killed: dict[str, Any]) -> None:
     assert done.read_text() == killed["record"]
 
 
+def test_a_run_killed_mid_way_resumes_from_its_state_with_the_same_losses(
+        tmp_path: Path) -> None:
+    """SIGKILL the runner (its worker dies with it) after the run saved a state; re-run: the
+    run goes on from that state and its curve equals an uninterrupted run's, step by step."""
+    keys = {"train.checkpoint_interval": 100, "train.eval_interval": 500,
+            "model.dropout": 0.1, "budget.max_steps": 1500}
+    study = write_study(tmp_path / "long.yaml", "long", runs=[{"label": "long", **keys}])
+    (run,) = load_study(study).runs
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
+    run_dir = cut / "long" / "runs" / run.run_id
+    with open(tmp_path / "runner.log", "w") as log:
+        runner = subprocess.Popen([sys.executable, "run_study.py", str(study), "--out",
+                                   str(cut)], cwd=REPO, env=cli_env(), stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            wait_for((run_dir / "state.pt").exists, 120, "a saved state")
+            os.kill(runner.pid, signal.SIGKILL)
+            runner.wait(timeout=10)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    wait_for(lambda: not worker_pids(run_dir), 10, "the worker to die with its runner")
+    assert not (run_dir / "result.json").exists(), "the run finished before it was killed"
+    assert (run_dir / "state.pt").exists()
+
+    assert cli(study, "--out", cut).returncode == 0
+    assert cli(study, "--out", whole).returncode == 0
+    (resumed,) = read_csv(cut / "long" / "runs.csv")[1]
+    (straight,) = read_csv(whole / "long" / "runs.csv")[1]
+    assert resumed["status"] == straight["status"] == "ok"
+    assert (resumed["resumes"], straight["resumes"]) == ("1", "0")
+    assert resumed["steps"] == straight["steps"] == "1500"
+    for key in ("final_train_loss", "final_val_loss", "best_val_loss"):
+        assert resumed[key] == straight[key], key
+    curve = {name: [(r["step"], r["train_loss"], r["val_loss"], r["lr"])
+                    for r in read_csv(root / "long" / "runs" / run.run_id / "curve.csv")[1]]
+             for name, root in (("cut", cut), ("whole", whole))}
+    assert curve["cut"] == curve["whole"]
+    assert not (run_dir / "state.pt").exists()  # a finished run keeps no state
+    assert 0 < float(resumed["train_s"]) < float(resumed["wall_s"])
+
+
 def test_extended_grid_runs_only_new_points_then_fresh_only(
         tmp_path: Path, killed: dict[str, Any]) -> None:
     assert killed["rerun"].returncode == 0

@@ -359,3 +359,42 @@ def test_train_restores_the_callers_thread_count(corpus: str) -> None:
         assert torch.get_num_threads() == wanted + 1
     finally:
         torch.set_num_threads(before)
+
+
+# ----- resumable state ---------------------------------------------------------------------
+def test_a_run_stopped_mid_way_goes_on_from_its_state_with_the_same_losses(
+        corpus: str, tmp_path: Path) -> None:
+    """Dropout on, so the RNG state matters; stop at step 50 (state saved at 40), go on."""
+    run = tiny_run(corpus, model={"dropout": 0.1},
+                   train={"eval_interval": 25, "checkpoint_interval": 20},
+                   budget={"max_steps": 100})
+    whole: list[dict[str, Any]] = []
+    ref = train(run, sinks=[whole.append], out_dir=tmp_path / "whole")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_50(info: dict[str, Any]) -> None:
+        if info["step"] >= 50:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(run, out_dir=tmp_path / "cut", progress=stop_at_50)
+    assert (tmp_path / "cut" / "state.pt").is_file()
+    resumed_rows: list[dict[str, Any]] = []
+    res = train(run, sinks=[resumed_rows.append], out_dir=tmp_path / "cut")
+    assert res.resumes == 1 and ref.resumes == 0
+    assert [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in resumed_rows] == \
+        [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in whole]
+    assert (res.final_val_loss, res.best_val_loss, res.steps) == \
+        (ref.final_val_loss, ref.best_val_loss, ref.steps)
+    assert res.train_s > 0 and res.wall_s > res.train_s
+
+
+def test_a_foreign_or_damaged_state_is_set_aside(corpus: str, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    run = tiny_run(corpus, budget={"max_steps": 10})
+    (tmp_path / "state.pt").write_bytes(b"not a state")
+    result = train(run, out_dir=tmp_path)
+    assert result.resumes == 0 and result.steps == 10
+    assert "cannot go on from" in caplog.text and "training from the start" in caplog.text

@@ -14,7 +14,9 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from chargpt.files import write_atomic, write_json
-from chargpt.schema import RESULT_COLUMNS, STUDY_CURVE_COLUMNS
+from chargpt.schema import RESULT_COLUMNS, STATE_FILE, STUDY_CURVE_COLUMNS
+
+KEEP_ON_RESUME = (STATE_FILE, "ckpt_best.pt")  # what a killed run's next try goes on from
 
 
 class StudyLocked(RuntimeError):
@@ -86,11 +88,15 @@ class StudyStore:
         return None if record is None else record.get("status")
 
     def prepare_run_dir(self, run_id: str, config: dict[str, Any]) -> Path:
-        """A clean directory for a run that is about to start (leftovers of a killed try go)."""
+        """A clean directory for a run that is about to start: the leftovers of a killed try
+        go, except its resumable state (and the best weights up to it), to go on from."""
         d = self.run_dir(run_id)
         if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+            for child in d.iterdir():
+                if child.name in KEEP_ON_RESUME:
+                    continue
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        d.mkdir(parents=True, exist_ok=True)
         write_json(d / "config.json", config)
         return d
 
