@@ -1,4 +1,4 @@
-"""The one way chargpt writes a file: a temp file beside it, fsync, then rename over it."""
+"""The one way chargpt writes a file: whole (temp file, fsync, rename) or a whole append."""
 
 from __future__ import annotations
 
@@ -41,3 +41,22 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 def write_json(path: Path, data: Any) -> None:
     """Write data as indented JSON atomically (values JSON cannot hold become strings)."""
     write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def append_whole(path: Path, data: str) -> None:
+    """Append text to an existing file all or nothing: a failed write (disk full, file too
+    large) is cut back off, so the file never ends in half a line."""
+    raw = data.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)

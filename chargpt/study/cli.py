@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from chargpt.study.progress import LogReporter, TqdmReporter
     from chargpt.study.runner import InputError, Options, run_study
     from chargpt.study.spec import StudyError
-    from chargpt.study.store import StudyLocked
+    from chargpt.study.store import ResultsUnwritable, StudyLocked
 
     opts = Options(out=Path(args.out), dry_run=args.dry_run, only=tuple(args.only),
                    fresh=args.fresh, retry_failed=args.retry_failed, jobs=args.jobs,
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyError, InputError, StudyLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ResultsUnwritable as exc:  # not bad input: the disk or folder failed mid-study
+        print(f"error: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from chargpt.schema import DIVERGED, FAILED, FINISHED, OK, base_record
 from chargpt.study import spec
 from chargpt.study.local import WorkerProcess, failure
 from chargpt.study.progress import LogReporter
-from chargpt.study.store import StudyStore, csv_text
+from chargpt.study.store import ResultsUnwritable, StudyStore, csv_text
 
 log = logging.getLogger("chargpt.study")
 
@@ -132,7 +132,10 @@ def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | Non
         return 0
 
     reporter = reporter or LogReporter()
-    store.lock()
+    try:
+        store.lock()
+    except OSError as exc:
+        raise _unwritable(store, exc) from None
     try:
         if opts.fresh and root.exists():
             for child in root.iterdir():
@@ -142,7 +145,10 @@ def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | Non
             from chargpt.measure import forget_peak_flops
 
             forget_peak_flops()
-        _describe_study(study, store, corpora)
+        try:
+            _describe_study(study, store, corpora)
+        except OSError as exc:
+            raise _unwritable(store, exc) from None
         return _execute(study, runs, store, opts, reporter)
     finally:
         reporter.close()
@@ -173,12 +179,9 @@ def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, 
              reporter: LogReporter) -> int:
     order = [r.run_id for r in study.runs]
     labels = {r.run_id: r.label for r in study.runs}
-    todo = []
-    for r in runs:
-        status = store.status(r.run_id)
-        if status in FINISHED or (status in FAILED and not opts.retry_failed):
-            continue
-        todo.append(r)
+    store.remove_temp_files()
+    store.rebuild_csvs(order, labels)  # on every start (a resume): whole, in plan order
+    todo = [r for r in runs if _should_run(store.status(r.run_id), opts)]
     reporter.start(len(runs), len(runs) - len(todo))
     if any(store.status(r.run_id) in FAILED for r in runs) and not opts.retry_failed:
         log.info("failed runs are kept as they are; --retry-failed runs them again")
@@ -200,30 +203,57 @@ def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, 
                 if code is None:
                     continue
                 _drain(events, active, reporter, wait_s=0.0)
-                record = store.result(run_id)
-                if record is None:
-                    status, error = failure(code, worker.killed_for_timeout, opts.timeout_s,
-                                            worker.oom_kills(), worker.log_path)
-                    record = base_record(run_id, r.label, r.config)
-                    record.update(status=status, stop_reason=status, error=error,
-                                  wall_s=worker.elapsed())
-                    store.write_result(run_id, record)
                 del active[run_id]
-                store.rebuild_csvs(order, labels)
+                record = _record(store, r, worker, code, opts)
+                store.append_run(record)
                 reporter.run_finished(run_id, r.label, record)
     except KeyboardInterrupt:
-        for _, worker in active.values():
-            worker.stop()
+        _stop(active)
         store.rebuild_csvs(order, labels)
         log.warning("interrupted: finished runs are kept; run the same command to resume "
                     "(%d in flight will start again)", len(active))
         return 130
-    store.rebuild_csvs(order, labels)
+    except OSError as exc:  # results can no longer be written: stop, keep what is on disk
+        _stop(active)
+        raise _unwritable(store, exc) from None
+    store.rebuild_csvs(order, labels)  # plan order again, now that all have finished
     statuses = [store.status(r.run_id) for r in runs]
     bad = sum(s not in FINISHED for s in statuses)
     log.info("study %s: %d runs, %d ok, %d diverged, %d failed; results in %s", study.name,
              len(runs), statuses.count(OK), statuses.count(DIVERGED), bad, store.root)
     return 1 if bad else 0
+
+
+def _unwritable(store: StudyStore, exc: OSError) -> ResultsUnwritable:
+    """One line for a results directory that refuses writes: what, where, what to do."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return ResultsUnwritable(
+        exc.errno, f"{store.root}: cannot write results ({exc.strerror or exc}{where}); "
+        "finished runs are kept: free space or fix the folder, then run the same command to "
+        "resume")
+
+
+def _should_run(status: str | None, opts: Options) -> bool:
+    """Unfinished runs run; failed ones only with --retry-failed; finished ones never."""
+    return not (status in FINISHED or (status in FAILED and not opts.retry_failed))
+
+
+def _record(store: StudyStore, r: spec.PlannedRun, worker: WorkerProcess, code: int,
+            opts: Options) -> dict[str, Any]:
+    """The run's result.json, or the failure record the runner writes when there is none."""
+    record = store.result(r.run_id)
+    if record is None:
+        status, error = failure(code, worker.killed_for_timeout, opts.timeout_s,
+                                worker.oom_kills(), worker.log_path)
+        record = base_record(r.run_id, r.label, r.config)
+        record.update(status=status, stop_reason=status, error=error, wall_s=worker.elapsed())
+        store.write_result(r.run_id, record)
+    return record
+
+
+def _stop(active: dict[str, tuple[spec.PlannedRun, WorkerProcess]]) -> None:
+    for _, worker in active.values():
+        worker.stop()
 
 
 def _drain(events: queue.Queue[tuple[str, dict[str, Any]]],

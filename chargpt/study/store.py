@@ -1,4 +1,5 @@
-"""The results directory of a study: run records, atomic CSV rebuilds, and the study lock."""
+"""The results directory of a study: run records, the study CSVs (appended per run, rebuilt
+whole at the start and end of a study), and the study lock."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from chargpt.files import write_atomic, write_json
+from chargpt.files import append_whole, write_atomic, write_json
 from chargpt.schema import RESULT_COLUMNS, STATE_FILE, STUDY_CURVE_COLUMNS
 
 KEEP_ON_RESUME = (STATE_FILE, "ckpt_best.pt")  # what a killed run's next try goes on from
@@ -23,7 +24,11 @@ class StudyLocked(RuntimeError):
     """Another runner holds the study directory."""
 
 
-def csv_text(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
+class ResultsUnwritable(OSError):
+    """The results directory cannot be written (disk full, read-only, too large, no access)."""
+
+
+def csv_text(rows: Iterable[dict[str, Any]], columns: list[str], header: bool = True) -> str:
     """CSV text with the given columns first and any extra keys after them, in order seen."""
     rows = list(rows)
     extra: list[str] = []
@@ -31,10 +36,26 @@ def csv_text(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
         extra += [k for k in row if k not in columns and k not in extra]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns + extra, lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for row in rows:
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return out.getvalue()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The well-formed rows of a CSV file (a row torn by a kill is left out)."""
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f)
+                if None not in row and None not in row.values()]
+
+
+def _header(path: Path) -> list[str] | None:
+    try:
+        with open(path, newline="") as f:
+            return next(csv.reader(f), None)
+    except OSError:
+        return None
 
 
 class StudyStore:
@@ -44,6 +65,8 @@ class StudyStore:
         self.root = root
         self.runs_dir = root / "runs"
         self._lock: FileLock | None = None
+        self._order: list[str] | None = None  # the plan, as the last rebuild was given it
+        self._labels: dict[str, str] | None = None
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
@@ -121,8 +144,10 @@ class StudyStore:
 
         labels (run_id -> label in the current plan) wins over the label a record was written
         with: extending a grid can change derived labels (`L1-...` becomes `L1-... lr=0.001`)
-        without changing run_ids, and the CSVs must agree with plan.csv.
+        without changing run_ids, and the CSVs must agree with plan.csv. The plan (order and
+        labels) is kept for append_run.
         """
+        self._order, self._labels = order, labels
         records = self.records()
         if order:  # plan order reads better than hash order
             rank = {rid: i for i, rid in enumerate(order)}
@@ -131,13 +156,36 @@ class StudyStore:
             if labels and record["run_id"] in labels:
                 record["label"] = labels[record["run_id"]]
         write_atomic(self.root / "runs.csv", csv_text(records, RESULT_COLUMNS))
-        curves: list[dict[str, Any]] = []
-        for record in records:
-            path = self.run_dir(record["run_id"]) / "curve.csv"
-            if not path.is_file():
-                continue
-            with open(path, newline="") as f:
-                for row in csv.DictReader(f):
-                    curves.append({"run_id": record["run_id"], "label": record.get("label", ""),
-                                   **row})
+        curves = [row for record in records for row in self._curve_rows(record)]
         write_atomic(self.root / "curves.csv", csv_text(curves, STUDY_CURVE_COLUMNS))
+
+    def append_run(self, record: dict[str, Any]) -> None:
+        """Add one finished run to runs.csv and curves.csv: time independent of the study's
+        size. A run whose columns the files lack (or missing files) gets a full rebuild."""
+        record = dict(record)
+        if self._labels and record["run_id"] in self._labels:
+            record["label"] = self._labels[record["run_id"]]
+        curve = self._curve_rows(record)
+        runs_header = _header(self.root / "runs.csv")
+        curves_header = _header(self.root / "curves.csv")
+        if (runs_header is None or curves_header is None
+                or any(k not in runs_header for k in record)
+                or any(k not in curves_header for row in curve for k in row)):
+            self.rebuild_csvs(self._order, self._labels)
+            return
+        append_whole(self.root / "runs.csv", csv_text([record], runs_header, header=False))
+        if curve:
+            append_whole(self.root / "curves.csv", csv_text(curve, curves_header, header=False))
+
+    def _curve_rows(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        path = self.run_dir(record["run_id"]) / "curve.csv"
+        if not path.is_file():
+            return []
+        return [{"run_id": record["run_id"], "label": record.get("label", ""), **row}
+                for row in read_rows(path)]
+
+    def remove_temp_files(self) -> None:
+        """Temp files a killed writer left behind (`.NAME.PID.tmp`), in the study and runs."""
+        for pattern in (".*.tmp", "runs/*/.*.tmp"):
+            for path in self.root.glob(pattern):
+                path.unlink(missing_ok=True)
