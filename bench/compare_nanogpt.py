@@ -1,6 +1,6 @@
 """Run nanoGPT's CPU baby-GPT recipe and chargpt's, in alternating rounds on this machine.
 
-    python bench/compare_nanogpt.py PATH/TO/nanoGPT [--rounds 3] [--steps 2000]
+    python -m bench.compare_nanogpt PATH/TO/nanoGPT [--rounds 3] [--steps 2000]
                                     [--variant manual --variant bf16 ...] [--json OUT.json]
 
 nanoGPT is not part of chargpt: point this at your own checkout of it. Published speed
@@ -8,8 +8,8 @@ figures come from other machines, so the only fair comparison is the same recipe
 machine, interleaved in time (timings on shared machines drift over minutes). Each round runs
 nanoGPT's train.py as its README runs this recipe on a CPU (plus --out_dir in a temporary
 folder and --always_save_checkpoint=True, so its final model rather than its best one is
-scored), and bench/recipe.py once per chosen chargpt variant, each in a fresh process; even
-rounds run them in the reverse order. It reports training tokens/s (evaluation
+scored), and python -m bench.recipe once per chosen chargpt variant, each in a fresh process;
+even rounds run them in the reverse order. It reports training tokens/s (evaluation
 excluded for both), process wall time, the process's own peak RSS, the val loss each program
 prints, and both final models' loss over every character of the val split, scored by the same
 code (chargpt.evaluate), so the loss comparison carries no sampling noise.
@@ -44,7 +44,7 @@ from chargpt.measure import maxrss_mb
 from chargpt.files import write_atomic, write_json
 from chargpt.model import GPT, count_params
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent  # where python -m bench.recipe runs
 # nanoGPT's README command for this recipe on a CPU (config/train_shakespeare_char.py plus
 # these overrides). log_interval=1 is part of it: nanoGPT then syncs and prints every step.
 NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
@@ -53,7 +53,7 @@ NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=F
                 "--max_iters={steps}", "--dropout=0.0"]
 EVAL_INTERVAL = 250  # from config/train_shakespeare_char.py
 TOKENS_PER_ITER = 12 * 64
-VARIANTS = {  # name -> bench/recipe.py flags
+VARIANTS = {  # name -> python -m bench.recipe flags
     "manual": [], "sdpa": ["--attn-impl", "sdpa"], "bf16": ["--dtype", "bfloat16"],
     "sdpa-bf16": ["--attn-impl", "sdpa", "--dtype", "bfloat16"],
 }
@@ -201,13 +201,13 @@ def run_nanogpt(checkout: Path, steps: int, work: Path, tag: str,
 def run_chargpt(variant: str, steps: int, work: Path, tag: str) -> dict[str, Any]:
     out = work / f"chargpt-{variant}-{tag}.json"
     log_path = work / f"chargpt-{variant}-{tag}.log"
-    cmd = [sys.executable, str(REPO / "bench" / "recipe.py"), "--steps", str(steps),
-           "--json", str(out), *VARIANTS[variant]]
+    cmd = [sys.executable, "-m", "bench.recipe", "--steps", str(steps), "--json", str(out),
+           *VARIANTS[variant]]
     wall, rss, code = run_measured(cmd, REPO, log_path)
     if code != 0 or not out.exists():
         log = log_path.read_text().strip()
         tail = log.splitlines()[-1] if log else "no output"
-        raise CompareError(f"bench/recipe.py ({variant}) exited with {code} ({tail}); "
+        raise CompareError(f"python -m bench.recipe ({variant}) exited with {code} ({tail}); "
                            f"full log: {log_path}")
     r = json.loads(out.read_text())
     return {"program": f"chargpt {variant}", "tokens_per_s": r["tokens_per_s"], "wall_s": wall,
@@ -238,7 +238,7 @@ def table(rows: list[dict[str, Any]], flops_per_token: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="bench/compare_nanogpt.py",
+    parser = ArgumentParser(prog="python -m bench.compare_nanogpt",
                             description=__doc__.splitlines()[0])
     parser.add_argument("nanogpt", type=Path, help="path to a nanoGPT checkout")
     parser.add_argument("--rounds", type=int, default=3)

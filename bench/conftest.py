@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-if str(Path(__file__).parent) not in sys.path:  # benchlib importable under any --import-mode
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from benchlib import env_info, resolve_device  # noqa: E402
+from bench.benchlib import env_info, resolve_device
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,6 +1,6 @@
 """Profile the training step of a recipe with torch.profiler: where does a step's time go?
 
-    python bench/profile_step.py [studies/recipes/nanogpt_cpu_baby.yaml] [--steps 50]
+    python -m bench.profile_step [studies/recipes/nanogpt_cpu_baby.yaml] [--steps 50]
 
 Prints the top operators by self CPU time over `--steps` steps (after warm-up), using the
 same step code as chargpt.train (sampler, forward, backward, clip, fused AdamW).
@@ -26,7 +26,8 @@ DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanog
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="bench/profile_step.py", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.profile_step",
+                            description=__doc__.splitlines()[0])
     parser.add_argument("recipe", nargs="?", default=str(DEFAULT_RECIPE))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rows", type=int, default=15)

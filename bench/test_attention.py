@@ -15,7 +15,7 @@ import itertools
 import pytest
 import torch
 
-from benchlib import attention_flops, env_info, peak_memory, profile_name, run_pedantic, sync
+from bench.benchlib import attention_flops, env_info, peak_memory, profile_name, run_pedantic, sync
 from chargpt.model import CausalSelfAttention, ModelConfig
 
 IMPLS = ("manual", "sdpa")

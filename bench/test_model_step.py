@@ -14,7 +14,7 @@ import itertools
 import pytest
 import torch
 
-from benchlib import env_info, peak_memory, profile_name, run_pedantic, sync
+from bench.benchlib import env_info, peak_memory, profile_name, run_pedantic, sync
 from chargpt.model import GPT, ModelConfig, count_params
 from chargpt.config import OptimConfig
 from chargpt.step import make_optimizer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,19 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from bench import benchlib
+from plots import bench as plots_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "bench_attention_quick.json"
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchlib = _load("chargpt_benchlib", ROOT / "bench" / "benchlib.py")
-plots_bench = _load("chargpt_plots_bench", ROOT / "plots" / "bench.py")
 
 
 # ----- FLOP counter ----------------------------------------------------------------------------

@@ -1,8 +1,7 @@
-"""bench/compare_nanogpt.py without nanoGPT itself: its data files, log parsing, checkpoints."""
+"""bench.compare_nanogpt without nanoGPT itself: its data files, log parsing, checkpoints."""
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import statistics
 import subprocess
@@ -13,14 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from bench import compare_nanogpt as compare
 from chargpt.config import ModelConfig
 from chargpt.model import GPT
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("chargpt_compare",
-                                              ROOT / "bench" / "compare_nanogpt.py")
-compare = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare)
+CLI = [sys.executable, "-m", "bench.compare_nanogpt"]  # run from ROOT, as the README says
 
 
 def test_dataset_files_follow_the_prepare_format(tmp_path: Path) -> None:
@@ -96,8 +93,8 @@ def test_a_nanogpt_checkpoint_loads_as_a_chargpt_model(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_a_folder_that_is_not_a_checkout(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_nanogpt.py"),
-                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*CLI, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "is not a nanoGPT checkout" in proc.stderr
 
@@ -118,8 +115,7 @@ def test_each_child_gets_its_own_wall_time_and_peak_rss(tmp_path: Path) -> None:
 def test_cli_refuses_steps_nanogpt_would_not_checkpoint_at(tmp_path: Path, steps: str) -> None:
     (tmp_path / "train.py").write_text("")
     (tmp_path / "configurator.py").write_text("")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_nanogpt.py"),
-                           str(tmp_path), "--steps", steps],
+    proc = subprocess.run([*CLI, str(tmp_path), "--steps", steps], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--steps must be a positive multiple of 250" in proc.stderr
     assert not (tmp_path / "data").exists()  # nothing written
