@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.benchlib import env_info, resolve_device
+from bench.benchlib import bench_device, env_info
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,6 +34,14 @@ def pytest_configure(config: pytest.Config) -> None:
     threads = config.getoption("--bench-threads", default=None)
     if threads:
         torch.set_num_threads(threads)
+    name = config.getoption("--bench-device", default=None)
+    if name is None:  # this conftest was found during collection: its options were not added
+        return
+    try:
+        bench_device(config)  # checked once, as one line, rather than failing every benchmark
+    except ValueError:  # measure.resolve_device's message names the config key train.device
+        raise pytest.UsageError(f"--bench-device {name}: torch has no {name} device available "
+                                "on this machine") from None
 
 
 def is_quick(config: pytest.Config) -> bool:
@@ -43,10 +51,9 @@ def is_quick(config: pytest.Config) -> bool:
 
 @pytest.fixture(scope="session")
 def device(pytestconfig: pytest.Config) -> torch.device:
-    return resolve_device(pytestconfig.getoption("--bench-device"))
+    return bench_device(pytestconfig)
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     """Add torch, thread count and the benchmarked device to the JSON's machine_info."""
-    device = resolve_device(config.getoption("--bench-device"))
-    machine_info["chargpt"] = {**env_info(device), "quick": is_quick(config)}
+    machine_info["chargpt"] = {**env_info(bench_device(config)), "quick": is_quick(config)}

@@ -14,7 +14,8 @@ import itertools
 import pytest
 import torch
 
-from bench.benchlib import env_info, peak_memory, profile_name, run_pedantic, sync
+from bench.benchlib import env_info, peak_memory, profile_name, run_pedantic
+from chargpt.measure import synchronize
 from chargpt.model import GPT, ModelConfig, count_params
 from chargpt.config import OptimConfig
 from chargpt.step import make_optimizer
@@ -68,7 +69,7 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         opt.step(1e-4)
         opt.zero_grad()
-        sync(device)
+        synchronize(device)
 
     counts = count_params(cfg)
     info = benchmark.extra_info

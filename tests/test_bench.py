@@ -156,3 +156,13 @@ def test_benchmarks_collect_and_run_in_quick_mode():
     summary = out.stdout.strip().splitlines()[-1]
     assert "passed" in summary and "failed" not in summary and "skipped" not in summary
     assert int(summary.split()[0]) >= 20
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_bench_device_cuda_without_cuda_is_one_usage_error():
+    cmd = [sys.executable, "-m", "pytest", "bench", "--quick", "--benchmark-disable",
+           "--bench-device", "cuda", "-q", "-p", "no:cacheprovider"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR, out.stdout[-3000:]
+    expected = "ERROR: --bench-device cuda: torch has no cuda device available on this machine"
+    assert out.stderr.strip() == expected
