@@ -2,8 +2,10 @@
 
     python -m bench.profile_step [studies/recipes/nanogpt_cpu_baby.yaml] [--steps 50]
 
-Prints the top operators by self CPU time over `--steps` steps (after warm-up), using the
-same step code as chargpt.train (sampler, forward, backward, clip, fused AdamW).
+Prints the top operators by self CPU time over `--steps` steps (after warm-up) of the step
+chargpt.train runs, chargpt.step.TrainStep (forward, backward, clip_grad, adamw_step: its
+record_function labels), after drawing each batch from the same sampler (sample_batch). It
+runs on the CPU, under the recipe's train.dtype autocast.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from chargpt.cli import ArgumentParser
 from chargpt.config import RunConfig
 from chargpt.data import BatchSampler, CharTokenizer, encode_corpus, load_corpus, split_ids
 from chargpt.model import GPT
-from chargpt.step import make_optimizer
+from chargpt.step import TrainStep, autocast_for, make_optimizer
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
 
@@ -43,21 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     tok = CharTokenizer.from_text(text)
     train_ids, _ = split_ids(encode_corpus(text, tok), run.data.val_fraction)
     model = GPT(run.model.__class__(**{**run.model.to_dict(), "vocab_size": tok.vocab_size}))
-    opt = make_optimizer(model, run.optim)
+    train_step = TrainStep(model, make_optimizer(model, run.optim), run.optim.grad_clip,
+                           autocast_for(torch.device("cpu"), run.train.dtype))
     sampler = BatchSampler(train_ids, run.model.block_size, run.train.batch_size, seed=0)
 
     def step() -> None:
         with record_function("sample_batch"):
             x, y = sampler()
-        with record_function("forward"):
-            _, loss = model(x, y)
-        with record_function("backward"):
-            loss.backward()
-        with record_function("clip_grad"):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), run.optim.grad_clip, foreach=True)
-        with record_function("adamw_step"):
-            opt.step(run.optim.lr)
-            opt.zero_grad()
+        train_step(x, y, run.optim.lr)
 
     for _ in range(20):
         step()
