@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,11 @@ import numpy as np
 import torch
 
 from chargpt.cli import ArgumentParser
-from chargpt.config import ModelConfig
-from chargpt.data import CharTokenizer, CorpusError, encode_corpus, load_corpus, split_ids
+from chargpt.config import DataConfig, ModelConfig
+from chargpt.data import CorpusError, Splits, load_splits
 from chargpt.evaluate import split_loss
-from chargpt.measure import maxrss_mb
 from chargpt.files import write_atomic, write_json
+from chargpt.measure import maxrss_mb
 from chargpt.model import GPT, count_params
 
 REPO = Path(__file__).resolve().parent.parent  # where python -m bench.recipe runs
@@ -52,6 +53,8 @@ NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=F
                 "--n_layer=4", "--n_head=4", "--n_embd=128", "--lr_decay_iters={steps}",
                 "--max_iters={steps}", "--dropout=0.0"]
 EVAL_INTERVAL = 250  # from config/train_shakespeare_char.py
+# nanoGPT's data/shakespeare_char/prepare.py: the same corpus, its first 90% for training
+NANOGPT_DATA = DataConfig(corpus="shakespeare", val_fraction=0.1)
 TOKENS_PER_ITER = 12 * 64
 VARIANTS = {  # name -> python -m bench.recipe flags
     "manual": [], "sdpa": ["--attn-impl", "sdpa"], "bf16": ["--dtype", "bfloat16"],
@@ -64,22 +67,25 @@ class CompareError(Exception):
 
 
 # ----- nanoGPT's side: data, log, checkpoint ----------------------------------------------
-def nanogpt_data(text: str) -> dict[str, bytes]:
-    """The files nanoGPT's shakespeare_char dataset folder holds, built from text.
+def nanogpt_data(splits: Splits) -> dict[str, bytes]:
+    """The files nanoGPT's shakespeare_char dataset folder holds, built from a corpus's splits.
 
-    Its prepare script's format: sorted characters as the vocabulary, the first 90% for
-    training, ids as uint16, and a pickled dict with vocab_size, itos and stoi.
+    Its prepare script's format: sorted characters as the vocabulary (as CharTokenizer's),
+    the first 90% for training (splits loaded with NANOGPT_DATA's val_fraction), ids as
+    uint16, and a pickled dict with vocab_size, itos and stoi.
     """
-    tokenizer = CharTokenizer.from_text(text)
-    train_ids, val_ids = split_ids(encode_corpus(text, tokenizer), 0.1)
+    if len(splits.train) != int(splits.n_chars * 0.9):
+        raise ValueError(f"nanoGPT trains on the first 90% of the corpus, these splits hold "
+                         f"{len(splits.train)} of {splits.n_chars} characters")
+    tokenizer = splits.tokenizer
     meta = {"vocab_size": tokenizer.vocab_size, "itos": dict(enumerate(tokenizer.chars)),
             "stoi": {c: i for i, c in enumerate(tokenizer.chars)}}
-    return {"train.bin": train_ids.numpy().astype(np.uint16).tobytes(),
-            "val.bin": val_ids.numpy().astype(np.uint16).tobytes(),
+    return {"train.bin": splits.train.numpy().astype(np.uint16).tobytes(),
+            "val.bin": splits.val.numpy().astype(np.uint16).tobytes(),
             "meta.pkl": pickle.dumps(meta)}
 
 
-def install_data(checkout: Path, text: str) -> None:
+def install_data(checkout: Path, splits: Splits) -> None:
     """Write the dataset files into the checkout, or check that the ones there match.
 
     Everything is checked before anything is written, and each file is written whole (temp
@@ -87,7 +93,7 @@ def install_data(checkout: Path, text: str) -> None:
     matching .bin files already pin the text, hence the sorted vocabulary it describes.
     """
     folder = checkout / "data" / "shakespeare_char"
-    files = nanogpt_data(text)
+    files = nanogpt_data(splits)
     for name in ("train.bin", "val.bin"):
         path = folder / name
         if path.exists() and path.read_bytes() != files[name]:
@@ -259,17 +265,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{checkout} is not a nanoGPT checkout (no train.py and configurator.py)")
     work = Path(tempfile.mkdtemp(prefix="chargpt-vs-nanogpt-"))
     try:
-        text = load_corpus("shakespeare")
-        install_data(checkout, text)
-        tokenizer = CharTokenizer.from_text(text)
-        val_ids = split_ids(encode_corpus(text, tokenizer), 0.1)[1]
-        flops = count_params(ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64,
-                                         vocab_size=tokenizer.vocab_size))["flops_per_token"]
+        splits = load_splits(NANOGPT_DATA)
+        install_data(checkout, splits)
+        recipe = ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64,
+                             vocab_size=splits.tokenizer.vocab_size)
+        flops = count_params(recipe)["flops_per_token"]
         rows: list[dict[str, Any]] = []
         for rnd in range(1, args.rounds + 1):
             tag = str(rnd)
-            runs = [lambda: run_nanogpt(checkout, args.steps, work, tag, val_ids)]
-            runs += [lambda v=v: run_chargpt(v, args.steps, work, tag)
+            runs = [partial(run_nanogpt, checkout, args.steps, work, tag, splits.val)]
+            runs += [partial(run_chargpt, v, args.steps, work, tag)
                      for v in args.variant or ["manual"]]
             if rnd % 2 == 0:  # alternate the order, so neither always runs first
                 runs.reverse()

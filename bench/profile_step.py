@@ -10,6 +10,7 @@ runs on the CPU, under the recipe's train.dtype autocast.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from chargpt.cli import ArgumentParser
 from chargpt.config import RunConfig
-from chargpt.data import BatchSampler, CharTokenizer, encode_corpus, load_corpus, split_ids
+from chargpt.data import BatchSampler, load_splits
 from chargpt.model import GPT
 from chargpt.step import TrainStep, autocast_for, make_optimizer
 
@@ -41,13 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     run = RunConfig.from_dict(base)
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
-    text = load_corpus(run.data.corpus)
-    tok = CharTokenizer.from_text(text)
-    train_ids, _ = split_ids(encode_corpus(text, tok), run.data.val_fraction)
-    model = GPT(run.model.__class__(**{**run.model.to_dict(), "vocab_size": tok.vocab_size}))
+    splits = load_splits(run.data)
+    model = GPT(dataclasses.replace(run.model, vocab_size=splits.tokenizer.vocab_size))
     train_step = TrainStep(model, make_optimizer(model, run.optim), run.optim.grad_clip,
                            autocast_for(torch.device("cpu"), run.train.dtype))
-    sampler = BatchSampler(train_ids, run.model.block_size, run.train.batch_size, seed=0)
+    sampler = BatchSampler(splits.train, run.model.block_size, run.train.batch_size, seed=0)
 
     def step() -> None:
         with record_function("sample_batch"):

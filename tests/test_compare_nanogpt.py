@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import statistics
 import subprocess
@@ -13,16 +14,24 @@ import pytest
 import torch
 
 from bench import compare_nanogpt as compare
-from chargpt.config import ModelConfig
+from chargpt.config import DataConfig, ModelConfig
+from chargpt.data import Splits, load_splits
 from chargpt.model import GPT
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "bench.compare_nanogpt"]  # run from ROOT, as the README says
+CLI = [sys.executable, "-m", "bench.compare_nanogpt"]  # run from ROOT, as its usage says
+
+
+def splits_of(text: str, path: Path) -> Splits:
+    """The splits of text (saved at path) as compare_nanogpt loads tiny shakespeare's."""
+    path.write_text(text, encoding="utf-8")
+    return load_splits(dataclasses.replace(compare.NANOGPT_DATA, corpus=str(path)))
 
 
 def test_dataset_files_follow_the_prepare_format(tmp_path: Path) -> None:
     text = "to be, or not to be: that is the question.\n" * 5
-    files = compare.nanogpt_data(text)
+    splits = splits_of(text, tmp_path / "corpus.txt")
+    files = compare.nanogpt_data(splits)
     chars = sorted(set(text))
     train = np.frombuffer(files["train.bin"], dtype=np.uint16)
     val = np.frombuffer(files["val.bin"], dtype=np.uint16)
@@ -33,20 +42,24 @@ def test_dataset_files_follow_the_prepare_format(tmp_path: Path) -> None:
     meta = pickle.loads(files["meta.pkl"])
     assert meta["vocab_size"] == len(chars) and meta["itos"][0] == chars[0]
     assert meta["stoi"] == {c: i for i, c in enumerate(chars)}
+    other_split = load_splits(DataConfig(corpus=str(tmp_path / "corpus.txt"), val_fraction=0.2))
+    with pytest.raises(ValueError, match="first 90%"):
+        compare.nanogpt_data(other_split)
 
-    compare.install_data(tmp_path, text)
+    compare.install_data(tmp_path, splits)
     folder = tmp_path / "data" / "shakespeare_char"
     assert (folder / "val.bin").read_bytes() == files["val.bin"]
-    compare.install_data(tmp_path, text)  # the same files again: accepted as they are
+    compare.install_data(tmp_path, splits)  # the same files again: accepted as they are
+    changed = splits_of(text.replace("t", "x"), tmp_path / "changed.txt")
     with pytest.raises(compare.CompareError, match="train.bin exists but differs"):
-        compare.install_data(tmp_path, text.replace("t", "x"))
+        compare.install_data(tmp_path, changed)
 
     # a foreign val.bin and no train.bin: refused before anything is written
     other = tmp_path / "other"
     (other / "data" / "shakespeare_char").mkdir(parents=True)
     (other / "data" / "shakespeare_char" / "val.bin").write_bytes(b"\0\1")
     with pytest.raises(compare.CompareError, match="val.bin exists but differs"):
-        compare.install_data(other, text)
+        compare.install_data(other, splits)
     assert [p.name for p in (other / "data" / "shakespeare_char").iterdir()] == ["val.bin"]
 
 
