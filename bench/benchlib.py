@@ -1,14 +1,16 @@
-"""Shared helpers of the microbenchmarks: FLOP counts, device sync, peak memory, round counts."""
+"""Shared helpers of the microbenchmarks: FLOP counts, the device, peak memory, round counts."""
 
 from __future__ import annotations
 
 import math
 import os
-import platform
 import time
-from typing import Callable
+from collections.abc import Callable
 
+import pytest
 import torch
+
+from chargpt.measure import hardware_name, resolve_device, synchronize
 
 # How each peak-memory figure was measured; stored in extra_info["peak_mem_method"].
 MEM_METHOD_CUDA = (
@@ -54,35 +56,6 @@ def attention_flops(
     return 3 * total if backward else total
 
 
-def sync(device: torch.device) -> None:
-    """Wait for queued kernels so a timer read afterwards covers them (no-op on CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--bench-device cuda, but torch.cuda.is_available() is False")
-    return torch.device(name)
-
-
-def hardware_name(device: torch.device) -> str:
-    """GPU name on CUDA; otherwise the CPU model from /proc/cpuinfo (or platform)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cpu_memory_peak(fn: Callable[[], object]) -> int:
     """Peak CPU bytes allocated by fn above the level before it, from the profiler's events."""
     from torch.profiler import ProfilerActivity, profile
@@ -105,11 +78,11 @@ def cpu_memory_peak(fn: Callable[[], object]) -> int:
 def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[int | None, str]:
     """(peak bytes of one call of fn, how it was measured); None where no measure exists."""
     if device.type == "cuda":
-        sync(device)
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         fn()
-        sync(device)
+        synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base, MEM_METHOD_CUDA
     if device.type == "cpu":
         return cpu_memory_peak(fn), MEM_METHOD_CPU
@@ -155,7 +128,7 @@ def run_pedantic(
 ) -> float | None:
     """Time call in pedantic mode; return the median seconds per call (None when disabled).
 
-    call must end with sync(device) so each timed round covers the device work. setup runs
+    call must end with synchronize(device) so each timed round covers the device work. setup runs
     before every round, outside the timer. Quick mode and --benchmark-disable run it once.
     """
     if benchmark.enabled and not quick:
@@ -168,8 +141,19 @@ def run_pedantic(
     return float(benchmark.stats.stats.median)
 
 
-def profile_name(config) -> str:
+def bench_device(config: pytest.Config) -> torch.device:
+    """The device --bench-device names; ValueError when it is not available.
+
+    auto is cuda when available, else cpu (never mps: the size tables are for cpu and cuda).
+    """
+    name = config.getoption("--bench-device")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(name)
+
+
+def profile_name(config: pytest.Config) -> str:
     """Which size table a run uses: 'quick' under --quick, else the device type (cpu, cuda)."""
     if config.getoption("--quick"):
         return "quick"
-    return resolve_device(config.getoption("--bench-device")).type
+    return bench_device(config).type

@@ -1,6 +1,6 @@
 """Run nanoGPT's CPU baby-GPT recipe and chargpt's, in alternating rounds on this machine.
 
-    python bench/compare_nanogpt.py PATH/TO/nanoGPT [--rounds 3] [--steps 2000]
+    python -m bench.compare_nanogpt PATH/TO/nanoGPT [--rounds 3] [--steps 2000]
                                     [--variant manual --variant bf16 ...] [--json OUT.json]
 
 nanoGPT is not part of chargpt: point this at your own checkout of it. Published speed
@@ -8,8 +8,8 @@ figures come from other machines, so the only fair comparison is the same recipe
 machine, interleaved in time (timings on shared machines drift over minutes). Each round runs
 nanoGPT's train.py as its README runs this recipe on a CPU (plus --out_dir in a temporary
 folder and --always_save_checkpoint=True, so its final model rather than its best one is
-scored), and bench/recipe.py once per chosen chargpt variant, each in a fresh process; even
-rounds run them in the reverse order. It reports training tokens/s (evaluation
+scored), and python -m bench.recipe once per chosen chargpt variant, each in a fresh process;
+even rounds run them in the reverse order. It reports training tokens/s (evaluation
 excluded for both), process wall time, the process's own peak RSS, the val loss each program
 prints, and both final models' loss over every character of the val split, scored by the same
 code (chargpt.evaluate), so the loss comparison carries no sampling noise.
@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,14 @@ import numpy as np
 import torch
 
 from chargpt.cli import ArgumentParser
-from chargpt.config import ModelConfig
-from chargpt.data import CharTokenizer, CorpusError, encode_corpus, load_corpus, split_ids
+from chargpt.config import DataConfig, ModelConfig
+from chargpt.data import CorpusError, Splits, load_splits
 from chargpt.evaluate import split_loss
-from chargpt.measure import maxrss_mb
 from chargpt.files import write_atomic, write_json
+from chargpt.measure import maxrss_mb
 from chargpt.model import GPT, count_params
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent  # where python -m bench.recipe runs
 # nanoGPT's README command for this recipe on a CPU (config/train_shakespeare_char.py plus
 # these overrides). log_interval=1 is part of it: nanoGPT then syncs and prints every step.
 NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
@@ -52,8 +53,10 @@ NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=F
                 "--n_layer=4", "--n_head=4", "--n_embd=128", "--lr_decay_iters={steps}",
                 "--max_iters={steps}", "--dropout=0.0"]
 EVAL_INTERVAL = 250  # from config/train_shakespeare_char.py
+# nanoGPT's data/shakespeare_char/prepare.py: the same corpus, its first 90% for training
+NANOGPT_DATA = DataConfig(corpus="shakespeare", val_fraction=0.1)
 TOKENS_PER_ITER = 12 * 64
-VARIANTS = {  # name -> bench/recipe.py flags
+VARIANTS = {  # name -> python -m bench.recipe flags
     "manual": [], "sdpa": ["--attn-impl", "sdpa"], "bf16": ["--dtype", "bfloat16"],
     "sdpa-bf16": ["--attn-impl", "sdpa", "--dtype", "bfloat16"],
 }
@@ -64,22 +67,25 @@ class CompareError(Exception):
 
 
 # ----- nanoGPT's side: data, log, checkpoint ----------------------------------------------
-def nanogpt_data(text: str) -> dict[str, bytes]:
-    """The files nanoGPT's shakespeare_char dataset folder holds, built from text.
+def nanogpt_data(splits: Splits) -> dict[str, bytes]:
+    """The files nanoGPT's shakespeare_char dataset folder holds, built from a corpus's splits.
 
-    Its prepare script's format: sorted characters as the vocabulary, the first 90% for
-    training, ids as uint16, and a pickled dict with vocab_size, itos and stoi.
+    Its prepare script's format: sorted characters as the vocabulary (as CharTokenizer's),
+    the first 90% for training (splits loaded with NANOGPT_DATA's val_fraction), ids as
+    uint16, and a pickled dict with vocab_size, itos and stoi.
     """
-    tokenizer = CharTokenizer.from_text(text)
-    train_ids, val_ids = split_ids(encode_corpus(text, tokenizer), 0.1)
+    if len(splits.train) != int(splits.n_chars * 0.9):
+        raise ValueError(f"nanoGPT trains on the first 90% of the corpus, these splits hold "
+                         f"{len(splits.train)} of {splits.n_chars} characters")
+    tokenizer = splits.tokenizer
     meta = {"vocab_size": tokenizer.vocab_size, "itos": dict(enumerate(tokenizer.chars)),
             "stoi": {c: i for i, c in enumerate(tokenizer.chars)}}
-    return {"train.bin": train_ids.numpy().astype(np.uint16).tobytes(),
-            "val.bin": val_ids.numpy().astype(np.uint16).tobytes(),
+    return {"train.bin": splits.train.numpy().astype(np.uint16).tobytes(),
+            "val.bin": splits.val.numpy().astype(np.uint16).tobytes(),
             "meta.pkl": pickle.dumps(meta)}
 
 
-def install_data(checkout: Path, text: str) -> None:
+def install_data(checkout: Path, splits: Splits) -> None:
     """Write the dataset files into the checkout, or check that the ones there match.
 
     Everything is checked before anything is written, and each file is written whole (temp
@@ -87,7 +93,7 @@ def install_data(checkout: Path, text: str) -> None:
     matching .bin files already pin the text, hence the sorted vocabulary it describes.
     """
     folder = checkout / "data" / "shakespeare_char"
-    files = nanogpt_data(text)
+    files = nanogpt_data(splits)
     for name in ("train.bin", "val.bin"):
         path = folder / name
         if path.exists() and path.read_bytes() != files[name]:
@@ -201,13 +207,13 @@ def run_nanogpt(checkout: Path, steps: int, work: Path, tag: str,
 def run_chargpt(variant: str, steps: int, work: Path, tag: str) -> dict[str, Any]:
     out = work / f"chargpt-{variant}-{tag}.json"
     log_path = work / f"chargpt-{variant}-{tag}.log"
-    cmd = [sys.executable, str(REPO / "bench" / "recipe.py"), "--steps", str(steps),
-           "--json", str(out), *VARIANTS[variant]]
+    cmd = [sys.executable, "-m", "bench.recipe", "--steps", str(steps), "--json", str(out),
+           *VARIANTS[variant]]
     wall, rss, code = run_measured(cmd, REPO, log_path)
     if code != 0 or not out.exists():
         log = log_path.read_text().strip()
         tail = log.splitlines()[-1] if log else "no output"
-        raise CompareError(f"bench/recipe.py ({variant}) exited with {code} ({tail}); "
+        raise CompareError(f"python -m bench.recipe ({variant}) exited with {code} ({tail}); "
                            f"full log: {log_path}")
     r = json.loads(out.read_text())
     return {"program": f"chargpt {variant}", "tokens_per_s": r["tokens_per_s"], "wall_s": wall,
@@ -238,7 +244,7 @@ def table(rows: list[dict[str, Any]], flops_per_token: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="bench/compare_nanogpt.py",
+    parser = ArgumentParser(prog="python -m bench.compare_nanogpt",
                             description=__doc__.splitlines()[0])
     parser.add_argument("nanogpt", type=Path, help="path to a nanoGPT checkout")
     parser.add_argument("--rounds", type=int, default=3)
@@ -259,17 +265,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{checkout} is not a nanoGPT checkout (no train.py and configurator.py)")
     work = Path(tempfile.mkdtemp(prefix="chargpt-vs-nanogpt-"))
     try:
-        text = load_corpus("shakespeare")
-        install_data(checkout, text)
-        tokenizer = CharTokenizer.from_text(text)
-        val_ids = split_ids(encode_corpus(text, tokenizer), 0.1)[1]
-        flops = count_params(ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64,
-                                         vocab_size=tokenizer.vocab_size))["flops_per_token"]
+        splits = load_splits(NANOGPT_DATA)
+        install_data(checkout, splits)
+        recipe = ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64,
+                             vocab_size=splits.tokenizer.vocab_size)
+        flops = count_params(recipe)["flops_per_token"]
         rows: list[dict[str, Any]] = []
         for rnd in range(1, args.rounds + 1):
             tag = str(rnd)
-            runs = [lambda: run_nanogpt(checkout, args.steps, work, tag, val_ids)]
-            runs += [lambda v=v: run_chargpt(v, args.steps, work, tag)
+            runs = [partial(run_nanogpt, checkout, args.steps, work, tag, splits.val)]
+            runs += [partial(run_chargpt, v, args.steps, work, tag)
                      for v in args.variant or ["manual"]]
             if rnd % 2 == 0:  # alternate the order, so neither always runs first
                 runs.reverse()

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-if str(Path(__file__).parent) not in sys.path:  # benchlib importable under any --import-mode
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from benchlib import env_info, resolve_device  # noqa: E402
+from bench.benchlib import bench_device, env_info
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,6 +34,14 @@ def pytest_configure(config: pytest.Config) -> None:
     threads = config.getoption("--bench-threads", default=None)
     if threads:
         torch.set_num_threads(threads)
+    name = config.getoption("--bench-device", default=None)
+    if name is None:  # this conftest was found during collection: its options were not added
+        return
+    try:
+        bench_device(config)  # checked once, as one line, rather than failing every benchmark
+    except ValueError:  # measure.resolve_device's message names the config key train.device
+        raise pytest.UsageError(f"--bench-device {name}: torch has no {name} device available "
+                                "on this machine") from None
 
 
 def is_quick(config: pytest.Config) -> bool:
@@ -49,10 +51,9 @@ def is_quick(config: pytest.Config) -> bool:
 
 @pytest.fixture(scope="session")
 def device(pytestconfig: pytest.Config) -> torch.device:
-    return resolve_device(pytestconfig.getoption("--bench-device"))
+    return bench_device(pytestconfig)
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     """Add torch, thread count and the benchmarked device to the JSON's machine_info."""
-    device = resolve_device(config.getoption("--bench-device"))
-    machine_info["chargpt"] = {**env_info(device), "quick": is_quick(config)}
+    machine_info["chargpt"] = {**env_info(bench_device(config)), "quick": is_quick(config)}

@@ -1,13 +1,16 @@
 """Profile the training step of a recipe with torch.profiler: where does a step's time go?
 
-    python bench/profile_step.py [studies/recipes/nanogpt_cpu_baby.yaml] [--steps 50]
+    python -m bench.profile_step [studies/recipes/nanogpt_cpu_baby.yaml] [--steps 50]
 
-Prints the top operators by self CPU time over `--steps` steps (after warm-up), using the
-same step code as chargpt.train (sampler, forward, backward, clip, fused AdamW).
+Prints the top operators by self CPU time over `--steps` steps (after warm-up) of the step
+chargpt.train runs, chargpt.step.TrainStep (forward, backward, clip_grad, adamw_step: its
+record_function labels), after drawing each batch from the same sampler (sample_batch). It
+runs on the CPU, under the recipe's train.dtype autocast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -18,15 +21,16 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from chargpt.cli import ArgumentParser
 from chargpt.config import RunConfig
-from chargpt.data import BatchSampler, CharTokenizer, encode_corpus, load_corpus, split_ids
+from chargpt.data import BatchSampler, load_splits
 from chargpt.model import GPT
-from chargpt.step import make_optimizer
+from chargpt.step import TrainStep, autocast_for, make_optimizer
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="bench/profile_step.py", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.profile_step",
+                            description=__doc__.splitlines()[0])
     parser.add_argument("recipe", nargs="?", default=str(DEFAULT_RECIPE))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rows", type=int, default=15)
@@ -38,25 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     run = RunConfig.from_dict(base)
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
-    text = load_corpus(run.data.corpus)
-    tok = CharTokenizer.from_text(text)
-    train_ids, _ = split_ids(encode_corpus(text, tok), run.data.val_fraction)
-    model = GPT(run.model.__class__(**{**run.model.to_dict(), "vocab_size": tok.vocab_size}))
-    opt = make_optimizer(model, run.optim)
-    sampler = BatchSampler(train_ids, run.model.block_size, run.train.batch_size, seed=0)
+    splits = load_splits(run.data)
+    model = GPT(dataclasses.replace(run.model, vocab_size=splits.tokenizer.vocab_size))
+    train_step = TrainStep(model, make_optimizer(model, run.optim), run.optim.grad_clip,
+                           autocast_for(torch.device("cpu"), run.train.dtype))
+    sampler = BatchSampler(splits.train, run.model.block_size, run.train.batch_size, seed=0)
 
     def step() -> None:
         with record_function("sample_batch"):
             x, y = sampler()
-        with record_function("forward"):
-            _, loss = model(x, y)
-        with record_function("backward"):
-            loss.backward()
-        with record_function("clip_grad"):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), run.optim.grad_clip, foreach=True)
-        with record_function("adamw_step"):
-            opt.step(run.optim.lr)
-            opt.zero_grad()
+        train_step(x, y, run.optim.lr)
 
     for _ in range(20):
         step()

@@ -15,7 +15,8 @@ import itertools
 import pytest
 import torch
 
-from benchlib import attention_flops, env_info, peak_memory, profile_name, run_pedantic, sync
+from bench.benchlib import attention_flops, env_info, peak_memory, profile_name, run_pedantic
+from chargpt.measure import synchronize
 from chargpt.model import CausalSelfAttention, ModelConfig
 
 IMPLS = ("manual", "sdpa")
@@ -76,7 +77,7 @@ def run_attention_case(
         else:
             with torch.no_grad():
                 module(x)
-        sync(device)
+        synchronize(device)
 
     def setup() -> None:  # fresh gradients each round, as after optimizer.zero_grad()
         x.grad = None

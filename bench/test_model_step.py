@@ -1,4 +1,4 @@
-"""Benchmark of one full training step of the GPT: forward, backward, clip, AdamW step.
+"""Benchmark of the GPT's training step, chargpt.step.TrainStep: forward, backward, clip, AdamW.
 
 Each shape runs with manual and sdpa attention, in float32 and under bfloat16 autocast (as
 train.dtype: bfloat16 does; on a CPU without native bfloat16 it is emulated and slow).
@@ -14,10 +14,11 @@ import itertools
 import pytest
 import torch
 
-from benchlib import env_info, peak_memory, profile_name, run_pedantic, sync
-from chargpt.model import GPT, ModelConfig, count_params
+from bench.benchlib import env_info, peak_memory, profile_name, run_pedantic
 from chargpt.config import OptimConfig
-from chargpt.step import make_optimizer
+from chargpt.measure import synchronize
+from chargpt.model import GPT, ModelConfig, count_params
+from chargpt.step import TrainStep, autocast_for, make_optimizer
 
 VOCAB_SIZE = 65  # tiny shakespeare's character set
 IMPLS = ("manual", "sdpa")
@@ -39,7 +40,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     s = SIZES[profile_name(metafunc.config)]
     cases = list(itertools.product(s["shapes"], s["block_sizes"], IMPLS, DTYPES))
-    ids = [f"L{l}-H{h}-C{c}-T{t}-{i}-{d}" for (l, h, c), t, i, d in cases]
+    ids = [f"L{n_layer}-H{n_head}-C{n_embd}-T{t}-{i}-{d}"
+           for (n_layer, n_head, n_embd), t, i, d in cases]
     metafunc.parametrize("shape,block_size,attn_impl,dtype", cases, ids=ids)
 
 
@@ -54,21 +56,17 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
     )
     model = GPT(cfg).to(device)
     model.train()
-    # The project's optimizer (decay groups over the fused AdamW kernel), as chargpt.train uses.
-    opt = make_optimizer(model, OptimConfig(lr=1e-4, beta2=0.99, weight_decay=0.1))
+    # The step chargpt.train runs: the project's optimizer (decay groups over the fused AdamW
+    # kernel), gradient clipping and train.dtype's autocast.
+    optim = OptimConfig(lr=1e-4, beta2=0.99, weight_decay=0.1, grad_clip=1.0)
+    step = TrainStep(model, make_optimizer(model, optim), optim.grad_clip,
+                     autocast_for(device, dtype))
     idx = torch.randint(0, VOCAB_SIZE, (B, T + 1), device=device)
     x, y = idx[:, :-1], idx[:, 1:]  # (B, T) each, targets shifted by one
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
-
     def call() -> None:
-        with autocast:
-            _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        opt.step(1e-4)
-        opt.zero_grad()
-        sync(device)
+        step(x, y, optim.lr)
+        synchronize(device)
 
     counts = count_params(cfg)
     info = benchmark.extra_info

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,19 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from bench import benchlib
+from plots import bench as plots_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "bench_attention_quick.json"
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchlib = _load("chargpt_benchlib", ROOT / "bench" / "benchlib.py")
-plots_bench = _load("chargpt_plots_bench", ROOT / "plots" / "bench.py")
 
 
 # ----- FLOP counter ----------------------------------------------------------------------------
@@ -165,3 +156,13 @@ def test_benchmarks_collect_and_run_in_quick_mode():
     summary = out.stdout.strip().splitlines()[-1]
     assert "passed" in summary and "failed" not in summary and "skipped" not in summary
     assert int(summary.split()[0]) >= 20
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_bench_device_cuda_without_cuda_is_one_usage_error():
+    cmd = [sys.executable, "-m", "pytest", "bench", "--quick", "--benchmark-disable",
+           "--bench-device", "cuda", "-q", "-p", "no:cacheprovider"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR, out.stdout[-3000:]
+    expected = "ERROR: --bench-device cuda: torch has no cuda device available on this machine"
+    assert out.stderr.strip() == expected

@@ -1,8 +1,8 @@
-"""bench/compare_nanogpt.py without nanoGPT itself: its data files, log parsing, checkpoints."""
+"""bench.compare_nanogpt without nanoGPT itself: its data files, log parsing, checkpoints."""
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import pickle
 import statistics
 import subprocess
@@ -13,19 +13,25 @@ import numpy as np
 import pytest
 import torch
 
-from chargpt.config import ModelConfig
+from bench import compare_nanogpt as compare
+from chargpt.config import DataConfig, ModelConfig
+from chargpt.data import Splits, load_splits
 from chargpt.model import GPT
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("chargpt_compare",
-                                              ROOT / "bench" / "compare_nanogpt.py")
-compare = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare)
+CLI = [sys.executable, "-m", "bench.compare_nanogpt"]  # run from ROOT, as its usage says
+
+
+def splits_of(text: str, path: Path) -> Splits:
+    """The splits of text (saved at path) as compare_nanogpt loads tiny shakespeare's."""
+    path.write_text(text, encoding="utf-8")
+    return load_splits(dataclasses.replace(compare.NANOGPT_DATA, corpus=str(path)))
 
 
 def test_dataset_files_follow_the_prepare_format(tmp_path: Path) -> None:
     text = "to be, or not to be: that is the question.\n" * 5
-    files = compare.nanogpt_data(text)
+    splits = splits_of(text, tmp_path / "corpus.txt")
+    files = compare.nanogpt_data(splits)
     chars = sorted(set(text))
     train = np.frombuffer(files["train.bin"], dtype=np.uint16)
     val = np.frombuffer(files["val.bin"], dtype=np.uint16)
@@ -36,20 +42,24 @@ def test_dataset_files_follow_the_prepare_format(tmp_path: Path) -> None:
     meta = pickle.loads(files["meta.pkl"])
     assert meta["vocab_size"] == len(chars) and meta["itos"][0] == chars[0]
     assert meta["stoi"] == {c: i for i, c in enumerate(chars)}
+    other_split = load_splits(DataConfig(corpus=str(tmp_path / "corpus.txt"), val_fraction=0.2))
+    with pytest.raises(ValueError, match="first 90%"):
+        compare.nanogpt_data(other_split)
 
-    compare.install_data(tmp_path, text)
+    compare.install_data(tmp_path, splits)
     folder = tmp_path / "data" / "shakespeare_char"
     assert (folder / "val.bin").read_bytes() == files["val.bin"]
-    compare.install_data(tmp_path, text)  # the same files again: accepted as they are
+    compare.install_data(tmp_path, splits)  # the same files again: accepted as they are
+    changed = splits_of(text.replace("t", "x"), tmp_path / "changed.txt")
     with pytest.raises(compare.CompareError, match="train.bin exists but differs"):
-        compare.install_data(tmp_path, text.replace("t", "x"))
+        compare.install_data(tmp_path, changed)
 
     # a foreign val.bin and no train.bin: refused before anything is written
     other = tmp_path / "other"
     (other / "data" / "shakespeare_char").mkdir(parents=True)
     (other / "data" / "shakespeare_char" / "val.bin").write_bytes(b"\0\1")
     with pytest.raises(compare.CompareError, match="val.bin exists but differs"):
-        compare.install_data(other, text)
+        compare.install_data(other, splits)
     assert [p.name for p in (other / "data" / "shakespeare_char").iterdir()] == ["val.bin"]
 
 
@@ -96,8 +106,8 @@ def test_a_nanogpt_checkpoint_loads_as_a_chargpt_model(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_a_folder_that_is_not_a_checkout(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_nanogpt.py"),
-                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*CLI, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "is not a nanoGPT checkout" in proc.stderr
 
@@ -118,8 +128,7 @@ def test_each_child_gets_its_own_wall_time_and_peak_rss(tmp_path: Path) -> None:
 def test_cli_refuses_steps_nanogpt_would_not_checkpoint_at(tmp_path: Path, steps: str) -> None:
     (tmp_path / "train.py").write_text("")
     (tmp_path / "configurator.py").write_text("")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_nanogpt.py"),
-                           str(tmp_path), "--steps", steps],
+    proc = subprocess.run([*CLI, str(tmp_path), "--steps", steps], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--steps must be a positive multiple of 250" in proc.stderr
     assert not (tmp_path / "data").exists()  # nothing written

@@ -1,0 +1,1 @@
+"""Microbenchmarks and recipe runs of chargpt, run as `pytest bench` or `python -m bench.X`."""
