@@ -10,20 +10,17 @@ runs on the CPU, under the recipe's train.dtype autocast.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from chargpt.cli import ArgumentParser
-from chargpt.config import RunConfig
-from chargpt.data import BatchSampler, load_splits
-from chargpt.model import GPT
-from chargpt.step import TrainStep, autocast_for, make_optimizer
+from chargpt.data import CorpusError
+from chargpt.study.spec import StudyError, load_recipe
+from chargpt.train import setup
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
 
@@ -36,22 +33,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=15)
     parser.add_argument("--attn-impl", choices=["manual", "sdpa"], default=None)
     args = parser.parse_args(argv)
-    base = yaml.safe_load(Path(args.recipe).read_text())["base"]
+    if args.steps < 1:
+        print(f"error: --steps must be >= 1, got {args.steps}", file=sys.stderr)
+        return 2
+    overrides = {"train.device": "cpu"}  # a CPU profile
     if args.attn_impl:
-        base["model"]["attn_impl"] = args.attn_impl
-    run = RunConfig.from_dict(base)
-    if run.train.threads:
-        torch.set_num_threads(run.train.threads)
-    splits = load_splits(run.data)
-    model = GPT(dataclasses.replace(run.model, vocab_size=splits.tokenizer.vocab_size))
-    train_step = TrainStep(model, make_optimizer(model, run.optim), run.optim.grad_clip,
-                           autocast_for(torch.device("cpu"), run.train.dtype))
-    sampler = BatchSampler(splits.train, run.model.block_size, run.train.batch_size, seed=0)
+        overrides["model.attn_impl"] = args.attn_impl
+    try:
+        run = load_recipe(args.recipe, overrides)
+        if run.train.threads:
+            torch.set_num_threads(run.train.threads)
+        s = setup(run)  # model, step and sampler exactly as training builds them
+    except (StudyError, CorpusError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     def step() -> None:
         with record_function("sample_batch"):
-            x, y = sampler()
-        train_step(x, y, run.optim.lr)
+            x, y = s.sampler()
+        s.train_step(x, y, run.optim.lr)
 
     for _ in range(20):
         step()

@@ -25,11 +25,9 @@ DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanog
 
 
 def main(argv: list[str] | None = None) -> int:
-    import yaml
-
     from chargpt.cli import ArgumentParser
-    from chargpt.config import ConfigError, RunConfig
     from chargpt.data import CorpusError
+    from chargpt.study.spec import StudyError, load_recipe
 
     parser = ArgumentParser(prog="python -m bench.recipe", description=__doc__.splitlines()[0])
     parser.add_argument("recipe", nargs="?", default=str(DEFAULT_RECIPE))
@@ -40,21 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     args = parser.parse_args(argv)
+    overrides = {"model.attn_impl": args.attn_impl, "train.threads": args.threads,
+                 "train.dtype": args.dtype, "train.compile": args.compile or None,
+                 "budget": None if args.steps is None else {"max_steps": args.steps}}
     try:
-        base = yaml.safe_load(Path(args.recipe).read_text())["base"]
-        if args.attn_impl:
-            base["model"]["attn_impl"] = args.attn_impl
-        if args.threads is not None:
-            base["train"]["threads"] = args.threads
-        if args.steps is not None:
-            base["budget"] = {"max_steps": args.steps}
-        if args.dtype:
-            base["train"]["dtype"] = args.dtype
-        if args.compile:
-            base["train"]["compile"] = True
-        run = RunConfig.from_dict(base)
-    except (OSError, KeyError, TypeError, yaml.YAMLError, ConfigError) as exc:
-        print(f"error: {args.recipe}: {exc}", file=sys.stderr)
+        run = load_recipe(args.recipe, {k: v for k, v in overrides.items() if v is not None})
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
     import tempfile

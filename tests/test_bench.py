@@ -166,3 +166,16 @@ def test_bench_device_cuda_without_cuda_is_one_usage_error():
     assert out.returncode == pytest.ExitCode.USAGE_ERROR, out.stdout[-3000:]
     expected = "ERROR: --bench-device cuda: torch has no cuda device available on this machine"
     assert out.stderr.strip() == expected
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["/no/such/recipe.yaml"], "no such file"),
+    (["--steps", "0"], "--steps must be >= 1"),
+])
+def test_profile_step_bad_input_is_one_line_exit_2(argv: list[str], message: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import profile_step
+
+    assert profile_step.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]

@@ -17,6 +17,7 @@ from chargpt.study.spec import (
     budget_str,
     derive_label,
     expand,
+    load_recipe,
     load_study,
     parse_study,
     plan_rows,
@@ -492,3 +493,18 @@ def test_plan_rows(tmp_path: Path) -> None:
 )
 def test_budget_str(kwargs: dict, expected: str) -> None:
     assert budget_str(Budget(**kwargs)) == expected
+
+
+def test_load_recipe_takes_one_run_with_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: r\nbase:\n  model: {n_layer: 2}\n  budget: {max_steps: 10}\n")
+    run = load_recipe(path, {"model.attn_impl": "sdpa", "budget": {"max_tokens": 640}})
+    assert (run.model.n_layer, run.model.attn_impl) == (2, "sdpa")
+    assert (run.budget.max_steps, run.budget.max_tokens) == (None, 640)
+    with pytest.raises(StudyError, match=r"budget\.max_steps: must be positive"):
+        load_recipe(path, {"budget.max_steps": 0})
+    two = write(tmp_path, "name: r\ngrid: {optim.lr: [1e-3, 2e-3]}\n", "two.yaml")
+    with pytest.raises(StudyError, match="a recipe plans one run, this file plans 2"):
+        load_recipe(two)
+    dup = write(tmp_path, "name: r\nbase:\n  optim: {lr: 1}\n  optim: {lr: 2}\n", "dup.yaml")
+    with pytest.raises(StudyError, match="duplicate key: 'optim'"):
+        load_recipe(dup)

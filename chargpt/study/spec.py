@@ -421,6 +421,25 @@ def load_study(path: str | Path) -> Study:
     return dataclasses.replace(parse_study(data, source), path=file)
 
 
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The one run of a recipe file (a study file that plans a single run), with overrides:
+    dotted keys (`train.threads`) or whole sections (`budget`). Errors are StudyError."""
+    study = load_study(path)
+    if len(study.runs) != 1:
+        raise StudyError(f"{path}: a recipe plans one run, this file plans {len(study.runs)}")
+    data = study.runs[0].config.to_dict()
+    for key, value in (overrides or {}).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            data[section][name] = value
+        else:
+            data[key] = value
+    try:
+        return RunConfig.from_dict(data)
+    except ConfigError as exc:
+        raise StudyError(f"{path}: {exc}") from None
+
+
 def plan_rows(study: Study, vocab_size: int | None = None) -> list[dict[str, Any]]:
     """One flat dict per planned run: run_id, label, config columns, parameter and FLOP counts.
 
