@@ -668,3 +668,44 @@ def test_chargpt_imports_without_fcntl() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+# ----- results that can no longer be written ----------------------------------------------
+
+FSIZE_LIMIT = 2000  # bytes per file: each run's own files fit (result.json ~1.5 kB), runs.csv
+#                     (~0.6 kB header + ~0.5 kB a row) outgrows it at the third run
+
+
+def test_a_results_folder_that_refuses_writes_stops_cleanly_then_resumes(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes a write past FSIZE_LIMIT bytes fail (EFBIG), as a full disk would:
+    the runner stops with one line, every CSV stays whole, and the next run resumes."""
+    import resource
+
+    study = write_study(tmp_path / "full.yaml", "full", grid={"optim.lr": [
+        1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]}, **{"base": {**TINY_BASE,
+                                                          "budget": {"max_steps": 5}}})
+    out = tmp_path / "results"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
+
+    proc = subprocess.run([sys.executable, "run_study.py", str(study), "--out", str(out)],
+                          cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                          timeout=300, preexec_fn=limit)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "cannot write results" in lines[0], proc.stderr
+    assert "File too large" in lines[0] and "run the same command to resume" in lines[0]
+    assert "Traceback" not in proc.stderr
+    root = out / "full"
+    _, rows = read_csv(root / "runs.csv")  # well-formed: no torn row
+    assert 0 < len(rows) < 6, "the limit should stop the study part way"
+    assert (root / "runs.csv").stat().st_size <= FSIZE_LIMIT
+    read_csv(root / "curves.csv")
+    assert not list(root.rglob("*.tmp"))  # no temp file left behind
+
+    again = cli(study, "--out", out)
+    assert again.returncode == 0, again.stderr
+    _, rows = read_csv(root / "runs.csv")
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    assert_curves_complete(root, rows)
