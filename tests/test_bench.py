@@ -179,3 +179,12 @@ def test_profile_step_bad_input_is_one_line_exit_2(argv: list[str], message: str
     assert profile_step.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_store_overhead_runs_both_ways_on_the_same_data(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import store_overhead
+
+    assert store_overhead.main(["--runs", "4", "--every", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[0] == "2" and "runs.csv identical: True" in out
