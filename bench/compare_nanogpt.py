@@ -48,16 +48,29 @@ from chargpt.model import GPT, count_params
 REPO = Path(__file__).resolve().parent.parent  # where python -m bench.recipe runs
 # nanoGPT's README command for this recipe on a CPU (config/train_shakespeare_char.py plus
 # these overrides). log_interval=1 is part of it: nanoGPT then syncs and prints every step.
-NANOGPT_ARGS = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
-                "--eval_iters=20", "--log_interval=1", "--block_size=64", "--batch_size=12",
-                "--n_layer=4", "--n_head=4", "--n_embd=128", "--lr_decay_iters={steps}",
-                "--max_iters={steps}", "--dropout=0.0"]
+NANOGPT_ARGS = [
+    "config/train_shakespeare_char.py",
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=20",
+    "--log_interval=1",
+    "--block_size=64",
+    "--batch_size=12",
+    "--n_layer=4",
+    "--n_head=4",
+    "--n_embd=128",
+    "--lr_decay_iters={steps}",
+    "--max_iters={steps}",
+    "--dropout=0.0",
+]
 EVAL_INTERVAL = 250  # from config/train_shakespeare_char.py
 # nanoGPT's data/shakespeare_char/prepare.py: the same corpus, its first 90% for training
 NANOGPT_DATA = DataConfig(corpus="shakespeare", val_fraction=0.1)
 TOKENS_PER_ITER = 12 * 64
 VARIANTS = {  # name -> python -m bench.recipe flags
-    "manual": [], "sdpa": ["--attn-impl", "sdpa"], "bf16": ["--dtype", "bfloat16"],
+    "manual": [],
+    "sdpa": ["--attn-impl", "sdpa"],
+    "bf16": ["--dtype", "bfloat16"],
     "sdpa-bf16": ["--attn-impl", "sdpa", "--dtype", "bfloat16"],
 }
 
@@ -75,14 +88,21 @@ def nanogpt_data(splits: Splits) -> dict[str, bytes]:
     uint16, and a pickled dict with vocab_size, itos and stoi.
     """
     if len(splits.train) != int(splits.n_chars * 0.9):
-        raise ValueError(f"nanoGPT trains on the first 90% of the corpus, these splits hold "
-                         f"{len(splits.train)} of {splits.n_chars} characters")
+        raise ValueError(
+            f"nanoGPT trains on the first 90% of the corpus, these splits hold "
+            f"{len(splits.train)} of {splits.n_chars} characters"
+        )
     tokenizer = splits.tokenizer
-    meta = {"vocab_size": tokenizer.vocab_size, "itos": dict(enumerate(tokenizer.chars)),
-            "stoi": {c: i for i, c in enumerate(tokenizer.chars)}}
-    return {"train.bin": splits.train.numpy().astype(np.uint16).tobytes(),
-            "val.bin": splits.val.numpy().astype(np.uint16).tobytes(),
-            "meta.pkl": pickle.dumps(meta)}
+    meta = {
+        "vocab_size": tokenizer.vocab_size,
+        "itos": dict(enumerate(tokenizer.chars)),
+        "stoi": {c: i for i, c in enumerate(tokenizer.chars)},
+    }
+    return {
+        "train.bin": splits.train.numpy().astype(np.uint16).tobytes(),
+        "val.bin": splits.val.numpy().astype(np.uint16).tobytes(),
+        "meta.pkl": pickle.dumps(meta),
+    }
 
 
 def install_data(checkout: Path, splits: Splits) -> None:
@@ -97,8 +117,9 @@ def install_data(checkout: Path, splits: Splits) -> None:
     for name in ("train.bin", "val.bin"):
         path = folder / name
         if path.exists() and path.read_bytes() != files[name]:
-            raise CompareError(f"{path} exists but differs from chargpt's corpus; move it "
-                               "away and run again")
+            raise CompareError(
+                f"{path} exists but differs from chargpt's corpus; move it away and run again"
+            )
     for name, content in files.items():
         if not (folder / name).exists():
             write_atomic(folder / name, content)
@@ -106,12 +127,17 @@ def install_data(checkout: Path, splits: Splits) -> None:
 
 def nanogpt_iter_ms(log: str) -> dict[int, float]:
     """Per-iteration milliseconds from nanoGPT's 'iter N: loss L, time Tms, ...' lines."""
-    return {int(m[1]): float(m[2])
-            for m in re.finditer(r"^iter (\d+): loss [-\d.naninf]+, time ([\d.]+)ms", log, re.M)}
+    return {
+        int(m[1]): float(m[2])
+        for m in re.finditer(r"^iter (\d+): loss [-\d.naninf]+, time ([\d.]+)ms", log, re.M)
+    }
 
 
-def nanogpt_tokens_per_s(iter_ms: dict[int, float], eval_interval: int = EVAL_INTERVAL,
-                         tokens_per_iter: int = TOKENS_PER_ITER) -> float:
+def nanogpt_tokens_per_s(
+    iter_ms: dict[int, float],
+    eval_interval: int = EVAL_INTERVAL,
+    tokens_per_iter: int = TOKENS_PER_ITER,
+) -> float:
     """Training tokens/s with evaluation excluded, from nanoGPT's per-iteration times.
 
     nanoGPT's time for an iteration that evaluates includes the evaluation (it runs first in
@@ -142,15 +168,23 @@ def load_nanogpt_checkpoint(path: Path) -> GPT:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         args = payload["model_args"]
-        config = ModelConfig(n_layer=args["n_layer"], n_head=args["n_head"],
-                             n_embd=args["n_embd"], block_size=args["block_size"],
-                             bias=args["bias"], vocab_size=args["vocab_size"], dropout=0.0)
-        state = {k.removeprefix("_orig_mod."): v for k, v in payload["model"].items()
-                 if not k.endswith(".attn.bias")}
+        config = ModelConfig(
+            n_layer=args["n_layer"],
+            n_head=args["n_head"],
+            n_embd=args["n_embd"],
+            block_size=args["block_size"],
+            bias=args["bias"],
+            vocab_size=args["vocab_size"],
+            dropout=0.0,
+        )
+        state = {
+            k.removeprefix("_orig_mod."): v
+            for k, v in payload["model"].items()
+            if not k.endswith(".attn.bias")
+        }
         model = GPT(config)
         model.load_state_dict(state)
-    except (OSError, KeyError, TypeError, ValueError, RuntimeError,
-            pickle.UnpicklingError) as exc:
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as exc:
         raise CompareError(f"{path}: not a loadable nanoGPT checkpoint ({exc!r})") from None
     return model.eval()
 
@@ -177,8 +211,12 @@ def run_measured(cmd: list[str], cwd: Path, log_path: Path) -> tuple[float, floa
     usage_path = log_path.with_suffix(".rusage.json")
     with open(log_path, "w") as log:
         start = time.perf_counter()
-        code = subprocess.run([sys.executable, "-c", _MEASURE, str(usage_path), *cmd], cwd=cwd,
-                              stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            [sys.executable, "-c", _MEASURE, str(usage_path), *cmd],
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ).returncode
         wall = time.perf_counter() - start
     try:
         rss = maxrss_mb(json.loads(usage_path.read_text())["ru_maxrss"])
@@ -187,11 +225,14 @@ def run_measured(cmd: list[str], cwd: Path, log_path: Path) -> tuple[float, floa
     return wall, rss, code
 
 
-def run_nanogpt(checkout: Path, steps: int, work: Path, tag: str,
-                val_ids: torch.Tensor) -> dict[str, Any]:
+def run_nanogpt(
+    checkout: Path, steps: int, work: Path, tag: str, val_ids: torch.Tensor
+) -> dict[str, Any]:
     out_dir = work / f"nanogpt-{tag}"
-    args = [a.format(steps=steps) for a in NANOGPT_ARGS] + [f"--out_dir={out_dir}",
-                                                            "--always_save_checkpoint=True"]
+    args = [a.format(steps=steps) for a in NANOGPT_ARGS] + [
+        f"--out_dir={out_dir}",
+        "--always_save_checkpoint=True",
+    ]
     log_path = work / f"nanogpt-{tag}.log"
     wall, rss, code = run_measured([sys.executable, "train.py", *args], checkout, log_path)
     log = log_path.read_text()
@@ -199,58 +240,93 @@ def run_nanogpt(checkout: Path, steps: int, work: Path, tag: str,
         tail = log.strip().splitlines()[-1] if log.strip() else "no output"
         raise CompareError(f"nanoGPT exited with {code} ({tail}); full log: {log_path}")
     model = load_nanogpt_checkpoint(out_dir / "ckpt.pt")
-    return {"program": "nanoGPT", "tokens_per_s": nanogpt_tokens_per_s(nanogpt_iter_ms(log)),
-            "wall_s": wall, "peak_rss_mb": rss, "printed_val_loss": nanogpt_val_loss(log),
-            "full_val_loss": split_loss(model, val_ids)[0]}
+    return {
+        "program": "nanoGPT",
+        "tokens_per_s": nanogpt_tokens_per_s(nanogpt_iter_ms(log)),
+        "wall_s": wall,
+        "peak_rss_mb": rss,
+        "printed_val_loss": nanogpt_val_loss(log),
+        "full_val_loss": split_loss(model, val_ids)[0],
+    }
 
 
 def run_chargpt(variant: str, steps: int, work: Path, tag: str) -> dict[str, Any]:
     out = work / f"chargpt-{variant}-{tag}.json"
     log_path = work / f"chargpt-{variant}-{tag}.log"
-    cmd = [sys.executable, "-m", "bench.recipe", "--steps", str(steps), "--json", str(out),
-           *VARIANTS[variant]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.recipe",
+        "--steps",
+        str(steps),
+        "--json",
+        str(out),
+        *VARIANTS[variant],
+    ]
     wall, rss, code = run_measured(cmd, REPO, log_path)
     if code != 0 or not out.exists():
         log = log_path.read_text().strip()
         tail = log.splitlines()[-1] if log else "no output"
-        raise CompareError(f"python -m bench.recipe ({variant}) exited with {code} ({tail}); "
-                           f"full log: {log_path}")
+        raise CompareError(
+            f"python -m bench.recipe ({variant}) exited with {code} ({tail}); full log: {log_path}"
+        )
     r = json.loads(out.read_text())
-    return {"program": f"chargpt {variant}", "tokens_per_s": r["tokens_per_s"], "wall_s": wall,
-            "peak_rss_mb": rss, "printed_val_loss": r["final_val_loss"],
-            "full_val_loss": r["full_val_loss"]}
+    return {
+        "program": f"chargpt {variant}",
+        "tokens_per_s": r["tokens_per_s"],
+        "wall_s": wall,
+        "peak_rss_mb": rss,
+        "printed_val_loss": r["final_val_loss"],
+        "full_val_loss": r["full_val_loss"],
+    }
 
 
 def table(rows: list[dict[str, Any]], flops_per_token: float) -> str:
     """Markdown: one line per program and round, then each program's median tokens/s."""
-    out = ["| round | program | tokens/s | GFLOP/s | wall s | peak RSS MiB | printed val | "
-           "full val |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "| round | program | tokens/s | GFLOP/s | wall s | peak RSS MiB | printed val | full val |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        out.append(f"| {r['round']} | {r['program']} | {r['tokens_per_s']:,.0f} | "
-                   f"{r['tokens_per_s'] * flops_per_token / 1e9:.1f} | {r['wall_s']:.1f} | "
-                   f"{r['peak_rss_mb']:.0f} | {r['printed_val_loss']:.4f} | "
-                   f"{r['full_val_loss']:.4f} |")
+        out.append(
+            f"| {r['round']} | {r['program']} | {r['tokens_per_s']:,.0f} | "
+            f"{r['tokens_per_s'] * flops_per_token / 1e9:.1f} | {r['wall_s']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['printed_val_loss']:.4f} | "
+            f"{r['full_val_loss']:.4f} |"
+        )
     programs = list(dict.fromkeys(r["program"] for r in rows))
     ref = statistics.median(r["tokens_per_s"] for r in rows if r["program"] == "nanoGPT")
     out.append("")
     for p in programs:
         speeds = [r["tokens_per_s"] for r in rows if r["program"] == p]
-        ratios = [r["tokens_per_s"] / n["tokens_per_s"] for r in rows if r["program"] == p
-                  for n in rows if n["program"] == "nanoGPT" and n["round"] == r["round"]]
-        out.append(f"- {p}: median {statistics.median(speeds):,.0f} tokens/s "
-                   f"({statistics.median(speeds) / ref:.2f}x nanoGPT's median; same-round "
-                   f"ratios {', '.join(f'{x:.2f}' for x in ratios)})")
+        ratios = [
+            r["tokens_per_s"] / n["tokens_per_s"]
+            for r in rows
+            if r["program"] == p
+            for n in rows
+            if n["program"] == "nanoGPT" and n["round"] == r["round"]
+        ]
+        out.append(
+            f"- {p}: median {statistics.median(speeds):,.0f} tokens/s "
+            f"({statistics.median(speeds) / ref:.2f}x nanoGPT's median; same-round "
+            f"ratios {', '.join(f'{x:.2f}' for x in ratios)})"
+        )
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m bench.compare_nanogpt",
-                            description=__doc__.splitlines()[0])
+    parser = ArgumentParser(
+        prog="python -m bench.compare_nanogpt", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("nanogpt", type=Path, help="path to a nanoGPT checkout")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS),
-                        help="chargpt variant(s) to run each round (default: manual)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=sorted(VARIANTS),
+        help="chargpt variant(s) to run each round (default: manual)",
+    )
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -258,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     # nanoGPT evaluates and checkpoints only every eval_interval steps: other step counts
     # would compare its model from an earlier step with chargpt's final one.
     if args.steps < EVAL_INTERVAL or args.steps % EVAL_INTERVAL:
-        parser.error(f"--steps must be a positive multiple of {EVAL_INTERVAL} (nanoGPT's "
-                     f"eval_interval), got {args.steps}")
+        parser.error(
+            f"--steps must be a positive multiple of {EVAL_INTERVAL} (nanoGPT's "
+            f"eval_interval), got {args.steps}"
+        )
     checkout = args.nanogpt.expanduser().resolve()
     if not (checkout / "train.py").is_file() or not (checkout / "configurator.py").is_file():
         parser.error(f"{checkout} is not a nanoGPT checkout (no train.py and configurator.py)")
@@ -267,23 +345,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         splits = load_splits(NANOGPT_DATA)
         install_data(checkout, splits)
-        recipe = ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64,
-                             vocab_size=splits.tokenizer.vocab_size)
+        recipe = ModelConfig(
+            n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=splits.tokenizer.vocab_size
+        )
         flops = count_params(recipe)["flops_per_token"]
         rows: list[dict[str, Any]] = []
         for rnd in range(1, args.rounds + 1):
             tag = str(rnd)
             runs = [partial(run_nanogpt, checkout, args.steps, work, tag, splits.val)]
-            runs += [partial(run_chargpt, v, args.steps, work, tag)
-                     for v in args.variant or ["manual"]]
+            runs += [
+                partial(run_chargpt, v, args.steps, work, tag) for v in args.variant or ["manual"]
+            ]
             if rnd % 2 == 0:  # alternate the order, so neither always runs first
                 runs.reverse()
             for run in runs:
                 row = {"round": rnd, **run()}
                 rows.append(row)
-                print(f"round {rnd}/{args.rounds}: {row['program']}: "
-                      f"{row['tokens_per_s']:,.0f} tokens/s, wall {row['wall_s']:.0f} s, "
-                      f"full val {row['full_val_loss']:.4f}", file=sys.stderr, flush=True)
+                print(
+                    f"round {rnd}/{args.rounds}: {row['program']}: "
+                    f"{row['tokens_per_s']:,.0f} tokens/s, wall {row['wall_s']:.0f} s, "
+                    f"full val {row['full_val_loss']:.4f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         order = ["nanoGPT"] + [f"chargpt {v}" for v in args.variant or ["manual"]]
         rows.sort(key=lambda r: (r["round"], order.index(r["program"])))
         if args.json:

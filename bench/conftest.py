@@ -40,8 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         bench_device(config)  # checked once, as one line, rather than failing every benchmark
     except ValueError:  # measure.resolve_device's message names the config key train.device
-        raise pytest.UsageError(f"--bench-device {name}: torch has no {name} device available "
-                                "on this machine") from None
+        raise pytest.UsageError(
+            f"--bench-device {name}: torch has no {name} device available on this machine"
+        ) from None
 
 
 def is_quick(config: pytest.Config) -> bool:

@@ -26,8 +26,9 @@ DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanog
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m bench.profile_step",
-                            description=__doc__.splitlines()[0])
+    parser = ArgumentParser(
+        prog="python -m bench.profile_step", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("recipe", nargs="?", default=str(DEFAULT_RECIPE))
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rows", type=int, default=15)
@@ -62,9 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.steps):
             step()
-    print(f"{run.model.attn_impl} attention, threads={torch.get_num_threads()}: "
-          f"{plain * 1e3:.2f} ms/step unprofiled, "
-          f"{run.train.batch_size * run.model.block_size / plain:,.0f} tokens/s")
+    print(
+        f"{run.model.attn_impl} attention, threads={torch.get_num_threads()}: "
+        f"{plain * 1e3:.2f} ms/step unprofiled, "
+        f"{run.train.batch_size * run.model.block_size / plain:,.0f} tokens/s"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
     return 0
 

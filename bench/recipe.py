@@ -38,9 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     args = parser.parse_args(argv)
-    overrides = {"model.attn_impl": args.attn_impl, "train.threads": args.threads,
-                 "train.dtype": args.dtype, "train.compile": args.compile or None,
-                 "budget": None if args.steps is None else {"max_steps": args.steps}}
+    overrides = {
+        "model.attn_impl": args.attn_impl,
+        "train.threads": args.threads,
+        "train.dtype": args.dtype,
+        "train.compile": args.compile or None,
+        "budget": None if args.steps is None else {"max_steps": args.steps},
+    }
     try:
         run = load_recipe(args.recipe, {k: v for k, v in overrides.items() if v is not None})
     except StudyError as exc:
@@ -66,34 +70,55 @@ def main(argv: list[str] | None = None) -> int:
         # The fixed eval batches are a sample; also score every character of the val split.
         model, tokenizer, _, _ = load_checkpoint(Path(tmp) / "ckpt.pt")
         # In training-sized batches, so this process's peak memory stays that of training.
-        full_val, n_chars = split_loss(model, corpus_split(run.data.corpus, tokenizer,
-                                                          run.data.val_fraction, "val"),
-                                       batch_size=run.train.batch_size)
+        full_val, n_chars = split_loss(
+            model,
+            corpus_split(run.data.corpus, tokenizer, run.data.val_fraction, "val"),
+            batch_size=run.train.batch_size,
+        )
 
-    print(f"recipe      {args.recipe} ({run.model.attn_impl} attention, "
-          f"{torch.get_num_threads()} threads, compile={run.train.compile})")
+    print(
+        f"recipe      {args.recipe} ({run.model.attn_impl} attention, "
+        f"{torch.get_num_threads()} threads, compile={run.train.compile})"
+    )
     print(f"hardware    {r.hardware}, torch {torch.__version__}")
     print(f"steps       {r.steps} ({r.stop_reason}), {r.tokens:,} tokens")
-    print(f"train_s     {r.train_s:.2f} s ({r.train_s / r.steps * 1e3:.2f} ms/step); "
-          f"eval_s {r.eval_s:.2f} s; " + (f"compile_s {r.compile_s:.2f} s; " if r.compile_s else "")
-          + f"wall {wall:.2f} s (process start to end of training)")
+    print(
+        f"train_s     {r.train_s:.2f} s ({r.train_s / r.steps * 1e3:.2f} ms/step); "
+        f"eval_s {r.eval_s:.2f} s; "
+        + (f"compile_s {r.compile_s:.2f} s; " if r.compile_s else "")
+        + f"wall {wall:.2f} s (process start to end of training)"
+    )
     print(f"tokens/s    {r.tokens_per_s:,.0f}")
-    print(f"val loss    {r.final_val_loss:.4f} on {run.train.eval_iters} fixed batches "
-          f"(best {r.best_val_loss:.4f} at step {r.best_step}); train loss "
-          f"{r.final_train_loss:.4f}")
-    print(f"full val    {full_val:.4f} over all {n_chars:,} characters of the val split "
-          f"(python -m chargpt.evaluate)")
-    print(f"MFU         {r.mfu:.1%} of a measured {r.peak_flops / 1e9:.0f} GFLOP/s "
-          f"({run.train.dtype} matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token")
+    print(
+        f"val loss    {r.final_val_loss:.4f} on {run.train.eval_iters} fixed batches "
+        f"(best {r.best_val_loss:.4f} at step {r.best_step}); train loss "
+        f"{r.final_train_loss:.4f}"
+    )
+    print(
+        f"full val    {full_val:.4f} over all {n_chars:,} characters of the val split "
+        f"(python -m chargpt.evaluate)"
+    )
+    print(
+        f"MFU         {r.mfu:.1%} of a measured {r.peak_flops / 1e9:.0f} GFLOP/s "
+        f"({run.train.dtype} matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token"
+    )
     print(f"peak RSS    {r.peak_rss_mb:.0f} MiB")
     if args.json:
         from chargpt.files import write_json
 
-        write_json(args.json, {
-            **r.to_dict(), "recipe": args.recipe, "attn_impl": run.model.attn_impl,
-            "dtype": run.train.dtype, "threads": torch.get_num_threads(),
-            "process_wall_s": wall, "full_val_loss": full_val, "full_val_chars": n_chars,
-        })
+        write_json(
+            args.json,
+            {
+                **r.to_dict(),
+                "recipe": args.recipe,
+                "attn_impl": run.model.attn_impl,
+                "dtype": run.train.dtype,
+                "threads": torch.get_num_threads(),
+                "process_wall_s": wall,
+                "full_val_loss": full_val,
+                "full_val_chars": n_chars,
+            },
+        )
     return 0 if r.status == "ok" else 1
 
 

@@ -28,8 +28,10 @@ def finished_run(store: StudyStore, i: int) -> dict[str, object]:
     run = RunConfig.from_dict({"budget": {"max_steps": 1}, "train": {"seed": i}})
     run_id = f"{i:010d}"
     d = store.prepare_run_dir(run_id, run.to_dict())
-    rows = [dict(zip(CURVE_COLUMNS, [s, s * 768, s * 1e9, 0.01 * s, 1e-3, 4.17, 4.16, 7e4]))
-            for s in (0, 1)]
+    rows = [
+        dict(zip(CURVE_COLUMNS, [s, s * 768, s * 1e9, 0.01 * s, 1e-3, 4.17, 4.16, 7e4]))
+        for s in (0, 1)
+    ]
     (d / "curve.csv").write_text(csv_text(rows, CURVE_COLUMNS))
     record = base_record(run_id, f"run {i}", run)
     record.update(status="ok", stop_reason="max_steps", steps=1, train_s=0.01, wall_s=1.0)
@@ -38,8 +40,9 @@ def finished_run(store: StudyStore, i: int) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m bench.store_overhead",
-                            description=__doc__.splitlines()[0])
+    parser = ArgumentParser(
+        prog="python -m bench.store_overhead", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--every", type=int, default=100, help="print every this many runs")
     args = parser.parse_args(argv)
@@ -65,12 +68,17 @@ def main(argv: list[str] | None = None) -> int:
             append_ms.append((t2 - t1) * 1e3)
             if (i + 1) % args.every == 0 or i + 1 == args.runs:
                 window = slice(max(0, i + 1 - args.every), i + 1)
-                print(f"{i + 1:>6} {statistics.median(rebuild_ms[window]):>15.2f} "
-                      f"{statistics.median(append_ms[window]):>14.2f}")
-        same = ((rebuild_store.root / "runs.csv").read_text()
-                == (append_store.root / "runs.csv").read_text())
-    print(f"total over {args.runs} runs: rebuild {sum(rebuild_ms) / 1e3:.1f} s, "
-          f"append {sum(append_ms) / 1e3:.2f} s; runs.csv identical: {same}")
+                print(
+                    f"{i + 1:>6} {statistics.median(rebuild_ms[window]):>15.2f} "
+                    f"{statistics.median(append_ms[window]):>14.2f}"
+                )
+        same = (rebuild_store.root / "runs.csv").read_text() == (
+            append_store.root / "runs.csv"
+        ).read_text()
+    print(
+        f"total over {args.runs} runs: rebuild {sum(rebuild_ms) / 1e3:.1f} s, "
+        f"append {sum(append_ms) / 1e3:.2f} s; runs.csv identical: {same}"
+    )
     return 0
 
 

@@ -29,7 +29,9 @@ SWEEP = {
         batch_size=4, n_embd=128, n_head=4, block_sizes=(32, 64, 128, 256, 512, 1024, 2048)
     ),
     "cuda": dict(
-        batch_size=8, n_embd=128, n_head=4,
+        batch_size=8,
+        n_embd=128,
+        n_head=4,
         block_sizes=(32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
     ),
 }
@@ -39,7 +41,8 @@ WIDTH = {
         tokens=2048, block_size=256, shapes=((64, 4), (128, 4), (256, 4), (256, 8), (512, 8))
     ),
     "cuda": dict(
-        tokens=16384, block_size=1024,
+        tokens=16384,
+        block_size=1024,
         shapes=((128, 4), (256, 4), (384, 6), (512, 8), (768, 12), (1024, 16)),
     ),
 }
@@ -60,8 +63,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def run_attention_case(
-    benchmark, device: torch.device, prof: str, *, group: str, batch_size: int,
-    block_size: int, n_embd: int, n_head: int, attn_impl: str, pass_: str,
+    benchmark,
+    device: torch.device,
+    prof: str,
+    *,
+    group: str,
+    batch_size: int,
+    block_size: int,
+    n_embd: int,
+    n_head: int,
+    attn_impl: str,
+    pass_: str,
 ) -> None:
     torch.manual_seed(0)
     B, T, C = batch_size, block_size, n_embd
@@ -86,11 +98,19 @@ def run_attention_case(
     flops = attention_flops(B, T, C, backward=backward)
     info = benchmark.extra_info
     info.update(
-        group=group, block_size=T, batch_size=B, n_embd=C, n_head=n_head,
-        head_size=C // n_head, attn_impl=attn_impl, tokens=B * T,
-        dtype=str(x.dtype).removeprefix("torch."), flops=flops,
+        group=group,
+        block_size=T,
+        batch_size=B,
+        n_embd=C,
+        n_head=n_head,
+        head_size=C // n_head,
+        attn_impl=attn_impl,
+        tokens=B * T,
+        dtype=str(x.dtype).removeprefix("torch."),
+        flops=flops,
         flops_causal=attention_flops(B, T, C, causal=True, backward=backward),
-        score_tensor_bytes=B * n_head * T * T * x.element_size(), **env_info(device),
+        score_tensor_bytes=B * n_head * T * T * x.element_size(),
+        **env_info(device),
     )
     info["pass"] = pass_
     where = f"T={T}" if group == "block_size" else f"C={C} nh={n_head}"
@@ -116,9 +136,16 @@ def test_attention_block_size(benchmark, device, pytestconfig, block_size, pass_
     prof = profile_name(pytestconfig)
     s = SWEEP[prof]
     run_attention_case(
-        benchmark, device, prof, group="block_size", batch_size=s["batch_size"],
-        block_size=block_size, n_embd=s["n_embd"], n_head=s["n_head"],
-        attn_impl=attn_impl, pass_=pass_,
+        benchmark,
+        device,
+        prof,
+        group="block_size",
+        batch_size=s["batch_size"],
+        block_size=block_size,
+        n_embd=s["n_embd"],
+        n_head=s["n_head"],
+        attn_impl=attn_impl,
+        pass_=pass_,
     )
 
 
@@ -127,7 +154,14 @@ def test_attention_width(benchmark, device, pytestconfig, shape, pass_, attn_imp
     w = WIDTH[prof]
     n_embd, n_head = shape
     run_attention_case(
-        benchmark, device, prof, group="width", batch_size=w["tokens"] // w["block_size"],
-        block_size=w["block_size"], n_embd=n_embd, n_head=n_head,
-        attn_impl=attn_impl, pass_=pass_,
+        benchmark,
+        device,
+        prof,
+        group="width",
+        batch_size=w["tokens"] // w["block_size"],
+        block_size=w["block_size"],
+        n_embd=n_embd,
+        n_head=n_head,
+        attn_impl=attn_impl,
+        pass_=pass_,
     )

@@ -40,8 +40,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     s = SIZES[profile_name(metafunc.config)]
     cases = list(itertools.product(s["shapes"], s["block_sizes"], IMPLS, DTYPES))
-    ids = [f"L{n_layer}-H{n_head}-C{n_embd}-T{t}-{i}-{d}"
-           for (n_layer, n_head, n_embd), t, i, d in cases]
+    ids = [
+        f"L{n_layer}-H{n_head}-C{n_embd}-T{t}-{i}-{d}"
+        for (n_layer, n_head, n_embd), t, i, d in cases
+    ]
     metafunc.parametrize("shape,block_size,attn_impl,dtype", cases, ids=ids)
 
 
@@ -51,16 +53,22 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
     n_layer, n_head, n_embd = shape
     torch.manual_seed(0)
     cfg = ModelConfig(
-        n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=T,
-        vocab_size=VOCAB_SIZE, attn_impl=attn_impl, dropout=0.0,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+        block_size=T,
+        vocab_size=VOCAB_SIZE,
+        attn_impl=attn_impl,
+        dropout=0.0,
     )
     model = GPT(cfg).to(device)
     model.train()
     # The step chargpt.train runs: the project's optimizer (decay groups over the fused AdamW
     # kernel), gradient clipping and train.dtype's autocast.
     optim = OptimConfig(lr=1e-4, beta2=0.99, weight_decay=0.1, grad_clip=1.0)
-    step = TrainStep(model, make_optimizer(model, optim), optim.grad_clip,
-                     autocast_for(device, dtype))
+    step = TrainStep(
+        model, make_optimizer(model, optim), optim.grad_clip, autocast_for(device, dtype)
+    )
     idx = torch.randint(0, VOCAB_SIZE, (B, T + 1), device=device)
     x, y = idx[:, :-1], idx[:, 1:]  # (B, T) each, targets shifted by one
 
@@ -71,10 +79,18 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
     counts = count_params(cfg)
     info = benchmark.extra_info
     info.update(
-        group="model_step", n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=T,
-        batch_size=B, attn_impl=attn_impl, dtype=dtype, tokens=B * T,
+        group="model_step",
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
+        block_size=T,
+        batch_size=B,
+        attn_impl=attn_impl,
+        dtype=dtype,
+        tokens=B * T,
         n_params=int(counts["n_params"]),
-        flops_per_token=counts["flops_per_token"], **env_info(device),
+        flops_per_token=counts["flops_per_token"],
+        **env_info(device),
     )
     benchmark.group = f"model_step L{n_layer}-H{n_head}-C{n_embd}-T{T}"
     try:
@@ -82,8 +98,7 @@ def test_model_step(benchmark, device, pytestconfig, shape, block_size, attn_imp
         info["peak_mem_bytes"], info["peak_mem_method"] = peak_memory(call, device)
         median = run_pedantic(benchmark, call, None, quick=prof == "quick", target_s=TARGET_S[prof])
     except torch.OutOfMemoryError:
-        pytest.skip(f"out of memory at L{n_layer} C{n_embd} B={B} T={T} {attn_impl} "
-                    f"{dtype}")
+        pytest.skip(f"out of memory at L{n_layer} C{n_embd} B={B} T={T} {attn_impl} {dtype}")
     if median is not None:
         info["ms_per_call"] = median * 1e3
         info["tokens_per_s"] = B * T / median

@@ -23,8 +23,14 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or not a chargpt checkpoint."""
 
 
-def save_checkpoint(path: Path, model: GPT, run: RunConfig, tokenizer: CharTokenizer,
-                    step: int, val_loss: float | None) -> None:
+def save_checkpoint(
+    path: Path,
+    model: GPT,
+    run: RunConfig,
+    tokenizer: CharTokenizer,
+    step: int,
+    val_loss: float | None,
+) -> None:
     """Write atomically, so a crash never leaves half a checkpoint."""
     # Only plain containers, numbers, strings and tensors: loadable with weights_only=True.
     payload = {
@@ -40,8 +46,9 @@ def save_checkpoint(path: Path, model: GPT, run: RunConfig, tokenizer: CharToken
         torch.save(payload, f)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
-                    ) -> tuple[GPT, CharTokenizer, RunConfig, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[GPT, CharTokenizer, RunConfig, dict[str, Any]]:
     """Model (in eval mode), tokenizer, run config and the raw payload of a checkpoint."""
     path = Path(path)
     if not path.is_file():

@@ -209,11 +209,17 @@ class TrainConfig(_Section):
         for name in ("batch_size", "eval_interval", "eval_iters"):
             self._check(getattr(self, name) > 0, name, "must be a positive integer")
         if self.checkpoint_interval is not None:
-            self._check(self.checkpoint_interval > 0, "checkpoint_interval",
-                        "must be a positive number of steps (or null)")
+            self._check(
+                self.checkpoint_interval > 0,
+                "checkpoint_interval",
+                "must be a positive number of steps (or null)",
+            )
         if self.checkpoint_interval_s is not None:
-            self._check(self.checkpoint_interval_s > 0, "checkpoint_interval_s",
-                        "must be a positive number of seconds (or null)")
+            self._check(
+                self.checkpoint_interval_s > 0,
+                "checkpoint_interval_s",
+                "must be a positive number of seconds (or null)",
+            )
         self._check(self.seed >= 0, "seed", "must be >= 0")
         self._check(self.device in DEVICES, "device", f"must be one of {DEVICES}")
         self._check(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")

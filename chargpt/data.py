@@ -55,8 +55,10 @@ def _download_shakespeare(dest: Path) -> None:
         payload = response.read()
     digest = hashlib.sha256(payload).hexdigest()
     if digest != SHAKESPEARE_SHA256:
-        raise CorpusError(f"downloaded tiny shakespeare has sha256 {digest}, expected "
-                          f"{SHAKESPEARE_SHA256}; not saved")
+        raise CorpusError(
+            f"downloaded tiny shakespeare has sha256 {digest}, expected "
+            f"{SHAKESPEARE_SHA256}; not saved"
+        )
     write_atomic(dest, payload)
 
 
@@ -71,19 +73,25 @@ def shakespeare_path() -> Path:
         if path.is_file():
             digest = _sha256(path)
             if digest != SHAKESPEARE_SHA256:
-                raise CorpusError(f"{path} has sha256 {digest}, expected {SHAKESPEARE_SHA256} "
-                                  "for tiny shakespeare; pass its path as the corpus to use it "
-                                  "anyway")
+                raise CorpusError(
+                    f"{path} has sha256 {digest}, expected {SHAKESPEARE_SHA256} "
+                    "for tiny shakespeare; pass its path as the corpus to use it "
+                    "anyway"
+                )
             return path
     where = " or ".join(str(p.parent) for p in candidates)
     if os.environ.get(NO_DOWNLOAD_ENV) == "1":
-        raise CorpusError(f"tiny shakespeare not found: put {SHAKESPEARE_FILE} in {where} "
-                          f"(or set {DATA_DIR_ENV}); downloads are off ({NO_DOWNLOAD_ENV}=1)")
+        raise CorpusError(
+            f"tiny shakespeare not found: put {SHAKESPEARE_FILE} in {where} "
+            f"(or set {DATA_DIR_ENV}); downloads are off ({NO_DOWNLOAD_ENV}=1)"
+        )
     try:
         _download_shakespeare(cached)
     except (OSError, CorpusError) as exc:
-        raise CorpusError(f"tiny shakespeare not found and could not be downloaded ({exc}): "
-                          f"put {SHAKESPEARE_FILE} in {where} (or set {DATA_DIR_ENV})") from None
+        raise CorpusError(
+            f"tiny shakespeare not found and could not be downloaded ({exc}): "
+            f"put {SHAKESPEARE_FILE} in {where} (or set {DATA_DIR_ENV})"
+        ) from None
     return cached
 
 
@@ -106,7 +114,7 @@ class SyntheticSpec:
     def stationary(self) -> np.ndarray:
         """Stationary distribution over contexts: the left eigenvector of the context chain."""
         a = len(self.alphabet)
-        n = a ** self.order
+        n = a**self.order
         chain = np.zeros((n, n))
         for ctx in range(n):
             # Appending symbol s to context ctx drops its oldest symbol.
@@ -123,7 +131,7 @@ def synthetic_spec(seed: int = SYNTHETIC_SEED) -> SyntheticSpec:
     """The synthetic chain's transition table, drawn from a seeded sparse Dirichlet."""
     rng = np.random.default_rng(seed)
     a = len(SYNTHETIC_ALPHABET)
-    probs = rng.dirichlet(np.full(a, SYNTHETIC_CONCENTRATION), size=a ** SYNTHETIC_ORDER)
+    probs = rng.dirichlet(np.full(a, SYNTHETIC_CONCENTRATION), size=a**SYNTHETIC_ORDER)
     probs = np.maximum(probs, 1e-6)  # keep the chain irreducible
     return SyntheticSpec(SYNTHETIC_ALPHABET, SYNTHETIC_ORDER, probs / probs.sum(1, keepdims=True))
 
@@ -133,7 +141,7 @@ def synthetic_text(length: int = SYNTHETIC_LENGTH, seed: int = SYNTHETIC_SEED) -
     """A deterministic sample of the synthetic chain, length characters long."""
     spec = synthetic_spec(seed)
     a = len(spec.alphabet)
-    n = a ** spec.order
+    n = a**spec.order
     cdf = np.cumsum(spec.transitions, axis=1)
     uniforms = np.random.default_rng(seed + 1).random(length)
     out = np.empty(length, dtype=np.int64)
@@ -153,13 +161,16 @@ def load_corpus(corpus: str) -> str:
         return synthetic_text()
     path = Path(corpus).expanduser()
     if not path.is_file():
-        raise CorpusError(f"corpus {corpus!r} is neither a known name (shakespeare, synthetic) "
-                          "nor an existing file")
+        raise CorpusError(
+            f"corpus {corpus!r} is neither a known name (shakespeare, synthetic) "
+            "nor an existing file"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise CorpusError(f"corpus file {path} is not UTF-8 text ({exc.reason} at byte "
-                          f"{exc.start})") from None
+        raise CorpusError(
+            f"corpus file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     if len(text) < 2:
         raise CorpusError(f"corpus file {path} holds fewer than 2 characters")
     return text
@@ -178,8 +189,13 @@ def corpus_fingerprint(corpus: str) -> str:
     if corpus == "shakespeare":
         return SHAKESPEARE_SHA256
     if corpus == "synthetic":
-        params = (SYNTHETIC_ALPHABET, SYNTHETIC_ORDER, SYNTHETIC_LENGTH, SYNTHETIC_SEED,
-                  SYNTHETIC_CONCENTRATION)
+        params = (
+            SYNTHETIC_ALPHABET,
+            SYNTHETIC_ORDER,
+            SYNTHETIC_LENGTH,
+            SYNTHETIC_SEED,
+            SYNTHETIC_CONCENTRATION,
+        )
         return hashlib.sha256(repr(("synthetic", *params)).encode()).hexdigest()
     path = Path(corpus).expanduser()
     try:
@@ -217,8 +233,10 @@ class CharTokenizer:
             return [self.stoi[ch] for ch in text]
         except KeyError as exc:
             ch = exc.args[0]
-            raise ValueError(f"character {ch!r} (U+{ord(ch):04X}) at position {text.index(ch)} "
-                             f"is not in the vocabulary of {self.vocab_size} characters") from None
+            raise ValueError(
+                f"character {ch!r} (U+{ord(ch):04X}) at position {text.index(ch)} "
+                f"is not in the vocabulary of {self.vocab_size} characters"
+            ) from None
 
     def decode(self, ids: list[int] | torch.Tensor) -> str:
         if isinstance(ids, torch.Tensor):
@@ -282,8 +300,9 @@ class CharDataset(torch.utils.data.Dataset):
 
     def __init__(self, ids: torch.Tensor, block_size: int) -> None:
         if len(ids) <= block_size:
-            raise ValueError(f"a split of {len(ids)} tokens is too short for block_size "
-                             f"{block_size}")
+            raise ValueError(
+                f"a split of {len(ids)} tokens is too short for block_size {block_size}"
+            )
         self.ids = ids
         self.block_size = block_size
 
@@ -298,11 +317,18 @@ class CharDataset(torch.utils.data.Dataset):
 class BatchSampler:
     """Random training batches in one vectorised gather per batch, from a seeded generator."""
 
-    def __init__(self, ids: torch.Tensor, block_size: int, batch_size: int, seed: int,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        ids: torch.Tensor,
+        block_size: int,
+        batch_size: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
         if len(ids) <= block_size:
-            raise ValueError(f"a split of {len(ids)} tokens is too short for block_size "
-                             f"{block_size}")
+            raise ValueError(
+                f"a split of {len(ids)} tokens is too short for block_size {block_size}"
+            )
         self.ids = ids
         self.batch_size = batch_size
         self.n_starts = len(ids) - block_size
@@ -315,8 +341,9 @@ class BatchSampler:
         chunk = self.ids[starts + self.offsets].long()  # (B, T+1), one gather
         x, y = chunk[:, :-1], chunk[:, 1:]
         if self.device.type == "cuda":
-            return x.pin_memory().to(self.device, non_blocking=True), \
-                y.pin_memory().to(self.device, non_blocking=True)
+            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(
+                self.device, non_blocking=True
+            )
         if self.device.type != "cpu":
             return x.to(self.device), y.to(self.device)
         return x, y

@@ -1,6 +1,6 @@
 """Task (a): the facts of a corpus, one data-loader batch, block_size costs and reference losses.
 
-    python -m chargpt.describe CORPUS [--block-size 8] [--batch-size 4] [--json]
+python -m chargpt.describe CORPUS [--block-size 8] [--batch-size 4] [--json]
 """
 
 from __future__ import annotations
@@ -29,11 +29,16 @@ LOSS_LABELS = {
 }
 
 
-def _batch_facts(train: torch.Tensor, tokenizer: CharTokenizer, block_size: int,
-                 batch_size: int, seed: int) -> dict[str, Any]:
+def _batch_facts(
+    train: torch.Tensor, tokenizer: CharTokenizer, block_size: int, batch_size: int, seed: int
+) -> dict[str, Any]:
     """One shuffled DataLoader batch over CharDataset: shapes, dtype and its first row."""
-    loader = DataLoader(CharDataset(train, block_size), batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        CharDataset(train, block_size),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
     x, y = next(iter(loader))  # (B, T) each
     return {
         "block_size": block_size,
@@ -56,20 +61,23 @@ def _cost_table(vocab_size: int, block_sizes: list[int]) -> list[dict[str, float
         cfg = ModelConfig(vocab_size=vocab_size, block_size=t)
         counts = count_params(cfg)
         attention = 12 * cfg.n_layer * cfg.n_embd * t  # QK^T and AV, forward + backward
-        rows.append({
-            "block_size": t,
-            "n_params": counts["n_params"],
-            "attention_flops_per_token": attention,
-            "other_flops_per_token": counts["flops_per_token"] - attention,
-            "flops_per_token": counts["flops_per_token"],
-            "attention_share": attention / counts["flops_per_token"],
-            "flops_per_sequence": counts["flops_per_token"] * t,
-        })
+        rows.append(
+            {
+                "block_size": t,
+                "n_params": counts["n_params"],
+                "attention_flops_per_token": attention,
+                "other_flops_per_token": counts["flops_per_token"] - attention,
+                "flops_per_token": counts["flops_per_token"],
+                "attention_share": attention / counts["flops_per_token"],
+                "flops_per_sequence": counts["flops_per_token"] * t,
+            }
+        )
     return rows
 
 
-def describe(corpus: str, block_size: int = 8, batch_size: int = 4, val_fraction: float = 0.1,
-             seed: int = 0) -> dict[str, Any]:
+def describe(
+    corpus: str, block_size: int = 8, batch_size: int = 4, val_fraction: float = 0.1, seed: int = 0
+) -> dict[str, Any]:
     """Everything task (a) asks about a corpus, as a JSON-ready dict (CorpusError if unreadable)."""
     if block_size < 1 or batch_size < 1:
         raise ValueError(f"block_size and batch_size must be >= 1, got {block_size}, {batch_size}")
@@ -155,9 +163,13 @@ def format_description(d: dict[str, Any]) -> str:
         lines.append(
             f"  {r['block_size']:>5} {r['n_params']:>9,} {r['attention_flops_per_token']:>11,} "
             f"{r['other_flops_per_token']:>11,} {r['flops_per_token']:>11,} "
-            f"{r['attention_share']:>7.1%} {r['flops_per_sequence']:>14.3e}")
-    lines += ["", "reference losses per character (a model should beat these on val):",
-              f"  {'':<28} {'nats':>7} {'bits':>7}"]
+            f"{r['attention_share']:>7.1%} {r['flops_per_sequence']:>14.3e}"
+        )
+    lines += [
+        "",
+        "reference losses per character (a model should beat these on val):",
+        f"  {'':<28} {'nats':>7} {'bits':>7}",
+    ]
     for name, value in d["reference_losses"].items():
         label = LOSS_LABELS.get(name, name)
         lines.append(f"  {label:<28} {value['nats']:>7.4f} {value['bits']:>7.4f}")
@@ -165,8 +177,10 @@ def format_description(d: dict[str, Any]) -> str:
 
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m chargpt.describe",
-                       description="Task (a): corpus facts, one batch, costs, baselines.")
+    p = ArgumentParser(
+        prog="python -m chargpt.describe",
+        description="Task (a): corpus facts, one batch, costs, baselines.",
+    )
     p.add_argument("corpus", help="shakespeare, synthetic, or the path of a UTF-8 text file")
     p.add_argument("--block-size", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4)
@@ -180,8 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 on success, 2 on bad input (one line on stderr)."""
     try:
         args = _parser().parse_args(argv)
-        d = describe(args.corpus, block_size=args.block_size, batch_size=args.batch_size,
-                     val_fraction=args.val_fraction, seed=args.seed)
+        d = describe(
+            args.corpus,
+            block_size=args.block_size,
+            batch_size=args.batch_size,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+        )
     except SystemExit as exc:  # --help (0), or a usage error already printed (2)
         return int(exc.code or 0)
     except (CorpusError, ValueError) as exc:

@@ -25,16 +25,20 @@ from chargpt.step import Autocast
 EVAL_SEED = 1234  # the same evaluation batches for every run, whatever its training seed
 
 
-def fixed_batches(ids: torch.Tensor, block_size: int, batch_size: int, n: int,
-                  device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def fixed_batches(
+    ids: torch.Tensor, block_size: int, batch_size: int, n: int, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The same n evaluation batches for every call with the same arguments."""
     sampler = BatchSampler(ids, block_size, batch_size, seed=EVAL_SEED, device=device)
     return [sampler() for _ in range(n)]
 
 
 @torch.no_grad()
-def batches_loss(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                 autocast: Autocast = contextlib.nullcontext) -> float:
+def batches_loss(
+    model: torch.nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    autocast: Autocast = contextlib.nullcontext,
+) -> float:
     """Mean loss over the given batches, in eval mode (no dropout); leaves the model training."""
     model.eval()
     losses = []
@@ -53,17 +57,26 @@ class FixedBatchEval:
     runs) at the price of a shared offset from the whole-split loss (see split_loss).
     """
 
-    def __init__(self, train_ids: torch.Tensor, val_ids: torch.Tensor, block_size: int,
-                 batch_size: int, n: int, device: torch.device,
-                 autocast: Autocast = contextlib.nullcontext) -> None:
+    def __init__(
+        self,
+        train_ids: torch.Tensor,
+        val_ids: torch.Tensor,
+        block_size: int,
+        batch_size: int,
+        n: int,
+        device: torch.device,
+        autocast: Autocast = contextlib.nullcontext,
+    ) -> None:
         self.train = fixed_batches(train_ids, block_size, batch_size, n, device)
         self.val = fixed_batches(val_ids, block_size, batch_size, n, device)
         self.autocast = autocast
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         """{"train_loss": ..., "val_loss": ...} of the model as it is now."""
-        return {"train_loss": batches_loss(model, self.train, self.autocast),
-                "val_loss": batches_loss(model, self.val, self.autocast)}
+        return {
+            "train_loss": batches_loss(model, self.train, self.autocast),
+            "val_loss": batches_loss(model, self.val, self.autocast),
+        }
 
 
 def windows(ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,16 +88,19 @@ def windows(ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Ten
     """
     n = (len(ids) - 1) // block_size
     if n < 1:
-        raise ValueError(f"a split of {len(ids)} characters is too short for one window of "
-                         f"block_size {block_size}")
+        raise ValueError(
+            f"a split of {len(ids)} characters is too short for one window of "
+            f"block_size {block_size}"
+        )
     x = ids[: n * block_size].reshape(n, block_size)
     y = ids[1 : n * block_size + 1].reshape(n, block_size)
     return x, y
 
 
 @torch.no_grad()
-def split_loss(model: GPT, ids: torch.Tensor, batch_size: int = 64,
-               autocast: Any = contextlib.nullcontext) -> tuple[float, int]:
+def split_loss(
+    model: GPT, ids: torch.Tensor, batch_size: int = 64, autocast: Any = contextlib.nullcontext
+) -> tuple[float, int]:
     """Mean cross-entropy in nats over every window of the split, and the characters scored."""
     x, y = windows(ids, model.config.block_size)
     device = next(model.parameters()).device
@@ -103,8 +119,9 @@ def split_loss(model: GPT, ids: torch.Tensor, batch_size: int = 64,
     return (total / y.numel()).item(), y.numel()
 
 
-def corpus_split(corpus: str, tokenizer: CharTokenizer, val_fraction: float,
-                 split: str) -> torch.Tensor:
+def corpus_split(
+    corpus: str, tokenizer: CharTokenizer, val_fraction: float, split: str
+) -> torch.Tensor:
     """Token ids of the train or val split of a corpus, encoded with a model's vocabulary."""
     splits = load_splits(DataConfig(corpus=corpus, val_fraction=val_fraction), tokenizer)
     return splits.val if split == "val" else splits.train
@@ -115,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = ArgumentParser(
         prog="python -m chargpt.evaluate",
-        description="Print a checkpoint's loss over every character of a split.")
+        description="Print a checkpoint's loss over every character of a split.",
+    )
     parser.add_argument("checkpoint", help="path to a ckpt.pt written by training")
     parser.add_argument("--split", choices=["val", "train"], default="val")
     parser.add_argument("--corpus", help="corpus name or file (default: the one it trained on)")
@@ -136,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError) as exc:  # CorpusError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.split} loss {loss:.4f} nats/char over {n:,} characters of {corpus!r} "
-          f"({n // model.config.block_size:,} windows of {model.config.block_size})")
+    print(
+        f"{args.split} loss {loss:.4f} nats/char over {n:,} characters of {corpus!r} "
+        f"({n // model.config.block_size:,} windows of {model.config.block_size})"
+    )
     return 0
 
 

@@ -53,7 +53,7 @@ def append_whole(path: Path, data: str) -> None:
         try:
             view = memoryview(raw)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         except BaseException:
             os.ftruncate(fd, start)

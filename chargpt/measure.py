@@ -35,8 +35,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device: cuda was asked for but torch.cuda.is_available() is False")
-    if name == "mps" and not (getattr(torch.backends, "mps", None)
-                              and torch.backends.mps.is_available()):
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise ValueError("train.device: mps was asked for but is not available")
     return torch.device(name)
 
@@ -82,11 +83,16 @@ def oom_kill_count(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
         _, controllers, path = line.split(":", 2)
         rel = path.lstrip("/")
         if controllers == "":  # v2, the unified hierarchy
-            candidates += [cgroup_root / rel / "memory.events", cgroup_root / "memory.events",
-                           cgroup_root / "unified" / rel / "memory.events"]
+            candidates += [
+                cgroup_root / rel / "memory.events",
+                cgroup_root / "memory.events",
+                cgroup_root / "unified" / rel / "memory.events",
+            ]
         elif "memory" in controllers.split(","):  # v1
-            candidates += [cgroup_root / "memory" / rel / "memory.oom_control",
-                           cgroup_root / "memory" / "memory.oom_control"]
+            candidates += [
+                cgroup_root / "memory" / rel / "memory.oom_control",
+                cgroup_root / "memory" / "memory.oom_control",
+            ]
     for candidate in candidates:
         try:
             for entry in candidate.read_text().splitlines():
@@ -131,10 +137,21 @@ def git_commit() -> str | None:
     """The project's git commit (with -dirty when the tree has changes), if it is a checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=5).stdout
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("-dirty" if dirty.strip() else "")
@@ -185,8 +202,10 @@ def _physical_cores() -> int | None:
 
 def _probe_key(device: torch.device, dtype: torch.dtype) -> str:
     hw = hardware_name(device)
-    return f"v{PROBE_VERSION}|{hw}|{device.type}|{dtype}|threads={torch.get_num_threads()}|" \
-           f"torch={torch.__version__}"
+    return (
+        f"v{PROBE_VERSION}|{hw}|{device.type}|{dtype}|threads={torch.get_num_threads()}|"
+        f"torch={torch.__version__}"
+    )
 
 
 def _probe_cache() -> Path:
@@ -195,8 +214,12 @@ def _probe_cache() -> Path:
     return cache_dir() / "peak_flops.json"
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
-                       seconds: float = 0.5, use_cache: bool = True) -> float:
+def measure_peak_flops(
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    seconds: float = 0.5,
+    use_cache: bool = True,
+) -> float:
     """Best matmul FLOP/s of this device, dtype and thread count, measured (cached per machine).
 
     The cache (`peak_flops.json` in the cache directory) is read, and filled, under a file lock,
@@ -217,11 +240,18 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
                 return float(entry["flops"])
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
             if load is not None and load > 0.5 * (os.cpu_count() or 1):
-                log.warning("measuring the peak FLOP/s while the machine is busy (load average "
-                            "%.2f): MFU will read high; --reprobe on an idle machine", load)
+                log.warning(
+                    "measuring the peak FLOP/s while the machine is busy (load average "
+                    "%.2f): MFU will read high; --reprobe on an idle machine",
+                    load,
+                )
             best = probe_peak_flops(device, dtype, seconds)
-            entries[key] = {"flops": best, "measured_at": time.time(), "load_avg_1m": load,
-                            "cpu_count": os.cpu_count()}
+            entries[key] = {
+                "flops": best,
+                "measured_at": time.time(),
+                "load_avg_1m": load,
+                "cpu_count": os.cpu_count(),
+            }
             write_json(cache, entries)
             return best
     except (OSError, Timeout) as exc:  # a read-only home or a stuck lock must not fail a run
@@ -256,8 +286,9 @@ def _fresh(entry: Any) -> bool:
         return False
 
 
-def probe_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
-                     seconds: float = 0.5) -> float:
+def probe_peak_flops(
+    device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 0.5
+) -> float:
     """Time square matmuls of a few sizes for about `seconds` in all; the best rate wins.
 
     This is the peak MFU is reported against: measured on the machine, never a datasheet

@@ -49,9 +49,12 @@ class CausalSelfAttention(nn.Module):
             scale = 1.0 / math.sqrt(self.head_size)
             # Scores of every query against every key, scaled and masked in one batched
             # matmul: att = mask + scale * q @ k^T (baddbmm wants 3-D operands: (B*nh, T, hs)).
-            att = torch.baddbmm(self.mask[:T, :T], q.reshape(B * self.n_head, T, self.head_size),
-                                k.reshape(B * self.n_head, T, self.head_size).transpose(1, 2),
-                                alpha=scale)  # (B*nh, T, T)
+            att = torch.baddbmm(
+                self.mask[:T, :T],
+                q.reshape(B * self.n_head, T, self.head_size),
+                k.reshape(B * self.n_head, T, self.head_size).transpose(1, 2),
+                alpha=scale,
+            )  # (B*nh, T, T)
             att = torch.softmax(att, dim=-1)  # each row: weights over the past, summing to 1
             att = self.attn_dropout(att)
             # Each output is the attention-weighted mix of the values it may see.
@@ -166,8 +169,10 @@ class GPT(nn.Module):
         softmax subtracts the maximum first, so nothing overflows.
         """
         if not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r} "
-                             "(use a small value such as 1e-4 for greedy decoding)")
+            raise ValueError(
+                f"temperature must be a finite number > 0, got {temperature!r} "
+                "(use a small value such as 1e-4 for greedy decoding)"
+            )
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k!r}")
         if idx.dim() != 2 or idx.shape[1] == 0:

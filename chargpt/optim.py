@@ -30,8 +30,12 @@ class ParamGroup:
 class AdamW:
     """AdamW over parameter groups; the learning rate is passed to each step (the schedule's)."""
 
-    def __init__(self, groups: list[tuple[list[torch.Tensor], float]],
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        groups: list[tuple[list[torch.Tensor], float]],
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         self.groups = [ParamGroup(list(params), wd) for params, wd in groups if params]
         self.beta1, self.beta2 = betas
         self.eps = eps
@@ -39,14 +43,17 @@ class AdamW:
         # The fused kernel exists for CPU and CUDA; foreach covers other devices (mps).
         self.fused = device.type in ("cpu", "cuda")
         for g in self.groups:
-            g.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format)
-                          for p in g.params]
-            g.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format)
-                             for p in g.params]
+            g.exp_avgs = [
+                torch.zeros_like(p, memory_format=torch.preserve_format) for p in g.params
+            ]
+            g.exp_avg_sqs = [
+                torch.zeros_like(p, memory_format=torch.preserve_format) for p in g.params
+            ]
             # Fused kernels keep the step count on the parameters' device.
-            g.steps = [torch.zeros((), dtype=torch.float32,
-                                   device=p.device if self.fused else "cpu")
-                       for p in g.params]
+            g.steps = [
+                torch.zeros((), dtype=torch.float32, device=p.device if self.fused else "cpu")
+                for p in g.params
+            ]
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
@@ -58,11 +65,25 @@ class AdamW:
             every = len(have) == len(g.params)
             params, exp_avgs, exp_avg_sqs, steps = (
                 xs if every else [xs[i] for i in have]
-                for xs in (g.params, g.exp_avgs, g.exp_avg_sqs, g.steps))
-            adamw(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [],
-                  steps, foreach=None if self.fused else True, fused=self.fused,
-                  amsgrad=False, beta1=self.beta1, beta2=self.beta2, lr=lr,
-                  weight_decay=g.weight_decay, eps=self.eps, maximize=False)
+                for xs in (g.params, g.exp_avgs, g.exp_avg_sqs, g.steps)
+            )
+            adamw(
+                params,
+                [p.grad for p in params],
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                foreach=None if self.fused else True,
+                fused=self.fused,
+                amsgrad=False,
+                beta1=self.beta1,
+                beta2=self.beta2,
+                lr=lr,
+                weight_decay=g.weight_decay,
+                eps=self.eps,
+                maximize=False,
+            )
 
     def zero_grad(self) -> None:
         """Drop the gradients (set to None, so the next backward writes rather than adds)."""
@@ -72,22 +93,33 @@ class AdamW:
 
     def state_dict(self) -> dict[str, Any]:
         """The moments and step counts of every group (plain tensors, weights_only-loadable)."""
-        return {"betas": [self.beta1, self.beta2], "eps": self.eps,
-                "groups": [{"weight_decay": g.weight_decay,
-                            "exp_avgs": [t.detach().cpu() for t in g.exp_avgs],
-                            "exp_avg_sqs": [t.detach().cpu() for t in g.exp_avg_sqs],
-                            "steps": [t.detach().cpu() for t in g.steps]} for g in self.groups]}
+        return {
+            "betas": [self.beta1, self.beta2],
+            "eps": self.eps,
+            "groups": [
+                {
+                    "weight_decay": g.weight_decay,
+                    "exp_avgs": [t.detach().cpu() for t in g.exp_avgs],
+                    "exp_avg_sqs": [t.detach().cpu() for t in g.exp_avg_sqs],
+                    "steps": [t.detach().cpu() for t in g.steps],
+                }
+                for g in self.groups
+            ],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy a state_dict() back into this optimizer's (same-shaped) state, in place."""
         if len(state["groups"]) != len(self.groups):
-            raise ValueError(f"optimizer state has {len(state['groups'])} groups, "
-                             f"this optimizer {len(self.groups)}")
+            raise ValueError(
+                f"optimizer state has {len(state['groups'])} groups, "
+                f"this optimizer {len(self.groups)}"
+            )
         for g, saved in zip(self.groups, state["groups"]):
             for name in ("exp_avgs", "exp_avg_sqs", "steps"):
                 mine, theirs = getattr(g, name), saved[name]
-                if len(mine) != len(theirs) or any(a.shape != b.shape
-                                                   for a, b in zip(mine, theirs)):
+                if len(mine) != len(theirs) or any(
+                    a.shape != b.shape for a, b in zip(mine, theirs)
+                ):
                     raise ValueError(f"optimizer state {name} does not match the parameters")
                 for a, b in zip(mine, theirs):
                     a.copy_(b)

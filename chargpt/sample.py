@@ -17,17 +17,25 @@ from chargpt.data import CharTokenizer
 from chargpt.model import GPT
 
 
-def generate(model: GPT, tokenizer: CharTokenizer, prompt: str, temperature: float,
-             max_new_tokens: int, seed: int = 0, top_k: int | None = None) -> str:
+def generate(
+    model: GPT,
+    tokenizer: CharTokenizer,
+    prompt: str,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int = 0,
+    top_k: int | None = None,
+) -> str:
     """The prompt's continuation (without the prompt), reproducible for a given seed."""
     if not prompt:
         raise ValueError("prompt must hold at least one character")
     device = next(model.parameters()).device
     idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    out = model.sample(idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                       generator=generator)
-    return tokenizer.decode(out[0, idx.shape[1]:])
+    out = model.sample(
+        idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator
+    )
+    return tokenizer.decode(out[0, idx.shape[1] :])
 
 
 def sample_grid(model: GPT, tokenizer: CharTokenizer, cfg: SampleConfig) -> list[dict[str, Any]]:
@@ -35,8 +43,15 @@ def sample_grid(model: GPT, tokenizer: CharTokenizer, cfg: SampleConfig) -> list
     rows = []
     for temperature in cfg.temperatures:
         for prompt in cfg.prompts:
-            text = generate(model, tokenizer, prompt, temperature, cfg.max_new_tokens,
-                            seed=cfg.seed, top_k=cfg.top_k)
+            text = generate(
+                model,
+                tokenizer,
+                prompt,
+                temperature,
+                cfg.max_new_tokens,
+                seed=cfg.seed,
+                top_k=cfg.top_k,
+            )
             rows.append({"temperature": temperature, "prompt": prompt, "text": text})
     return rows
 
@@ -50,22 +65,34 @@ def main(argv: list[str] | None = None) -> int:
     from chargpt.checkpoint import CheckpointError, load_checkpoint
 
     parser = ArgumentParser(
-        prog="python -m chargpt.sample", description="Print samples from a chargpt checkpoint.")
+        prog="python -m chargpt.sample", description="Print samples from a chargpt checkpoint."
+    )
     parser.add_argument("checkpoint", help="path to a ckpt.pt written by training")
-    parser.add_argument("--temperature", type=float, action="append",
-                        help="sampling temperature > 0 (repeat for several; default 0.8)")
-    parser.add_argument("--prompt", action="append",
-                        help=r"text to continue (repeat for several; \n for a newline; "
-                             "default a newline)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        action="append",
+        help="sampling temperature > 0 (repeat for several; default 0.8)",
+    )
+    parser.add_argument(
+        "--prompt",
+        action="append",
+        help=r"text to continue (repeat for several; \n for a newline; "
+        "default a newline)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=300)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
     args = parser.parse_args(argv)
     try:
-        cfg = SampleConfig(temperatures=tuple(args.temperature or [0.8]),
-                           prompts=tuple(_unescape(p) for p in args.prompt or ["\n"]),
-                           max_new_tokens=args.max_new_tokens, seed=args.seed, top_k=args.top_k)
+        cfg = SampleConfig(
+            temperatures=tuple(args.temperature or [0.8]),
+            prompts=tuple(_unescape(p) for p in args.prompt or ["\n"]),
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            top_k=args.top_k,
+        )
         model, tokenizer, run, _ = load_checkpoint(args.checkpoint, device=args.device)
         rows = sample_grid(model, tokenizer, cfg)
     except (CheckpointError, ValueError) as exc:

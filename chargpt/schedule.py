@@ -18,8 +18,9 @@ def step_reason(budget: Budget, tokens_per_step: int, flops_per_step: float) -> 
     return min(_step_limits(budget, tokens_per_step, flops_per_step))[1]
 
 
-def _step_limits(budget: Budget, tokens_per_step: int,
-                 flops_per_step: float) -> list[tuple[int, str]]:
+def _step_limits(
+    budget: Budget, tokens_per_step: int, flops_per_step: float
+) -> list[tuple[int, str]]:
     """(steps, name) of each step, token and FLOPs limit that is set, in that order."""
     limits = []
     if budget.max_steps is not None:

@@ -60,8 +60,16 @@ class RunResult:
 STATE_FILE = "state.pt"  # a run's resumable training state, in its directory until it ends
 
 # One row of a run's curve.csv, written at every evaluation.
-CURVE_COLUMNS = ["step", "tokens", "flops", "train_s", "lr", "train_loss", "val_loss",
-                 "tokens_per_s"]
+CURVE_COLUMNS = [
+    "step",
+    "tokens",
+    "flops",
+    "train_s",
+    "lr",
+    "train_loss",
+    "val_loss",
+    "tokens_per_s",
+]
 # curves.csv: every run's curve rows, each with the run it belongs to.
 STUDY_CURVE_COLUMNS = ["run_id", "label", *CURVE_COLUMNS]
 

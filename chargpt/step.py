@@ -31,8 +31,7 @@ def make_optimizer(model: torch.nn.Module, optim: OptimConfig) -> AdamW:
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    return AdamW([(decay, optim.weight_decay), (no_decay, 0.0)],
-                 betas=(optim.beta1, optim.beta2))
+    return AdamW([(decay, optim.weight_decay), (no_decay, 0.0)], betas=(optim.beta1, optim.beta2))
 
 
 class TrainStep:
@@ -42,8 +41,13 @@ class TrainStep:
     record_function labels cost microseconds a step and let a profile show the phases.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: AdamW, grad_clip: float,
-                 autocast: Autocast = contextlib.nullcontext) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: AdamW,
+        grad_clip: float,
+        autocast: Autocast = contextlib.nullcontext,
+    ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.grad_clip = grad_clip  # 0 disables clipping

@@ -58,6 +58,7 @@ class CSVSink:
 
 # ----- stage 1: set up --------------------------------------------------------------------
 
+
 @dataclass
 class Setup:
     """Everything a run trains with, built from its config before any clock starts."""
@@ -81,17 +82,23 @@ def run_device(run: RunConfig) -> torch.device:
     """The run's device, refusing or warning about a dtype it cannot (or should not) use."""
     device = measure.resolve_device(run.train.device)
     if run.train.dtype == "bfloat16" and device.type not in ("cuda", "cpu"):
-        raise ValueError(f"train.dtype: bfloat16 autocast is supported on CUDA and CPU only, "
-                         f"the run is on {device.type}")
+        raise ValueError(
+            f"train.dtype: bfloat16 autocast is supported on CUDA and CPU only, "
+            f"the run is on {device.type}"
+        )
     if run.train.dtype == "bfloat16" and device.type == "cpu":
         native = measure.cpu_native_bf16()
         if native is False:
-            log.warning("train.dtype bfloat16: this CPU has no native bfloat16 matmul "
-                        "(avx512_bf16/amx_bf16), so autocast emulates it and is likely "
-                        "slower than float32")
+            log.warning(
+                "train.dtype bfloat16: this CPU has no native bfloat16 matmul "
+                "(avx512_bf16/amx_bf16), so autocast emulates it and is likely "
+                "slower than float32"
+            )
         elif native is None:
-            log.info("train.dtype bfloat16: could not tell whether this CPU has native "
-                     "bfloat16 matmul; compare tokens/s against float32")
+            log.info(
+                "train.dtype bfloat16: could not tell whether this CPU has native "
+                "bfloat16 matmul; compare tokens/s against float32"
+            )
     return device
 
 
@@ -102,8 +109,10 @@ def setup(run: RunConfig) -> Setup:
     splits = load_splits(run.data)
     vocab_size = splits.tokenizer.vocab_size
     if run.model.vocab_size is not None and run.model.vocab_size != vocab_size:
-        raise ValueError(f"model.vocab_size is {run.model.vocab_size} but corpus "
-                         f"{run.data.corpus!r} has {vocab_size} characters")
+        raise ValueError(
+            f"model.vocab_size is {run.model.vocab_size} but corpus "
+            f"{run.data.corpus!r} has {vocab_size} characters"
+        )
     mcfg = dataclasses.replace(run.model, vocab_size=vocab_size)
     counts = count_params(mcfg)
     model = GPT(mcfg).to(device)
@@ -112,19 +121,28 @@ def setup(run: RunConfig) -> Setup:
     B, T = run.train.batch_size, mcfg.block_size
     flops_per_step = counts["flops_per_token"] * B * T
     return Setup(
-        run=run, run_id=run.run_id(corpus_fingerprint(run.data.corpus)), device=device,
-        splits=splits, model=model, step_model=step_model,
-        train_step=TrainStep(step_model, make_optimizer(model, run.optim), run.optim.grad_clip,
-                             autocast),
+        run=run,
+        run_id=run.run_id(corpus_fingerprint(run.data.corpus)),
+        device=device,
+        splits=splits,
+        model=model,
+        step_model=step_model,
+        train_step=TrainStep(
+            step_model, make_optimizer(model, run.optim), run.optim.grad_clip, autocast
+        ),
         sampler=BatchSampler(splits.train, T, B, seed=run.train.seed, device=device),
-        evaluator=FixedBatchEval(splits.train, splits.val, T, B, run.train.eval_iters, device,
-                                 autocast),
-        counts=counts, tokens_per_step=B * T, flops_per_step=flops_per_step,
+        evaluator=FixedBatchEval(
+            splits.train, splits.val, T, B, run.train.eval_iters, device, autocast
+        ),
+        counts=counts,
+        tokens_per_step=B * T,
+        flops_per_step=flops_per_step,
         total_steps=budget_steps(run.budget, B * T, flops_per_step),
     )
 
 
 # ----- stage 2: compile, off the clock ----------------------------------------------------
+
 
 def warm_up_compile(s: Setup) -> float:
     """Seconds torch.compile takes to compile the training and evaluation graphs.
@@ -147,11 +165,18 @@ def warm_up_compile(s: Setup) -> float:
 
 # ----- stage 3: train ---------------------------------------------------------------------
 
+
 class Trainer:
     """Runs timed chunks of steps and the evaluations between them, and keeps the score."""
 
-    def __init__(self, s: Setup, sinks: list[Sink], out_dir: Path | None,
-                 progress: Callable[[dict[str, Any]], None] | None, wall_start: float) -> None:
+    def __init__(
+        self,
+        s: Setup,
+        sinks: list[Sink],
+        out_dir: Path | None,
+        progress: Callable[[dict[str, Any]], None] | None,
+        wall_start: float,
+    ) -> None:
         self.s = s
         self.sinks = sinks
         self.out_dir = out_dir
@@ -174,15 +199,26 @@ class Trainer:
     def evaluate(self) -> None:
         """One curve row: fixed-batch losses, sent to the sinks; the best model is kept."""
         s, t0 = self.s, time.perf_counter()
-        row = {"step": self.step, "tokens": self.step * s.tokens_per_step,
-               "flops": self.step * s.flops_per_step, "train_s": self.clock.total,
-               "lr": self.lr, **s.evaluator(s.step_model),
-               "tokens_per_s": self.tokens_per_s()}
+        row = {
+            "step": self.step,
+            "tokens": self.step * s.tokens_per_step,
+            "flops": self.step * s.flops_per_step,
+            "train_s": self.clock.total,
+            "lr": self.lr,
+            **s.evaluator(s.step_model),
+            "tokens_per_s": self.tokens_per_s(),
+        }
         if row["val_loss"] < self.best_val:
             self.best_val, self.best_step = row["val_loss"], self.step
             if self.out_dir is not None and s.run.train.save_best:
-                save_checkpoint(self.out_dir / "ckpt_best.pt", s.model, s.run,
-                                s.splits.tokenizer, self.step, self.best_val)
+                save_checkpoint(
+                    self.out_dir / "ckpt_best.pt",
+                    s.model,
+                    s.run,
+                    s.splits.tokenizer,
+                    self.step,
+                    self.best_val,
+                )
         self.eval_s += time.perf_counter() - t0
         for sink in self.sinks:
             sink(row)
@@ -206,9 +242,15 @@ class Trainer:
             loss = self.run_chunk()
             self.check_stop(loss)
             if self.progress is not None:
-                self.progress({"step": self.step, "total_steps": self.s.total_steps,
-                               "loss": loss, "train_s": self.clock.total,
-                               "tokens_per_s": self.tokens_per_s()})
+                self.progress(
+                    {
+                        "step": self.step,
+                        "total_steps": self.s.total_steps,
+                        "loss": loss,
+                        "train_s": self.clock.total,
+                        "tokens_per_s": self.tokens_per_s(),
+                    }
+                )
             if self.stop_reason or self.step % self.s.run.train.eval_interval == 0:
                 self.evaluate()
             if not self.stop_reason and self.state_due():
@@ -223,10 +265,14 @@ class Trainer:
         train = self.s.run.train
         if self.out_dir is None:
             return False
-        by_steps = (train.checkpoint_interval is not None
-                    and self.step - self.saved_step >= train.checkpoint_interval)
-        by_time = (train.checkpoint_interval_s is not None
-                   and time.monotonic() - self.saved_at >= train.checkpoint_interval_s)
+        by_steps = (
+            train.checkpoint_interval is not None
+            and self.step - self.saved_step >= train.checkpoint_interval
+        )
+        by_time = (
+            train.checkpoint_interval_s is not None
+            and time.monotonic() - self.saved_at >= train.checkpoint_interval_s
+        )
         return by_steps or by_time
 
     def state_dict(self) -> dict[str, Any]:
@@ -237,14 +283,22 @@ class Trainer:
             "run_id": s.run_id,
             "model": {k: v.detach().cpu() for k, v in s.model.state_dict().items()},
             "optimizer": s.train_step.optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(s.device) if cuda else None,
-                    "sampler": s.sampler.generator.get_state()},
-            "trainer": {"step": self.step, "lr": self.lr, "eval_s": self.eval_s,
-                        "best_val": self.best_val, "best_step": self.best_step,
-                        "train_s": self.clock.total, "first_loss": self.first_loss,
-                        "resumes": self.resumes,
-                        "wall_s": self.wall_before + time.perf_counter() - self.wall_start},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(s.device) if cuda else None,
+                "sampler": s.sampler.generator.get_state(),
+            },
+            "trainer": {
+                "step": self.step,
+                "lr": self.lr,
+                "eval_s": self.eval_s,
+                "best_val": self.best_val,
+                "best_step": self.best_step,
+                "train_s": self.clock.total,
+                "first_loss": self.first_loss,
+                "resumes": self.resumes,
+                "wall_s": self.wall_before + time.perf_counter() - self.wall_start,
+            },
             "curve": self.curve,
         }
 
@@ -281,8 +335,12 @@ class Trainer:
         try:
             self.load_state_dict(load_state(path, self.s.run_id))
         except (CheckpointError, KeyError, ValueError, RuntimeError) as exc:
-            log.warning("run %s: cannot go on from %s (%s); training from the start",
-                        self.s.run_id, path, exc)
+            log.warning(
+                "run %s: cannot go on from %s (%s); training from the start",
+                self.s.run_id,
+                path,
+                exc,
+            )
             return False
         log.info("run %s: going on from step %d (%s)", self.s.run_id, self.step, path)
         return True
@@ -291,8 +349,9 @@ class Trainer:
         """Up to CHUNK_STEPS steps, stopping at the next evaluation or the budget's end; the
         clock is read (and the device synchronised) only around the chunk."""
         s, optim = self.s, self.s.run.optim
-        chunk = CHUNK_STEPS if s.total_steps is None else min(CHUNK_STEPS,
-                                                               s.total_steps - self.step)
+        chunk = (
+            CHUNK_STEPS if s.total_steps is None else min(CHUNK_STEPS, s.total_steps - self.step)
+        )
         interval = s.run.train.eval_interval
         chunk = min(chunk, (self.step // interval + 1) * interval - self.step)
         self.clock.start()
@@ -312,8 +371,13 @@ class Trainer:
         s = self.s
         if not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * self.first_loss:
             self.status = self.stop_reason = schema.DIVERGED
-            log.warning("run %s diverged at step %d: loss %s (step-0 loss %.3f)",
-                        s.run_id, self.step, loss, self.first_loss)
+            log.warning(
+                "run %s diverged at step %d: loss %s (step-0 loss %.3f)",
+                s.run_id,
+                self.step,
+                loss,
+                self.first_loss,
+            )
         elif s.total_steps is not None and self.step >= s.total_steps:
             self.stop_reason = step_reason(s.run.budget, s.tokens_per_step, s.flops_per_step)
         elif s.run.budget.max_seconds is not None and self.clock.total >= s.run.budget.max_seconds:
@@ -321,6 +385,7 @@ class Trainer:
 
 
 # ----- stage 4: save and measure ----------------------------------------------------------
+
 
 def write_samples(path: Path, model: GPT, tokenizer: CharTokenizer, cfg: SampleConfig) -> None:
     """samples.csv: one row per (temperature, prompt), written atomically."""
@@ -341,27 +406,46 @@ def finish(s: Setup, t: Trainer, out_dir: Path | None, compile_s: float) -> RunR
         write_samples(out_dir / "samples.csv", s.model, tokenizer, run.sample)
     peak_rss = measure.peak_rss_mb()  # before the FLOP/s probe, which allocates its own
     peak = measure.measure_peak_flops(
-        s.device, torch.bfloat16 if run.train.dtype == "bfloat16" else torch.float32)
+        s.device, torch.bfloat16 if run.train.dtype == "bfloat16" else torch.float32
+    )
     train_s, train_flops = t.clock.total, t.step * s.flops_per_step
     return RunResult(
-        run_id=s.run_id, status=t.status, stop_reason=t.stop_reason,
-        n_params=s.counts["n_params"], n_params_non_embedding=s.counts["n_params_non_embedding"],
-        flops_per_token=s.counts["flops_per_token"], steps=t.step,
-        tokens=t.step * s.tokens_per_step, train_flops=train_flops, train_s=train_s,
-        eval_s=t.eval_s, compile_s=compile_s,
-        wall_s=t.wall_before + time.perf_counter() - t.wall_start, resumes=t.resumes,
-        tokens_per_s=t.tokens_per_s(), peak_rss_mb=peak_rss,
-        peak_gpu_mb=measure.peak_gpu_mb(s.device), peak_flops=peak,
+        run_id=s.run_id,
+        status=t.status,
+        stop_reason=t.stop_reason,
+        n_params=s.counts["n_params"],
+        n_params_non_embedding=s.counts["n_params_non_embedding"],
+        flops_per_token=s.counts["flops_per_token"],
+        steps=t.step,
+        tokens=t.step * s.tokens_per_step,
+        train_flops=train_flops,
+        train_s=train_s,
+        eval_s=t.eval_s,
+        compile_s=compile_s,
+        wall_s=t.wall_before + time.perf_counter() - t.wall_start,
+        resumes=t.resumes,
+        tokens_per_s=t.tokens_per_s(),
+        peak_rss_mb=peak_rss,
+        peak_gpu_mb=measure.peak_gpu_mb(s.device),
+        peak_flops=peak,
         mfu=train_flops / train_s / peak if train_s else 0.0,
-        final_train_loss=t.last["train_loss"], final_val_loss=t.last["val_loss"],
-        best_val_loss=t.best_val, best_step=t.best_step, vocab_size=tokenizer.vocab_size,
+        final_train_loss=t.last["train_loss"],
+        final_val_loss=t.last["val_loss"],
+        best_val_loss=t.best_val,
+        best_step=t.best_step,
+        vocab_size=tokenizer.vocab_size,
         corpus_sha256=s.splits.sha256,
-        device=s.device.type, hardware=measure.hardware_name(s.device),
+        device=s.device.type,
+        hardware=measure.hardware_name(s.device),
     )
 
 
-def train(run: RunConfig, sinks: Iterable[Sink] = (), out_dir: Path | None = None,
-          progress: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+def train(
+    run: RunConfig,
+    sinks: Iterable[Sink] = (),
+    out_dir: Path | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
     """Train one run to its budget; emit a metric dict per evaluation; return what it measured."""
     wall_start = time.perf_counter()
     threads_before = torch.get_num_threads()  # restored: the caller's setting is its own

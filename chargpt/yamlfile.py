@@ -26,7 +26,8 @@ class StrictSafeLoader(yaml.SafeLoader):
             try:
                 if key in seen:
                     raise DuplicateKeyError(
-                        None, None, f"{key!r} is given twice (lines {seen[key]} and {line})")
+                        None, None, f"{key!r} is given twice (lines {seen[key]} and {line})"
+                    )
                 seen[key] = line
             except TypeError:  # an unhashable key: SafeLoader reports it as it always does
                 break

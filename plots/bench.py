@@ -49,8 +49,15 @@ def load(path: Path, stat: str = "median") -> tuple[list[dict[str, Any]], dict[s
             continue
         if not isinstance(median, (int, float)) or not median > 0:
             continue
-        rows.append({**info, "name": bench.get("name", ""), "time_s": float(median), "stat": stat,
-                     "rounds": (bench.get("stats") or {}).get("rounds")})
+        rows.append(
+            {
+                **info,
+                "name": bench.get("name", ""),
+                "time_s": float(median),
+                "stat": stat,
+                "rounds": (bench.get("stats") or {}).get("rounds"),
+            }
+        )
     if not rows:
         raise BenchInputError(f"{path} holds no bench/ results (no benchmark has extra_info.group)")
     return rows, data
@@ -90,8 +97,10 @@ def machine_text(rows: list[dict]) -> str:
     r = rows[0]
     threads = r.get("threads")
     plural = "" if threads == 1 else "s"
-    return (f"{r.get('device', '?')}: {r.get('hardware', '?')}, {threads} thread{plural}, "
-            f"{r.get('dtype', 'float32')}, torch {r.get('torch', '?')}")
+    return (
+        f"{r.get('device', '?')}: {r.get('hardware', '?')}, {threads} thread{plural}, "
+        f"{r.get('dtype', 'float32')}, torch {r.get('torch', '?')}"
+    )
 
 
 def exponents(rows: list[dict], fit_min: int | None) -> dict[tuple, tuple[float, float, int]]:
@@ -143,21 +152,44 @@ def plot_lines(rows, value: str, scale: float, ylabel: str, title: str, fits, pa
         label = _label(key, many)
         if key in fits and math.isfinite(fits[key][0]):
             label += f": $\\propto T^{{{fits[key][0]:.2f}}}$ (T ≥ {fits[key][2]})"
-        ax.plot(ts, [pts[t] * scale for t in ts], color=COLORS.get(key[1], "gray"),
-                label=label, ms=5, lw=1.6, **STYLES.get(key[2], {}))
+        ax.plot(
+            ts,
+            [pts[t] * scale for t in ts],
+            color=COLORS.get(key[1], "gray"),
+            label=label,
+            ms=5,
+            lw=1.6,
+            **STYLES.get(key[2], {}),
+        )
     if value == "time_s" and data:  # faint slope guides through the largest manual point
         key = max(data, key=lambda k: (k[1] == "manual", max(data[k])))
         t_max = max(data[key])
         ts = sorted({t for pts in data.values() for t in pts})
         for k, ls in ((2, (0, (1, 2))), (1, (0, (4, 3)))):
-            ax.plot(ts, [data[key][t_max] * scale * (t / t_max) ** k for t in ts], color="gray",
-                    lw=0.8, ls=ls, alpha=0.7, label=f"guide $\\propto T^{k}$")
+            ax.plot(
+                ts,
+                [data[key][t_max] * scale * (t / t_max) ** k for t in ts],
+                color="gray",
+                lw=0.8,
+                ls=ls,
+                alpha=0.7,
+                label=f"guide $\\propto T^{k}$",
+            )
     if value == "peak_mem_bytes":
-        score = {int(r["block_size"]): r["score_tensor_bytes"] * scale
-                 for r in rows if r["group"] == "block_size" and "score_tensor_bytes" in r}
+        score = {
+            int(r["block_size"]): r["score_tensor_bytes"] * scale
+            for r in rows
+            if r["group"] == "block_size" and "score_tensor_bytes" in r
+        }
         ts = sorted(score)
-        ax.plot(ts, [score[t] for t in ts], color="black", ls=":", lw=1.2,
-                label="one (B, n_head, T, T) score tensor")
+        ax.plot(
+            ts,
+            [score[t] for t in ts],
+            color="black",
+            ls=":",
+            lw=1.2,
+            label="one (B, n_head, T, T) score tensor",
+        )
     ax.set_yscale("log")
     _log2_axis(ax, [t for pts in data.values() for t in pts])
     ax.set_ylabel(ylabel)
@@ -177,13 +209,21 @@ def plot_ratio(rows, path, plt) -> None:
             continue
         ts = sorted(set(pts) & set(other))
         ts_all += ts
-        ax.plot(ts, [pts[t] / other[t] for t in ts], color="black", label=pss,
-                ms=5, **STYLES.get(pss, {}))
+        ax.plot(
+            ts,
+            [pts[t] / other[t] for t in ts],
+            color="black",
+            label=pss,
+            ms=5,
+            **STYLES.get(pss, {}),
+        )
     ax.axhline(1.0, color="gray", lw=1, ls=":")
     _log2_axis(ax, ts_all or [1])
     ax.set_ylabel("manual time / sdpa time (×, >1: sdpa faster)")
-    ax.set_title(f"Speed-up of the fused kernel (sdpa) over the manual attention\n"
-                 f"{_subtitle(data, rows)}", fontsize=10)
+    ax.set_title(
+        f"Speed-up of the fused kernel (sdpa) over the manual attention\n{_subtitle(data, rows)}",
+        fontsize=10,
+    )
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=9, title="pass")
     _save(fig, path, plt)
@@ -199,18 +239,30 @@ def plot_width(rows, path, plt) -> bool:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     step = 0.8 / len(combos)
     for j, (impl, pss) in enumerate(combos):
-        val = {(r["n_embd"], r["n_head"]): r["time_s"] * 1e3 for r in width
-               if r["attn_impl"] == impl and r["pass"] == pss}
+        val = {
+            (r["n_embd"], r["n_head"]): r["time_s"] * 1e3
+            for r in width
+            if r["attn_impl"] == impl and r["pass"] == pss
+        }
         xs = [i + (j - (len(combos) - 1) / 2) * step for i in range(len(shapes))]
-        ax.bar(xs, [val.get(s, 0) for s in shapes], width=step, color=COLORS[impl],
-               alpha=1.0 if pss == "fwd" else 0.5, label=f"{impl}, {pss}")
+        ax.bar(
+            xs,
+            [val.get(s, 0) for s in shapes],
+            width=step,
+            color=COLORS[impl],
+            alpha=1.0 if pss == "fwd" else 0.5,
+            label=f"{impl}, {pss}",
+        )
     ax.set_xticks(range(len(shapes)), [f"C={c}\nnh={h}" for c, h in shapes])
     ax.set_yscale("log")
     ax.set_xlabel("attention width n_embd (C) and heads n_head (nh)")
     ax.set_ylabel(f"time per call (ms, {rows[0]['stat']})")
     r = width[0]
-    ax.set_title(f"Attention time vs width at T={r['block_size']}, {r['tokens']} tokens per batch"
-                 f"\n{machine_text(rows)}", fontsize=10)
+    ax.set_title(
+        f"Attention time vs width at T={r['block_size']}, {r['tokens']} tokens per batch"
+        f"\n{machine_text(rows)}",
+        fontsize=10,
+    )
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     _save(fig, path, plt)
@@ -220,11 +272,10 @@ def plot_width(rows, path, plt) -> bool:
 def _fmt(x: float | None, digits: int = 3) -> str:
     if x is None or not math.isfinite(x):
         return "–"
-    return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:.0f}"
+    return f"{x:.{digits}g}" if abs(x) < 10**digits else f"{x:.0f}"
 
 
-def _scaled(data: dict[tuple, dict[int, float]], key: tuple, T: int, scale: float
-            ) -> float | None:
+def _scaled(data: dict[tuple, dict[int, float]], key: tuple, T: int, scale: float) -> float | None:
     """data[key][T] * scale, or None when that case was not measured."""
     v = data.get(key, {}).get(T)
     return None if v is None else v * scale
@@ -232,17 +283,30 @@ def _scaled(data: dict[tuple, dict[int, float]], key: tuple, T: int, scale: floa
 
 def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
     """Markdown: time, ratio, exponents and memory vs T; width sweep; model step."""
-    out = [f"# Benchmarks: {source}", "",
-           f"{machine_text(rows)}; run {data.get('datetime', '?')}. Times: ms per call, the "
-           f"{rows[0]['stat']} of each case's rounds.", ""]
+    out = [
+        f"# Benchmarks: {source}",
+        "",
+        f"{machine_text(rows)}; run {data.get('datetime', '?')}. Times: ms per call, the "
+        f"{rows[0]['stat']} of each case's rounds.",
+        "",
+    ]
     times, mem = series(rows, "time_s"), series(rows, "peak_mem_bytes")
-    score = {((r["batch_size"], r["n_embd"], r["n_head"]), int(r["block_size"])):
-             r.get("score_tensor_bytes") for r in rows if r["group"] == "block_size"}
+    score = {
+        ((r["batch_size"], r["n_embd"], r["n_head"]), int(r["block_size"])): r.get(
+            "score_tensor_bytes"
+        )
+        for r in rows
+        if r["group"] == "block_size"
+    }
     for setting in sorted({k[0] for k in times}):
         ts = sorted({T for k, pts in times.items() if k[0] == setting for T in pts})
-        out += [f"## Time per call vs block size ({setting_text(setting)})", "",
-                "| T | fwd manual | fwd sdpa | fwd manual/sdpa | fwd+bwd manual | fwd+bwd sdpa "
-                "| fwd+bwd manual/sdpa |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        out += [
+            f"## Time per call vs block size ({setting_text(setting)})",
+            "",
+            "| T | fwd manual | fwd sdpa | fwd manual/sdpa | fwd+bwd manual | fwd+bwd sdpa "
+            "| fwd+bwd manual/sdpa |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for T in ts:
             cells = []
             for pss in PASSES:
@@ -250,14 +314,24 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
                 s = _scaled(times, (setting, "sdpa", pss), T, 1e3)
                 cells += [_fmt(m), _fmt(s), _fmt(m / s if m and s else None) + "×"]
             out.append(f"| {T} | " + " | ".join(cells) + " |")
-        out += ["", "Fitted exponent k of time ∝ T^k (least squares on log-log):", "",
-                "| impl | pass | k (large T) | fit range | k (all T) |", "|---|---|---:|---|---:|"]
+        out += [
+            "",
+            "Fitted exponent k of time ∝ T^k (least squares on log-log):",
+            "",
+            "| impl | pass | k (large T) | fit range | k (all T) |",
+            "|---|---|---:|---|---:|",
+        ]
         for (st, impl, pss), (k_big, k_all, lo) in fits.items():
             if st == setting:
                 out.append(f"| {impl} | {pss} | {k_big:.2f} | T ≥ {lo} | {k_all:.2f} |")
-        out += ["", "Peak memory per call (MiB):", "",
-                "| T | (B, nh, T, T) score tensor | fwd manual | fwd sdpa | fwd+bwd manual "
-                "| fwd+bwd sdpa |", "|---:|---:|---:|---:|---:|---:|"]
+        out += [
+            "",
+            "Peak memory per call (MiB):",
+            "",
+            "| T | (B, nh, T, T) score tensor | fwd manual | fwd sdpa | fwd+bwd manual "
+            "| fwd+bwd sdpa |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
         for T in ts:
             sc = score.get((setting, T))
             cells = [_fmt(None if sc is None else sc / MIB)]
@@ -270,10 +344,13 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
     width = [r for r in rows if r["group"] == "width"]
     if width:
         r0 = width[0]
-        out += [f"## Width at fixed tokens per batch (T={r0['block_size']}, "
-                f"B×T={r0['tokens']})", "",
-                "| n_embd | n_head | pass | manual (ms) | sdpa (ms) | manual/sdpa "
-                "| manual GFLOP/s | sdpa GFLOP/s |", "|---:|---:|---|---:|---:|---:|---:|---:|"]
+        out += [
+            f"## Width at fixed tokens per batch (T={r0['block_size']}, B×T={r0['tokens']})",
+            "",
+            "| n_embd | n_head | pass | manual (ms) | sdpa (ms) | manual/sdpa "
+            "| manual GFLOP/s | sdpa GFLOP/s |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|",
+        ]
         by = {(r["n_embd"], r["n_head"], r["pass"], r["attn_impl"]): r for r in width}
         for c, h in sorted({(r["n_embd"], r["n_head"]) for r in width}):
             for pss in PASSES:
@@ -281,26 +358,36 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
                 if m is None or s is None:
                     continue
                 ratio = m["time_s"] / s["time_s"]
-                out.append(f"| {c} | {h} | {pss} | {_fmt(m['time_s'] * 1e3)} | "
-                           f"{_fmt(s['time_s'] * 1e3)} | {_fmt(ratio)}× | "
-                           f"{_fmt(m['flops'] / m['time_s'] / 1e9)} | "
-                           f"{_fmt(s['flops'] / s['time_s'] / 1e9)} |")
+                out.append(
+                    f"| {c} | {h} | {pss} | {_fmt(m['time_s'] * 1e3)} | "
+                    f"{_fmt(s['time_s'] * 1e3)} | {_fmt(ratio)}× | "
+                    f"{_fmt(m['flops'] / m['time_s'] / 1e9)} | "
+                    f"{_fmt(s['flops'] / s['time_s'] / 1e9)} |"
+                )
         out += ["", "GFLOP/s count the dense attention matmuls (causal mask not halved).", ""]
     steps = [r for r in rows if r["group"] == "model_step"]
     if steps:
-        out += ["## Training step of the GPT (forward, backward, clip, AdamW)", "",
-                "| n_layer | n_head | n_embd | T | B | impl | dtype | ms per step | tokens/s "
-                "| GFLOP/s | peak MiB |", "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+        out += [
+            "## Training step of the GPT (forward, backward, clip, AdamW)",
+            "",
+            "| n_layer | n_head | n_embd | T | B | impl | dtype | ms per step | tokens/s "
+            "| GFLOP/s | peak MiB |",
+            "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|",
+        ]
         # results written before the dtype axis existed were all float32
-        for r in sorted(steps, key=lambda r: (r["n_embd"], r["block_size"], r["attn_impl"],
-                                              r.get("dtype", "float32"))):
+        for r in sorted(
+            steps,
+            key=lambda r: (r["n_embd"], r["block_size"], r["attn_impl"], r.get("dtype", "float32")),
+        ):
             tok_s = r["tokens"] / r["time_s"]
             peak = r.get("peak_mem_bytes")
-            out.append(f"| {r['n_layer']} | {r['n_head']} | {r['n_embd']} | {r['block_size']} | "
-                       f"{r['batch_size']} | {r['attn_impl']} | {r.get('dtype', 'float32')} | "
-                       f"{_fmt(r['time_s'] * 1e3)} | "
-                       f"{tok_s:.0f} | {_fmt(tok_s * r['flops_per_token'] / 1e9)} | "
-                       f"{_fmt(None if peak is None else peak / MIB)} |")
+            out.append(
+                f"| {r['n_layer']} | {r['n_head']} | {r['n_embd']} | {r['block_size']} | "
+                f"{r['batch_size']} | {r['attn_impl']} | {r.get('dtype', 'float32')} | "
+                f"{_fmt(r['time_s'] * 1e3)} | "
+                f"{tok_s:.0f} | {_fmt(tok_s * r['flops_per_token'] / 1e9)} | "
+                f"{_fmt(None if peak is None else peak / MIB)} |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -314,10 +401,18 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path, help="pytest-benchmark JSON written by bench/")
-    parser.add_argument("--fit-min", type=int, default=None,
-                        help="fit the exponent on T >= this (default: the upper half of T)")
-    parser.add_argument("--stat", default="median", choices=("median", "min", "mean"),
-                        help="which statistic of each case's rounds to plot (default: median)")
+    parser.add_argument(
+        "--fit-min",
+        type=int,
+        default=None,
+        help="fit the exponent on T >= this (default: the upper half of T)",
+    )
+    parser.add_argument(
+        "--stat",
+        default="median",
+        choices=("median", "min", "mean"),
+        help="which statistic of each case's rounds to plot (default: median)",
+    )
     args = parser.parse_args(argv)
     try:
         rows, data = load(args.json, args.stat)
@@ -336,16 +431,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     fits = exponents(rows, args.fit_min)
     written = []
     if any(r["group"] == "block_size" for r in rows):
-        plot_lines(rows, "time_s", 1e3, f"time per call (ms, {args.stat})",
-                   "CausalSelfAttention: time per call vs block size", fits,
-                   figures / f"{stem}_time.png", plt)
+        plot_lines(
+            rows,
+            "time_s",
+            1e3,
+            f"time per call (ms, {args.stat})",
+            "CausalSelfAttention: time per call vs block size",
+            fits,
+            figures / f"{stem}_time.png",
+            plt,
+        )
         mem_rows = [r for r in rows if r.get("peak_mem_bytes")]
         if mem_rows:
-            mem_fits = exponents([{**r, "time_s": r["peak_mem_bytes"]} for r in mem_rows],
-                                 args.fit_min)
-            plot_lines(mem_rows, "peak_mem_bytes", 1 / MIB, "peak memory of one call (MiB)",
-                       "CausalSelfAttention: peak memory vs block size", mem_fits,
-                       figures / f"{stem}_memory.png", plt)
+            mem_fits = exponents(
+                [{**r, "time_s": r["peak_mem_bytes"]} for r in mem_rows], args.fit_min
+            )
+            plot_lines(
+                mem_rows,
+                "peak_mem_bytes",
+                1 / MIB,
+                "peak memory of one call (MiB)",
+                "CausalSelfAttention: peak memory vs block size",
+                mem_fits,
+                figures / f"{stem}_memory.png",
+                plt,
+            )
             written.append(figures / f"{stem}_memory.png")
         plot_ratio(rows, figures / f"{stem}_ratio.png", plt)
         written += [figures / f"{stem}_time.png", figures / f"{stem}_ratio.png"]

@@ -42,12 +42,42 @@ MFU = "MFU (% of measured peak FLOP/s)"
 RUNS_REQUIRED = ("run_id", "label", "status")
 CURVES_REQUIRED = ("run_id", "step", "val_loss")
 NUMERIC = (
-    "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size", "lr", "min_lr",
-    "max_steps", "max_tokens", "max_flops", "max_seconds", "n_params", "n_params_non_embedding",
-    "flops_per_token", "steps", "tokens", "train_flops", "train_s", "eval_s", "compile_s", "wall_s",
-    "tokens_per_s", "peak_rss_mb", "peak_gpu_mb", "peak_flops", "mfu", "final_train_loss",
-    "final_val_loss", "best_val_loss", "best_step", "seed",
-    "step", "flops", "train_loss", "val_loss",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "block_size",
+    "vocab_size",
+    "batch_size",
+    "lr",
+    "min_lr",
+    "max_steps",
+    "max_tokens",
+    "max_flops",
+    "max_seconds",
+    "n_params",
+    "n_params_non_embedding",
+    "flops_per_token",
+    "steps",
+    "tokens",
+    "train_flops",
+    "train_s",
+    "eval_s",
+    "compile_s",
+    "wall_s",
+    "tokens_per_s",
+    "peak_rss_mb",
+    "peak_gpu_mb",
+    "peak_flops",
+    "mfu",
+    "final_train_loss",
+    "final_val_loss",
+    "best_val_loss",
+    "best_step",
+    "seed",
+    "step",
+    "flops",
+    "train_loss",
+    "val_loss",
 )
 
 
@@ -178,12 +208,19 @@ def load_study(path: str | Path, runs_required: Sequence[str] = RUNS_REQUIRED) -
     plan = read_csv(path / "plan.csv", ["run_id"]) if (path / "plan.csv").is_file() else None
     if plan is not None:
         plan["run_id"] = plan["run_id"].astype(str)
-    return Study(path, runs, curves, plan, read_json(path / "env.json"),
-                 read_json(path / "corpus.json"))
+    return Study(
+        path, runs, curves, plan, read_json(path / "env.json"), read_json(path / "corpus.json")
+    )
 
 
-def add_table(section: Section, tabdir: Path, stem: str, table: pd.DataFrame, caption: str,
-              raw: pd.DataFrame | None = None) -> Path:
+def add_table(
+    section: Section,
+    tabdir: Path,
+    stem: str,
+    table: pd.DataFrame,
+    caption: str,
+    raw: pd.DataFrame | None = None,
+) -> Path:
     """Write tabdir/<stem>.md (and <stem>.csv of raw, when given); list it in the section."""
     tabdir.mkdir(parents=True, exist_ok=True)
     if raw is not None:
@@ -233,10 +270,13 @@ def md_escape(value: Any) -> str:
 
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub markdown table of df's (already formatted) cells."""
-    lines = ["| " + " | ".join(md_escape(c) for c in df.columns) + " |",
-             "| " + " | ".join("---" for _ in df.columns) + " |"]
-    lines += ["| " + " | ".join(md_escape(v) for v in row) + " |"
-              for row in df.itertuples(index=False)]
+    lines = [
+        "| " + " | ".join(md_escape(c) for c in df.columns) + " |",
+        "| " + " | ".join("---" for _ in df.columns) + " |",
+    ]
+    lines += [
+        "| " + " | ".join(md_escape(v) for v in row) + " |" for row in df.itertuples(index=False)
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -267,13 +307,22 @@ def run_cli(body: Callable[[], int]) -> int:
 
 def add_n_boot(parser: Parser) -> None:
     """--n-boot N: how many bootstrap resamples each power-law fit draws."""
-    parser.add_argument("--n-boot", type=int, default=200,
-                        help="bootstrap resamples per power-law fit (default 200)")
+    parser.add_argument(
+        "--n-boot",
+        type=int,
+        default=200,
+        help="bootstrap resamples per power-law fit (default 200)",
+    )
 
 
-def figure_main(argv: list[str] | None, prog: str, description: str,
-                build: Callable[..., Section], runs_required: Sequence[str] = RUNS_REQUIRED,
-                options: Callable[[Parser], None] | None = None) -> int:
+def figure_main(
+    argv: list[str] | None,
+    prog: str,
+    description: str,
+    build: Callable[..., Section],
+    runs_required: Sequence[str] = RUNS_REQUIRED,
+    options: Callable[[Parser], None] | None = None,
+) -> int:
     """main() of a figure-family script: load, build, print what was written and skipped.
 
     options adds the family's own flags; each one's value goes to build(study, figdir, tabdir)

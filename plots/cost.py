@@ -38,8 +38,9 @@ def plot_cost(study: Study, metric: str = "throughput", x: str = "params") -> Fi
     xcol, xlabel = X_AXES[x]
     df = _points(study, xcol, column)
     if df.empty:
-        raise common.ResultsError(f"{study.path / 'runs.csv'}: no run with both {xcol} and "
-                                  f"{column}")
+        raise common.ResultsError(
+            f"{study.path / 'runs.csv'}: no run with both {xcol} and {column}"
+        )
     fig, ax = style.new_figure(height=4.6)
     if x == "block_size":  # the same shape at different contexts: join its points
         shape_cols = [c for c in ("n_layer", "n_head", "n_embd") if c in df]
@@ -65,8 +66,9 @@ def plot_cost(study: Study, metric: str = "throughput", x: str = "params") -> Fi
         ax.set_ylim(0, max(df[column].max() * 1.15, 1))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{common.sentence(ylabel.split(' (')[0])} vs {xlabel.split(' (')[0]}"
-                 f" — study {study.name}")
+    ax.set_title(
+        f"{common.sentence(ylabel.split(' (')[0])} vs {xlabel.split(' (')[0]} — study {study.name}"
+    )
     return fig
 
 
@@ -83,10 +85,14 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
                     section.notes.append(f"no run with {column}: {metric} figures skipped")
                 continue
             path = style.save(plot_cost(study, metric, x), figdir, f"cost_{metric}_vs_{x}")
-            how = ("colour: architecture, shape: block size" if x == "params" else
-                   "colour: architecture; grey lines join runs of the same depth and width")
-            section.items.append(Item("figure", path, f"{common.sentence(what)} per run vs "
-                                      f"{xlabel}; {how}."))
+            how = (
+                "colour: architecture, shape: block size"
+                if x == "params"
+                else "colour: architecture; grey lines join runs of the same depth and width"
+            )
+            section.items.append(
+                Item("figure", path, f"{common.sentence(what)} per run vs {xlabel}; {how}.")
+            )
     return section
 
 

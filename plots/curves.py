@@ -86,8 +86,10 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
         return section
     no_curve = study.runs[~study.runs["run_id"].isin(set(curves["run_id"]))]
     if len(no_curve):
-        section.notes.append("no curve rows for " + ", ".join(
-            f"{r.label} ({r.run_id}, {r.status})" for r in no_curve.itertuples()))
+        section.notes.append(
+            "no curve rows for "
+            + ", ".join(f"{r.label} ({r.run_id}, {r.status})" for r in no_curve.itertuples())
+        )
     several = curves.groupby("label")["run_id"].nunique().max() > 1
     extra = "; bold: best run per label, faint: other runs" if several else ""
     refs = "; dashed: reference losses of the corpus" if study.references() else ""
@@ -97,8 +99,14 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
             continue
         fig = plot_curves(study, x)
         path = style.save(fig, figdir, f"curves_{x}")
-        section.items.append(Item("figure", path, f"Training (dotted) and validation (solid) "
-                                  f"loss vs {X_AXES[x]}, one line per run{extra}{refs}."))
+        section.items.append(
+            Item(
+                "figure",
+                path,
+                f"Training (dotted) and validation (solid) "
+                f"loss vs {X_AXES[x]}, one line per run{extra}{refs}.",
+            )
+        )
     return section
 
 

@@ -68,8 +68,9 @@ def plot_lr_sweep(study: Study) -> Figure:
         raise common.ResultsError(f"{study.path / 'runs.csv'}: no architecture tried two lr")
     fig, ax = style.new_figure(height=4.6)
     order = arch_order(sweep)
-    palette = dict(zip(order, sns.color_palette("colorblind" if len(order) <= 10 else "husl",
-                                                len(order))))
+    palette = dict(
+        zip(order, sns.color_palette("colorblind" if len(order) <= 10 else "husl", len(order)))
+    )
     best = chosen(sweep)
     batches = sorted(sweep["batch_size"].dropna().unique())
     dashes = {b: LINESTYLES[i % len(LINESTYLES)] for i, b in enumerate(batches)}
@@ -81,14 +82,36 @@ def plot_lr_sweep(study: Study) -> Figure:
         grp = grp.sort_values("lr")
         color = palette.get(grp["label"].iloc[0], "0.5")
         good = grp[ok.loc[grp.index]]
-        ax.plot(good["lr"], good["final_val_loss"], marker="o", ms=5, color=color,
-                ls=dashes.get(grp["batch_size"].iloc[0], "-"), zorder=3)
+        ax.plot(
+            good["lr"],
+            good["final_val_loss"],
+            marker="o",
+            ms=5,
+            color=color,
+            ls=dashes.get(grp["batch_size"].iloc[0], "-"),
+            zorder=3,
+        )
         bad = grp[~ok.loc[grp.index]]
-        ax.scatter(bad["lr"], [top] * len(bad), marker="x", s=60, color=color, lw=2, zorder=4,
-                   clip_on=False)
-    ax.scatter(best["lr"], best["final_val_loss"], marker="*", s=260, zorder=5,
-               color=[palette.get(lab, "0.5") for lab in best["label"]], edgecolor="black",
-               lw=0.8)
+        ax.scatter(
+            bad["lr"],
+            [top] * len(bad),
+            marker="x",
+            s=60,
+            color=color,
+            lw=2,
+            zorder=4,
+            clip_on=False,
+        )
+    ax.scatter(
+        best["lr"],
+        best["final_val_loss"],
+        marker="*",
+        s=260,
+        zorder=5,
+        color=[palette.get(lab, "0.5") for lab in best["label"]],
+        edgecolor="black",
+        lw=0.8,
+    )
     ax.set_xscale("log")
     tried = sorted(sweep["lr"].unique())
     if len(tried) <= 8:  # label the lrs that were tried, not just the decades
@@ -101,13 +124,25 @@ def plot_lr_sweep(study: Study) -> Figure:
     ax.set_title(f"Learning-rate sweep — study {study.name}")
     handles = [Line2D([], [], color=palette[lab], marker="o", ms=5, label=lab) for lab in order]
     if len(batches) > 1:
-        handles += [Line2D([], [], color="0.3", ls=dashes[b], label=f"batch_size {int(b)}")
-                    for b in batches]
-    handles.append(Line2D([], [], ls="", marker="*", ms=13, color="0.7", mec="black",
-                          label="chosen lr"))
+        handles += [
+            Line2D([], [], color="0.3", ls=dashes[b], label=f"batch_size {int(b)}") for b in batches
+        ]
+    handles.append(
+        Line2D([], [], ls="", marker="*", ms=13, color="0.7", mec="black", label="chosen lr")
+    )
     if (~ok).any():
-        handles.append(Line2D([], [], ls="", marker="x", ms=8, mew=2, color="0.3",
-                              label="diverged (off the scale)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="x",
+                ms=8,
+                mew=2,
+                color="0.3",
+                label="diverged (off the scale)",
+            )
+        )
     style.legend_below(fig, handles)
     return fig
 
@@ -119,14 +154,18 @@ def chosen_table(study: Study) -> pd.DataFrame:
     rows = []
     for key, grp in sweep.groupby(list(SWEEP), dropna=False):
         pick = best.loc[key] if key in best.index else None
-        rows.append({
-            "label": grp["label"].iloc[0], "batch_size": key[-1],
-            "lr tried": ", ".join(f"{v:g}" for v in sorted(grp["lr"].unique())),
-            "chosen lr": f"{pick['lr']:g}" if pick is not None else "",
-            "final_val_loss": f"{pick['final_val_loss']:.4f}" if pick is not None else "",
-            "diverged at lr": ", ".join(f"{v:g}" for v in
-                                        sorted(grp.loc[grp["status"] != "ok", "lr"])),
-        })
+        rows.append(
+            {
+                "label": grp["label"].iloc[0],
+                "batch_size": key[-1],
+                "lr tried": ", ".join(f"{v:g}" for v in sorted(grp["lr"].unique())),
+                "chosen lr": f"{pick['lr']:g}" if pick is not None else "",
+                "final_val_loss": f"{pick['final_val_loss']:.4f}" if pick is not None else "",
+                "diverged at lr": ", ".join(
+                    f"{v:g}" for v in sorted(grp.loc[grp["status"] != "ok", "lr"])
+                ),
+            }
+        )
     rank = {lab: i for i, lab in enumerate(arch_order(sweep))}
     return pd.DataFrame(rows).sort_values("label", key=lambda s: s.map(rank), kind="stable")
 
@@ -142,11 +181,23 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
         section.notes.append("no architecture was trained at two or more lr: no lr sweep")
         return section
     path = style.save(plot_lr_sweep(study), figdir, "lr_sweep")
-    section.items.append(Item("figure", path, "Final validation loss vs peak learning rate per "
-                              "architecture (log x); star: chosen lr, x: diverged runs."))
+    section.items.append(
+        Item(
+            "figure",
+            path,
+            "Final validation loss vs peak learning rate per "
+            "architecture (log x); star: chosen lr, x: diverged runs.",
+        )
+    )
     table = chosen_table(study)
-    common.add_table(section, tabdir, "lr_sweep", table, "Learning rates tried per architecture "
-                     "and the one with the lowest final validation loss.", raw=table)
+    common.add_table(
+        section,
+        tabdir,
+        "lr_sweep",
+        table,
+        "Learning rates tried per architecture and the one with the lowest final validation loss.",
+        raw=table,
+    )
     return section
 
 

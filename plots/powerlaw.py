@@ -38,8 +38,11 @@ class PowerLawFit:
     def describe(self, symbol: str = "X") -> str:
         """Multi-line text for a figure: the law and each parameter with its interval."""
         lines = [rf"$L = E + A\,{symbol}^{{-\alpha}}$"]
-        for name, tex, value in (("E", "E", self.E), ("A", "A", self.A),
-                                 ("alpha", r"\alpha", self.alpha)):
+        for name, tex, value in (
+            ("E", "E", self.E),
+            ("A", "A", self.A),
+            ("alpha", r"\alpha", self.alpha),
+        ):
             lo, hi = self.ci.get(name, (np.nan, np.nan))
             band = f"  [{common.fmt_num(lo)}, {common.fmt_num(hi)}]" if np.isfinite(lo) else ""
             lines.append(f"${tex}$ = {common.fmt_num(value)}{band}")
@@ -48,8 +51,9 @@ class PowerLawFit:
         return "\n".join(lines)
 
 
-def _solve(x: np.ndarray, y: np.ndarray, starts: list[tuple[float, float]]
-           ) -> tuple[float, float, float] | None:
+def _solve(
+    x: np.ndarray, y: np.ndarray, starts: list[tuple[float, float]]
+) -> tuple[float, float, float] | None:
     """Robust least squares on log-loss from several starts; returns (E, A, alpha) or None."""
     x0 = float(np.exp(np.mean(np.log(x))))  # centring keeps A's scale near the data
     lx, ly, ymin = np.log(x / x0), np.log(y), float(y.min())
@@ -64,8 +68,7 @@ def _solve(x: np.ndarray, y: np.ndarray, starts: list[tuple[float, float]]
         b0 = np.mean(np.maximum(y - e0, 1e-3 * ymin) * np.exp(a0 * lx))
         p0 = np.clip([e0, np.log(b0), a0], lower + 1e-9, upper - 1e-9 * max(ymin, 1))
         try:
-            res = least_squares(residuals, p0, bounds=(lower, upper), loss="soft_l1",
-                                f_scale=0.05)
+            res = least_squares(residuals, p0, bounds=(lower, upper), loss="soft_l1", f_scale=0.05)
         except (ValueError, FloatingPointError):
             continue
         if res.success and np.isfinite(res.cost) and (best is None or res.cost < best.cost):
@@ -76,9 +79,13 @@ def _solve(x: np.ndarray, y: np.ndarray, starts: list[tuple[float, float]]
     return float(e), float(np.exp(log_b) * x0**alpha), float(alpha)
 
 
-def fit_power_law(x: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0,
-                  resample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
-                  | None = None) -> PowerLawFit:
+def fit_power_law(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_boot: int = 200,
+    seed: int = 0,
+    resample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> PowerLawFit:
     """Fit L = E + A*x^-alpha; bootstrap over points (or over runs via `resample`).
 
     n_boot <= 0: no bootstrap (no intervals, no band)."""
@@ -92,8 +99,9 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0
         return fit
     if x.max() / x.min() < MIN_SPAN:
         # e.g. loss vs training FLOPs in an equal-compute study: every x is the budget.
-        fit.note = (f"fit skipped: x spans only a factor of {x.max() / x.min():.2f} "
-                    f"(need {MIN_SPAN:g})")
+        fit.note = (
+            f"fit skipped: x spans only a factor of {x.max() / x.min():.2f} (need {MIN_SPAN:g})"
+        )
         return fit
     if np.corrcoef(np.log(x), y)[0, 1] >= 0:
         fit.note = "fit skipped: the loss does not fall as x grows in these points"
@@ -110,9 +118,11 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0
         fit.note = "alpha at its bound 5: the law is not identified by these points"
     rng = np.random.default_rng(seed)
     if resample is None:
+
         def resample(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
             idx = r.integers(0, len(x), len(x))
             return x[idx], y[idx]
+
     grid = np.geomspace(x.min(), x.max(), 80)
     boots, curves = [], []
     for _ in range(n_boot):
@@ -126,8 +136,10 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0
             curves.append(p[0] + p[1] * grid ** -p[2])
     if len(boots) >= 20:
         arr = np.array(boots)
-        fit.ci = {k: (float(np.percentile(arr[:, i], 2.5)), float(np.percentile(arr[:, i], 97.5)))
-                  for i, k in enumerate(("E", "A", "alpha"))}
+        fit.ci = {
+            k: (float(np.percentile(arr[:, i], 2.5)), float(np.percentile(arr[:, i], 97.5)))
+            for i, k in enumerate(("E", "A", "alpha"))
+        }
         fit.grid = grid
         fit.band = (np.percentile(curves, 2.5, axis=0), np.percentile(curves, 97.5, axis=0))
         fit.n_boot = len(boots)

@@ -39,8 +39,10 @@ def missing_lines(study: Study) -> list[str]:
         todo = study.plan[~study.plan["run_id"].isin(set(runs["run_id"]))]
         if len(todo):
             names = todo["label"] if "label" in todo else todo["run_id"]
-            lines.append(f"{len(todo)} planned run(s) have no result yet: " + ", ".join(
-                f"{n} ({r})" for n, r in zip(names, todo["run_id"])))
+            lines.append(
+                f"{len(todo)} planned run(s) have no result yet: "
+                + ", ".join(f"{n} ({r})" for n, r in zip(names, todo["run_id"]))
+            )
     for row in runs[runs["status"] != "ok"].itertuples():
         error = getattr(row, "error", "")
         why = f": {error}" if isinstance(error, str) and error else ""
@@ -51,8 +53,10 @@ def missing_lines(study: Study) -> list[str]:
         ok = study.ok
         lost = ok[~ok["run_id"].isin(set(study.curves["run_id"]))]
         if len(lost):
-            lines.append("finished run(s) without rows in curves.csv: " + ", ".join(
-                f"{r.label} ({r.run_id})" for r in lost.itertuples()))
+            lines.append(
+                "finished run(s) without rows in curves.csv: "
+                + ", ".join(f"{r.label} ({r.run_id})" for r in lost.itertuples())
+            )
     if study.env is None:
         lines.append("no env.json: hardware and library versions unknown")
     if study.corpus is None:
@@ -71,8 +75,10 @@ def summary_lines(study: Study) -> list[str]:
     lines = [f"runs: {planned} planned, {len(runs)} finished" + (f" ({counts})" if counts else "")]
     hw = runs[[c for c in ("device", "hardware") if c in runs]].dropna().drop_duplicates()
     if len(hw):
-        lines.append("hardware: " + "; ".join(" / ".join(str(v) for v in r)
-                                              for r in hw.itertuples(index=False)))
+        lines.append(
+            "hardware: "
+            + "; ".join(" / ".join(str(v) for v in r) for r in hw.itertuples(index=False))
+        )
     for col, what in (("train_s", "training time"), ("wall_s", "wall time")):
         if col in runs and runs[col].notna().any():
             total = float(runs[col].sum())
@@ -81,11 +87,14 @@ def summary_lines(study: Study) -> list[str]:
     if study.corpus:
         for name, entry in study.corpus.items():
             if isinstance(entry, dict):
-                refs = ", ".join(f"{k} {v:.3f}" for k, v in entry.get("reference_losses",
-                                                                       {}).items())
-                lines.append(f"corpus {name}: {entry.get('n_chars', '?'):,} characters, "
-                             f"vocabulary {entry.get('vocab_size', '?')}"
-                             + (f"; reference losses (nats/char): {refs}" if refs else ""))
+                refs = ", ".join(
+                    f"{k} {v:.3f}" for k, v in entry.get("reference_losses", {}).items()
+                )
+                lines.append(
+                    f"corpus {name}: {entry.get('n_chars', '?'):,} characters, "
+                    f"vocabulary {entry.get('vocab_size', '?')}"
+                    + (f"; reference losses (nats/char): {refs}" if refs else "")
+                )
     return lines
 
 
@@ -97,9 +106,15 @@ def runs_section(study: Study, tabdir: Path) -> Section:
     if absent:
         section.notes.append(f"runs.csv has no {', '.join(absent)}: left out of the table")
     path = tables.write_all(table, tabdir, "runs")
-    section.items.append(Item("table", path, "Every run: architecture, parameters, "
-                              "hyperparameters, budget, losses (nats/char), time, throughput, "
-                              "memory and hardware (also as runs.csv and runs.tex)."))
+    section.items.append(
+        Item(
+            "table",
+            path,
+            "Every run: architecture, parameters, "
+            "hyperparameters, budget, losses (nats/char), time, throughput, "
+            "memory and hardware (also as runs.csv and runs.tex).",
+        )
+    )
     return section
 
 
@@ -110,21 +125,31 @@ def env_section(study: Study, tabdir: Path) -> Section:
         section.notes.append("no env.json")
         return section
     table = pd.DataFrame(list(flatten(study.env).items()), columns=["key", "value"])
-    common.add_table(section, tabdir, "env", table, "Hardware fingerprint, library versions and "
-                     "measured peak FLOP/s of the study (env.json).")
+    common.add_table(
+        section,
+        tabdir,
+        "env",
+        table,
+        "Hardware fingerprint, library versions and measured peak FLOP/s of the study (env.json).",
+    )
     return section
 
 
 def render(study: Study, sections: list[Section]) -> str:
     """REPORT.md text: summary, what is missing, then each section's figures and tables."""
-    out = [f"# Study `{study.name}`: report\n",
-           f"Made by `python -m plots.report {study.path}` from runs.csv, curves.csv, plan.csv, "
-           "env.json, corpus.json and the runs' samples.csv. Losses are in nats per character.\n"]
+    out = [
+        f"# Study `{study.name}`: report\n",
+        f"Made by `python -m plots.report {study.path}` from runs.csv, curves.csv, plan.csv, "
+        "env.json, corpus.json and the runs' samples.csv. Losses are in nats per character.\n",
+    ]
     out += [f"- {line}" for line in summary_lines(study)] + [""]
     missing = missing_lines(study)
     out.append("## What is missing\n")
-    out += [f"- {line}" for line in missing] if missing else ["Nothing: every planned run "
-                                                              "finished with status ok."]
+    out += (
+        [f"- {line}" for line in missing]
+        if missing
+        else ["Nothing: every planned run finished with status ok."]
+    )
     out.append("")
     n_fig = n_tab = 0
     base = study.path

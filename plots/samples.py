@@ -40,15 +40,18 @@ def samples_markdown(study: Study, samples: pd.DataFrame, max_chars: int = 400) 
     """Per prompt: label, temperature and text for every run (architectures by size)."""
     order = {lab: i for i, lab in enumerate(study.labels())}
     several = samples.groupby("label")["run_id"].nunique().max() > 1
-    out = [f"# Samples — study {study.name}\n",
-           "Every run's continuation of each prompt at each temperature (the prompt is part of "
-           "the text; line breaks shown as breaks; longer texts cut at "
-           f"{max_chars} characters).\n"]
+    out = [
+        f"# Samples — study {study.name}\n",
+        "Every run's continuation of each prompt at each temperature (the prompt is part of "
+        "the text; line breaks shown as breaks; longer texts cut at "
+        f"{max_chars} characters).\n",
+    ]
     for prompt, grp in samples.groupby("prompt", sort=False):
         shown = prompt.encode("unicode_escape").decode().replace("`", "'")
         out.append(f"## Prompt `{shown}`\n")
         grp = grp.assign(_o=grp["label"].map(order)).sort_values(
-            ["_o", "lr", "run_id", "temperature"], ascending=[True, True, True, False])
+            ["_o", "lr", "run_id", "temperature"], ascending=[True, True, True, False]
+        )
         cols = ["label", "lr", "run_id"] if several else ["label"]
         table = grp[[*cols, "temperature"]].copy()
         if "lr" in table:
@@ -65,17 +68,23 @@ def compare_table(study: Study, samples: pd.DataFrame, max_chars: int = 160) -> 
     temp = 0.8 if 0.8 in temps else temps[len(temps) // 2]
     runs = study.runs.set_index("run_id")
     loss = runs["best_val_loss"] if "best_val_loss" in runs else pd.Series(dtype=float)
-    pick = samples[samples["temperature"] == temp].assign(
-        loss=lambda d: d["run_id"].map(loss)).sort_values("loss", na_position="last")
+    pick = (
+        samples[samples["temperature"] == temp]
+        .assign(loss=lambda d: d["run_id"].map(loss))
+        .sort_values("loss", na_position="last")
+    )
     pick = pick.drop_duplicates(["prompt", "label"])
     order = {lab: i for i, lab in enumerate(study.labels())}
     pick = pick.assign(_o=pick["label"].map(order)).sort_values(["prompt", "_o"], kind="stable")
-    return pd.DataFrame({
-        "prompt": pick["prompt"].map(lambda p: p.encode("unicode_escape").decode()),
-        "temperature": pick["temperature"].map(lambda v: f"{v:g}"),
-        "label": pick["label"], "best_val_loss": pick["loss"].map(
-            lambda v: f"{v:.4f}" if pd.notna(v) else ""),
-        "text": pick["text"].map(lambda t: _shorten(t, max_chars))})
+    return pd.DataFrame(
+        {
+            "prompt": pick["prompt"].map(lambda p: p.encode("unicode_escape").decode()),
+            "temperature": pick["temperature"].map(lambda v: f"{v:g}"),
+            "label": pick["label"],
+            "best_val_loss": pick["loss"].map(lambda v: f"{v:.4f}" if pd.notna(v) else ""),
+            "text": pick["text"].map(lambda t: _shorten(t, max_chars)),
+        }
+    )
 
 
 def build(study: Study, figdir: Path, tabdir: Path, max_chars: int = 400) -> Section:
@@ -91,13 +100,25 @@ def build(study: Study, figdir: Path, tabdir: Path, max_chars: int = 400) -> Sec
     samples.to_csv(tabdir / "samples.csv", index=False)
     (tabdir / "samples.md").write_text(samples_markdown(study, samples, max_chars))
     compare = compare_table(study, samples)
-    common.add_table(section, tabdir, "samples_compare", compare, "The same prompts for every "
-                     "architecture (its best run) at temperature "
-                     f"{compare['temperature'].iloc[0]}, smallest model first.")
+    common.add_table(
+        section,
+        tabdir,
+        "samples_compare",
+        compare,
+        "The same prompts for every "
+        "architecture (its best run) at temperature "
+        f"{compare['temperature'].iloc[0]}, smallest model first.",
+    )
     temps = ", ".join(f"{t:g}" for t in sorted(samples["temperature"].unique(), reverse=True))
-    section.items.append(Item("table", tabdir / "samples.md", f"Samples of "
-                              f"{samples['run_id'].nunique()} runs at temperatures {temps}, "
-                              f"per prompt, architectures by size."))
+    section.items.append(
+        Item(
+            "table",
+            tabdir / "samples.md",
+            f"Samples of "
+            f"{samples['run_id'].nunique()} runs at temperatures {temps}, "
+            f"per prompt, architectures by size.",
+        )
+    )
     return section
 
 
@@ -107,8 +128,7 @@ def _max_chars(parser: common.Parser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m plots.samples results/<study> [--out DIR] [--max-chars N]`."""
-    return common.figure_main(argv, "python -m plots.samples", __doc__, build,
-                              options=_max_chars)
+    return common.figure_main(argv, "python -m plots.samples", __doc__, build, options=_max_chars)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ def best_points(study: Study) -> pd.DataFrame:
 
 def compute_frontier(curves: pd.DataFrame) -> pd.DataFrame:
     """Evaluations that set a new lowest validation loss at their compute (Pareto frontier)."""
-    df = curves[(curves["flops"] > 0) & curves["val_loss"].notna()].sort_values(["flops",
-                                                                                 "val_loss"])
+    df = curves[(curves["flops"] > 0) & curves["val_loss"].notna()].sort_values(
+        ["flops", "val_loss"]
+    )
     record = df["val_loss"].cummin()
     new = df["val_loss"] < record.shift(fill_value=np.inf)
     return df[new.to_numpy()][["run_id", "label", "flops", "val_loss"]].reset_index(drop=True)
@@ -56,13 +57,22 @@ def _draw_fit(ax: object, fit: PowerLawFit, symbol: str) -> None:
         if fit.band is not None:
             ax.fill_between(grid, *fit.band, color="0.5", alpha=0.25, lw=0, zorder=1)
     text = fit.describe(symbol) if fit.ok else fit.note
-    ax.text(0.98, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=9,
-            bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
+    ax.text(
+        0.98,
+        0.97,
+        text,
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=9,
+        bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9},
+    )
 
 
 @style.styled
-def plot_scaling(study: Study, stem: str = "params", fit: PowerLawFit | None = None,
-                 n_boot: int = 200) -> Figure:
+def plot_scaling(
+    study: Study, stem: str = "params", fit: PowerLawFit | None = None, n_boot: int = 200
+) -> Figure:
     """Best validation loss per label vs X (log-log): colour = label, marker = block size."""
     column, xlabel, symbol = X_VARS[stem]
     pts = best_points(study)
@@ -78,8 +88,10 @@ def plot_scaling(study: Study, stem: str = "params", fit: PowerLawFit | None = N
     _log_y(fig, ax, *style.padded(lo, hi, 0.1, 0.25))
     if len(pts):
         span = np.log10(pts[column].max() / pts[column].min())
-        ax.set_xlim(pts[column].min() / 10 ** (0.08 * span + 0.05),
-                    pts[column].max() * 10 ** (0.08 * span + 0.05))
+        ax.set_xlim(
+            pts[column].min() / 10 ** (0.08 * span + 0.05),
+            pts[column].max() * 10 ** (0.08 * span + 0.05),
+        )
     style.log_ticks(ax, "x")
     _draw_fit(ax, fit, symbol)
     ax.set_xlabel(xlabel)
@@ -106,10 +118,17 @@ def plot_frontier(study: Study, fit: PowerLawFit | None = None, n_boot: int = 20
     fig, ax = style.new_figure(height=4.6)
     palette = study.palette()
     for _, df in curves.groupby("run_id"):
-        ax.plot(df["flops"], df["val_loss"], color=palette.get(df["label"].iloc[0], "0.5"),
-                lw=1.0, alpha=0.75, zorder=2)
-    ax.step(front["flops"], front["val_loss"], where="post", color="black", lw=1.6, alpha=0.85,
-            zorder=4)
+        ax.plot(
+            df["flops"],
+            df["val_loss"],
+            color=palette.get(df["label"].iloc[0], "0.5"),
+            lw=1.0,
+            alpha=0.75,
+            zorder=2,
+        )
+    ax.step(
+        front["flops"], front["val_loss"], where="post", color="black", lw=1.6, alpha=0.85, zorder=4
+    )
     ax.set_xscale("log")
     _log_y(fig, ax, *style.padded(curves["val_loss"].min(), style.loss_top(study, curves)))
     style.log_ticks(ax, "x")
@@ -117,8 +136,11 @@ def plot_frontier(study: Study, fit: PowerLawFit | None = None, n_boot: int = 20
     ax.set_xlabel(common.FLOPS)
     ax.set_ylabel(common.VAL_LOSS)
     ax.set_title(f"Compute frontier — study {study.name}")
-    handles = [Line2D([], [], color=palette[lab], label=lab)
-               for lab in study.labels() if lab in set(curves["label"])]
+    handles = [
+        Line2D([], [], color=palette[lab], label=lab)
+        for lab in study.labels()
+        if lab in set(curves["label"])
+    ]
     handles.append(Line2D([], [], color="black", lw=2, label="frontier"))
     if fit.ok:
         handles.append(Line2D([], [], color="0.1", ls="--", lw=1.3, label="fit to frontier"))
@@ -156,14 +178,21 @@ def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Sectio
     pts = best_points(study) if "status" in study.runs else pd.DataFrame()
     for stem, (column, xlabel, _) in X_VARS.items():
         if common.missing_columns(pts, [column, "loss"]) or not (pts[column] > 0).any():
-            section.notes.append(f"no finished run with {column} and a loss: "
-                                 f"loss vs {column} skipped")
+            section.notes.append(
+                f"no finished run with {column} and a loss: loss vs {column} skipped"
+            )
             continue
         fig = plot_scaling(study, stem, n_boot=n_boot)
         fits[f"loss vs {column}"] = fig.fit
         path = style.save(fig, figdir, f"scaling_{stem}")
-        section.items.append(Item("figure", path, f"Best validation loss per architecture vs "
-                                  f"{xlabel} (log-log); {_fit_words(fig.fit)}."))
+        section.items.append(
+            Item(
+                "figure",
+                path,
+                f"Best validation loss per architecture vs "
+                f"{xlabel} (log-log); {_fit_words(fig.fit)}.",
+            )
+        )
         if not fig.fit.ok:
             section.notes.append(f"loss vs {column}: {fig.fit.note}")
     if common.missing_columns(study.curves, ["flops", "val_loss"]):
@@ -174,27 +203,42 @@ def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Sectio
         fig = plot_frontier(study, n_boot=n_boot)
         fits["frontier: loss vs flops"] = fig.fit
         path = style.save(fig, figdir, "compute_frontier")
-        section.items.append(Item("figure", path, "Validation loss vs training compute for "
-                                  "every run; black: lowest loss reached at each compute "
-                                  f"(frontier); {_fit_words(fig.fit, ' to the frontier')}."))
+        section.items.append(
+            Item(
+                "figure",
+                path,
+                "Validation loss vs training compute for "
+                "every run; black: lowest loss reached at each compute "
+                f"(frontier); {_fit_words(fig.fit, ' to the frontier')}.",
+            )
+        )
     if fits:
         table = fits_table(fits)
         shown = table.copy()
         for k in ("E", "A", "alpha"):
-            shown[k] = [f"{common.fmt_num(v, 4)} [{common.fmt_num(lo)}, {common.fmt_num(hi)}]"
-                        if np.isfinite(lo) else common.fmt_num(v, 4) for v, lo, hi in
-                        zip(table[k], table[f"{k}_lo"], table[f"{k}_hi"])]
+            shown[k] = [
+                f"{common.fmt_num(v, 4)} [{common.fmt_num(lo)}, {common.fmt_num(hi)}]"
+                if np.isfinite(lo)
+                else common.fmt_num(v, 4)
+                for v, lo, hi in zip(table[k], table[f"{k}_lo"], table[f"{k}_hi"])
+            ]
         shown = shown[["fit", "points", "E", "A", "alpha", "bootstrap", "note"]]
-        common.add_table(section, tabdir, "scaling_fits", shown, "Power-law fits "
-                         "L = E + A*X^-alpha: value [95% bootstrap interval over runs].",
-                         raw=table)
+        common.add_table(
+            section,
+            tabdir,
+            "scaling_fits",
+            shown,
+            "Power-law fits L = E + A*X^-alpha: value [95% bootstrap interval over runs].",
+            raw=table,
+        )
     return section
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m plots.scaling results/<study> [--out DIR] [--n-boot N]`."""
-    return common.figure_main(argv, "python -m plots.scaling", __doc__, build,
-                              options=common.add_n_boot)
+    return common.figure_main(
+        argv, "python -m plots.scaling", __doc__, build, options=common.add_n_boot
+    )
 
 
 if __name__ == "__main__":

@@ -18,16 +18,25 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from plots.common import Study
 
 RC = {
-    "font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "xtick.labelsize": 9,
-    "ytick.labelsize": 9, "legend.fontsize": 9, "legend.title_fontsize": 9,
-    "figure.dpi": 100, "savefig.dpi": 150, "lines.linewidth": 1.6, "axes.titleweight": "bold",
+    "font.size": 10,
+    "axes.titlesize": 10.5,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.title_fontsize": 9,
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "lines.linewidth": 1.6,
+    "axes.titleweight": "bold",
     "pdf.fonttype": 42,
 }
 FIGSIZE = (6.4, 4.0)
 
 
-def new_figure(width: float = FIGSIZE[0], height: float = FIGSIZE[1],
-               ncols: int = 1) -> tuple[Figure, Any]:
+def new_figure(
+    width: float = FIGSIZE[0], height: float = FIGSIZE[1], ncols: int = 1
+) -> tuple[Figure, Any]:
     """A Figure with the project's style (no pyplot: no global figure state to leak)."""
     with sns.axes_style("whitegrid"), matplotlib.rc_context(RC):
         fig = Figure(figsize=(width, height), layout="constrained")
@@ -37,9 +46,11 @@ def new_figure(width: float = FIGSIZE[0], height: float = FIGSIZE[1],
 
 def styled(func: Callable[..., Figure]) -> Callable[..., Figure]:
     """Run a plotting function under the project's rc settings (fonts >= 9 pt)."""
+
     def wrapper(*args: Any, **kwargs: Any) -> Figure:
         with sns.axes_style("whitegrid"), matplotlib.rc_context(RC):
             return func(*args, **kwargs)
+
     wrapper.__name__, wrapper.__doc__ = func.__name__, func.__doc__
     return wrapper
 
@@ -58,8 +69,13 @@ def log_ticks(ax: Axes, which: str = "x") -> None:
     axis = ax.xaxis if which == "x" else ax.yaxis
     lo, hi = ax.get_xlim() if which == "x" else ax.get_ylim()
     decades = np.log10(hi / lo) if lo > 0 and hi > lo else 3.0
-    subs = (1.0,) if decades >= 2 else (1.0, 2.0, 5.0) if decades >= 0.8 else \
-        tuple(float(k) for k in range(1, 10))
+    subs = (
+        (1.0,)
+        if decades >= 2
+        else (1.0, 2.0, 5.0)
+        if decades >= 0.8
+        else tuple(float(k) for k in range(1, 10))
+    )
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     plain = 0.01 <= lo and hi <= 2e4  # one style per axis: 1000 next to 10^4 reads badly
     axis.set_major_formatter(FuncFormatter(lambda v, _: _pow10(v, plain)))
@@ -79,8 +95,11 @@ def _pow10(value: float, plain: bool) -> str:
 def draw_references(ax: Axes, refs: dict[str, float], lo: float, hi: float) -> None:
     """Reference losses as dashed lines, named on a right-hand axis (never over the data)."""
     names = {"uniform": "uniform", "unigram_val": "unigram", "bigram_val": "bigram"}
-    shown = [(refs[k], f"{name} {refs[k]:.2f}") for k, name in names.items()
-             if k in refs and lo <= refs[k] <= hi]
+    shown = [
+        (refs[k], f"{name} {refs[k]:.2f}")
+        for k, name in names.items()
+        if k in refs and lo <= refs[k] <= hi
+    ]
     if not shown:
         return
     for value, _ in shown:
@@ -90,8 +109,7 @@ def draw_references(ax: Axes, refs: dict[str, float], lo: float, hi: float) -> N
     right.tick_params(axis="y", colors="0.3", labelsize=9, length=0)
 
 
-def loss_top(study: Study, shown: pd.DataFrame, columns: Sequence[str] = ("val_loss",)
-             ) -> float:
+def loss_top(study: Study, shown: pd.DataFrame, columns: Sequence[str] = ("val_loss",)) -> float:
     """Top of a loss axis: the highest loss of the finished runs, so that one diverged run
     leaves the axis at the top instead of flattening every other curve."""
     ok = shown[shown["run_id"].isin(set(study.ok["run_id"]))]
@@ -115,23 +133,44 @@ def block_markers(df: pd.DataFrame) -> dict[float, str]:
     return {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(blocks)}
 
 
-def scatter_runs(fig: Figure, ax: Axes, study: Study, df: pd.DataFrame, x: str, y: str,
-                 legend: bool = True, shape_legend: bool = True) -> None:
+def scatter_runs(
+    fig: Figure,
+    ax: Axes,
+    study: Study,
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    legend: bool = True,
+    shape_legend: bool = True,
+) -> None:
     """One point per row: colour = label, shape = block size; legend under the axes."""
     palette, marker = study.palette(), block_markers(df)
     shape = {}
     for row in df.itertuples():
         shape[row.label] = marker.get(getattr(row, "block_size", None), "o")
-        ax.scatter(getattr(row, x), getattr(row, y), s=55, zorder=3, edgecolor="black", lw=0.6,
-                   alpha=0.9,
-                   color=palette.get(row.label, "0.5"), marker=shape[row.label])
+        ax.scatter(
+            getattr(row, x),
+            getattr(row, y),
+            s=55,
+            zorder=3,
+            edgecolor="black",
+            lw=0.6,
+            alpha=0.9,
+            color=palette.get(row.label, "0.5"),
+            marker=shape[row.label],
+        )
     if not legend:
         return
-    handles = [Line2D([], [], ls="", marker=shape[lab], color=palette[lab], mec="black",
-                      label=lab) for lab in study.labels() if lab in shape]
+    handles = [
+        Line2D([], [], ls="", marker=shape[lab], color=palette[lab], mec="black", label=lab)
+        for lab in study.labels()
+        if lab in shape
+    ]
     if len(marker) > 1 and shape_legend:
-        handles += [Line2D([], [], ls="", marker=m, color="0.6", mec="black",
-                           label=f"block_size {int(b)}") for b, m in marker.items()]
+        handles += [
+            Line2D([], [], ls="", marker=m, color="0.6", mec="black", label=f"block_size {int(b)}")
+            for b, m in marker.items()
+        ]
     if handles:
         legend_below(fig, handles)
 
@@ -139,8 +178,15 @@ def scatter_runs(fig: Figure, ax: Axes, study: Study, df: pd.DataFrame, x: str, 
 def legend_below(fig: Figure, handles: list[Any], title: str | None = None) -> None:
     """A legend under the axes, so that it never hides data or reference labels."""
     ncols = min(len(handles), 3 if max(len(h.get_label()) for h in handles) > 12 else 4)
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False,
-               title=title, columnspacing=1.2, handlelength=2.2)
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=ncols,
+        frameon=False,
+        title=title,
+        columnspacing=1.2,
+        handlelength=2.2,
+    )
 
 
 def save(fig: Figure, outdir: Path, stem: str) -> Path:

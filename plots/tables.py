@@ -21,24 +21,62 @@ from plots import common
 from plots.common import Study
 
 DEFAULT_COLUMNS = (
-    "label", "n_layer", "n_head", "n_embd", "block_size", "n_params", "batch_size", "lr",
-    "budget", "steps", "tokens", "best_val_loss", "final_val_loss", "train_s", "tokens_per_s",
-    "peak_rss_mb", "mfu", "device", "hardware", "status",
+    "label",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "block_size",
+    "n_params",
+    "batch_size",
+    "lr",
+    "budget",
+    "steps",
+    "tokens",
+    "best_val_loss",
+    "final_val_loss",
+    "train_s",
+    "tokens_per_s",
+    "peak_rss_mb",
+    "mfu",
+    "device",
+    "hardware",
+    "status",
 )
 DERIVED = ("study", "budget")
 DEFAULT_SORT = ("study", "n_params", "lr")
-COUNTS = ("n_params", "n_params_non_embedding", "tokens", "train_flops", "flops_per_token",
-          "max_tokens")
-INTS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size", "steps",
-        "seed", "max_steps", "best_step", "eval_interval", "eval_iters", "warmup_steps")
+COUNTS = (
+    "n_params",
+    "n_params_non_embedding",
+    "tokens",
+    "train_flops",
+    "flops_per_token",
+    "max_tokens",
+)
+INTS = (
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "block_size",
+    "vocab_size",
+    "batch_size",
+    "steps",
+    "seed",
+    "max_steps",
+    "best_step",
+    "eval_interval",
+    "eval_iters",
+    "warmup_steps",
+)
 
 
 def _budget(row: pd.Series) -> str:
     parts = []
-    for key, fmt in (("max_steps", lambda v: f"{v:.0f} steps"),
-                     ("max_tokens", lambda v: f"{common.fmt_count(v)} tokens"),
-                     ("max_flops", lambda v: f"{v:.3g} FLOPs"),
-                     ("max_seconds", lambda v: f"{v:g} s")):
+    for key, fmt in (
+        ("max_steps", lambda v: f"{v:.0f} steps"),
+        ("max_tokens", lambda v: f"{common.fmt_count(v)} tokens"),
+        ("max_flops", lambda v: f"{v:.3g} FLOPs"),
+        ("max_seconds", lambda v: f"{v:g} s"),
+    ):
         value = row.get(key)
         if value is not None and pd.notna(value) and value != "":
             parts.append(fmt(float(value)))
@@ -56,12 +94,18 @@ def with_missing(study: Study) -> pd.DataFrame:
     todo["status"] = "missing"
     if "label" not in todo:
         todo["label"] = todo["run_id"]
-    return pd.concat([runs, todo[[c for c in todo.columns if c in runs.columns or
-                                  c == "status"]]], ignore_index=True)
+    return pd.concat(
+        [runs, todo[[c for c in todo.columns if c in runs.columns or c == "status"]]],
+        ignore_index=True,
+    )
 
 
-def comparison_table(studies: Sequence[Study], columns: Sequence[str] | None = None,
-                     sort: Sequence[str] | None = None, strict: bool = True) -> pd.DataFrame:
+def comparison_table(
+    studies: Sequence[Study],
+    columns: Sequence[str] | None = None,
+    sort: Sequence[str] | None = None,
+    strict: bool = True,
+) -> pd.DataFrame:
     """Raw values, one row per run; strict: a column absent everywhere is a ResultsError."""
     frames = []
     for study in studies:
@@ -70,15 +114,20 @@ def comparison_table(studies: Sequence[Study], columns: Sequence[str] | None = N
         df["budget"] = df.apply(_budget, axis=1)
         frames.append(df)
     table = pd.concat(frames, ignore_index=True)
-    wanted = list(columns) if columns else \
-        ([] if len(studies) == 1 else ["study"]) + list(DEFAULT_COLUMNS)
+    wanted = (
+        list(columns)
+        if columns
+        else ([] if len(studies) == 1 else ["study"]) + list(DEFAULT_COLUMNS)
+    )
     absent = [c for c in wanted if c not in table.columns]
     if absent and strict:
         where = " and ".join(str(s.path / "runs.csv") for s in studies)
-        raise common.ResultsError(f"{where}: missing column(s) {', '.join(absent)}"
-                                  + (" (choose others with --columns)" if not columns else ""))
+        raise common.ResultsError(
+            f"{where}: missing column(s) {', '.join(absent)}"
+            + (" (choose others with --columns)" if not columns else "")
+        )
     keys = []
-    for key in (sort if sort else DEFAULT_SORT):
+    for key in sort if sort else DEFAULT_SORT:
         name = key.lstrip("-")
         if name not in table.columns:
             if sort:
@@ -86,8 +135,9 @@ def comparison_table(studies: Sequence[Study], columns: Sequence[str] | None = N
             continue
         keys.append((name, not key.startswith("-")))
     if keys:
-        table = table.sort_values([k for k, _ in keys], ascending=[a for _, a in keys],
-                                  kind="stable", na_position="last")
+        table = table.sort_values(
+            [k for k, _ in keys], ascending=[a for _, a in keys], kind="stable", na_position="last"
+        )
     table = table[[c for c in wanted if c in table.columns]].reset_index(drop=True)
     for col in (*INTS, "tokens", "n_params", "n_params_non_embedding", "flops_per_token"):
         if col in table and pd.api.types.is_numeric_dtype(table[col]):
@@ -127,6 +177,7 @@ def formatted(table: pd.DataFrame) -> pd.DataFrame:
 
 def latex_table(table: pd.DataFrame) -> str:
     """A booktabs tabular of formatted cells (needs \\usepackage{booktabs})."""
+
     def esc(text: object) -> str:
         out = str(text).replace("\\", r"\textbackslash{}")
         for ch in "&%$#_{}":
@@ -134,10 +185,13 @@ def latex_table(table: pd.DataFrame) -> str:
         return out.replace("~", r"\textasciitilde{}").replace("^", r"\^{}").replace("\n", " ")
 
     cells = formatted(table)
-    align = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l"
-                    for c in table.columns)
-    lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule",
-             " & ".join(esc(c) for c in cells.columns) + r" \\", r"\midrule"]
+    align = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l" for c in table.columns)
+    lines = [
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(esc(c) for c in cells.columns) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(esc(v) for v in row) + r" \\" for row in cells.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -172,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("studies", nargs="+", help="one or more results/<study> directories")
     parser.add_argument("--format", choices=("md", "latex", "csv"), default="md")
     parser.add_argument("--columns", nargs="+", help="columns, comma- or space-separated")
-    parser.add_argument("--sort", nargs="+", help="sort keys, comma-separated; a leading - "
-                        "sorts descending (write --sort=-best_val_loss)")
+    parser.add_argument(
+        "--sort",
+        nargs="+",
+        help="sort keys, comma-separated; a leading - "
+        "sorts descending (write --sort=-best_val_loss)",
+    )
     parser.add_argument("--out", help="write to this file instead of stdout")
     args = parser.parse_args(argv)
 

@@ -19,8 +19,7 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _test_cache(tmp_path_factory: pytest.TempPathFactory,
-                monkeypatch: pytest.MonkeyPatch) -> Path:
+def _test_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own cache directory (peak FLOP/s probe, downloads): a peak measured
     while the suite loads the machine must never become the one later real studies use."""
     cache = tmp_path_factory.mktemp("cache")
@@ -28,8 +27,25 @@ def _test_cache(tmp_path_factory: pytest.TempPathFactory,
     return cache
 
 
-WORDS = ("the", "king", "and", "queen", "of", "rome", "shall", "speak", "to", "thee", "now",
-         "my", "lord", "good", "night", "sweet", "prince")
+WORDS = (
+    "the",
+    "king",
+    "and",
+    "queen",
+    "of",
+    "rome",
+    "shall",
+    "speak",
+    "to",
+    "thee",
+    "now",
+    "my",
+    "lord",
+    "good",
+    "night",
+    "sweet",
+    "prince",
+)
 
 
 def make_text(n_lines: int = 200, seed: int = 0) -> str:

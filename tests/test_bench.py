@@ -67,9 +67,20 @@ def test_fit_exponent_recovers_a_known_power_law():
 def test_fit_on_large_t_sees_the_square_behind_a_linear_term():
     # time = linear projections + quadratic scores: the large-T fit must find about 2
     T = [32, 64, 128, 256, 512, 1024, 2048]
-    rows = [dict(group="block_size", batch_size=1, n_embd=64, n_head=4, attn_impl="manual",
-                 block_size=t, time_s=1e-5 * t + 1e-7 * t * t, **{"pass": "fwd"}) for t in T]
-    (k_big, k_all, lo), = plots_bench.exponents(rows, None).values()
+    rows = [
+        dict(
+            group="block_size",
+            batch_size=1,
+            n_embd=64,
+            n_head=4,
+            attn_impl="manual",
+            block_size=t,
+            time_s=1e-5 * t + 1e-7 * t * t,
+            **{"pass": "fwd"},
+        )
+        for t in T
+    ]
+    ((k_big, k_all, lo),) = plots_bench.exponents(rows, None).values()
     assert lo == 256 and 1.75 < k_big < 2.0 and k_all < k_big
 
 
@@ -84,16 +95,43 @@ def _synthetic_json(path: Path) -> Path:
     for t in [32, 64, 128, 256, 512]:
         for pss, factor in [("fwd", 1.0), ("fwd+bwd", 3.0)]:
             for impl, speed in [("manual", 1.0), ("sdpa", 0.25)]:
-                info = dict(group="block_size", block_size=t, batch_size=2, n_embd=32, n_head=2,
-                            attn_impl=impl, tokens=2 * t, flops=4 * 2 * t * t * 32,
-                            score_tensor_bytes=2 * 2 * t * t * 4, peak_mem_bytes=3 * t * t * 16,
-                            device="cpu", hardware="Test CPU", threads=1, dtype="float32")
+                info = dict(
+                    group="block_size",
+                    block_size=t,
+                    batch_size=2,
+                    n_embd=32,
+                    n_head=2,
+                    attn_impl=impl,
+                    tokens=2 * t,
+                    flops=4 * 2 * t * t * 32,
+                    score_tensor_bytes=2 * 2 * t * t * 4,
+                    peak_mem_bytes=3 * t * t * 16,
+                    device="cpu",
+                    hardware="Test CPU",
+                    threads=1,
+                    dtype="float32",
+                )
                 info["pass"] = pss
-                benches.append(dict(name=f"x[T={t}-{pss}-{impl}]", extra_info=info,
-                                    stats=dict(median=1e-8 * t**2 * factor * speed, rounds=3)))
+                benches.append(
+                    dict(
+                        name=f"x[T={t}-{pss}-{impl}]",
+                        extra_info=info,
+                        stats=dict(median=1e-8 * t**2 * factor * speed, rounds=3),
+                    )
+                )
     for c, pss, impl in [(32, "fwd", "manual"), (32, "fwd", "sdpa")]:
-        info = dict(group="width", block_size=64, batch_size=4, n_embd=c, n_head=2,
-                    attn_impl=impl, tokens=256, flops=1e6, device="cpu", hardware="Test CPU")
+        info = dict(
+            group="width",
+            block_size=64,
+            batch_size=4,
+            n_embd=c,
+            n_head=2,
+            attn_impl=impl,
+            tokens=256,
+            flops=1e6,
+            device="cpu",
+            hardware="Test CPU",
+        )
         info["pass"] = pss
         benches.append(dict(name="w", extra_info=info, stats=dict(median=1e-3, rounds=3)))
     path.write_text(json.dumps(dict(benchmarks=benches, datetime="now")))
@@ -121,8 +159,12 @@ def test_plot_script_on_a_real_quick_run_fixture(tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "cannot read"), ("{not json", "not valid JSON"), ('{"x": 1}', "no 'benchmarks'"),
-     ('{"benchmarks": [{"name": "a", "stats": {"median": 1}}]}', "no bench/ results")],
+    [
+        (None, "cannot read"),
+        ("{not json", "not valid JSON"),
+        ('{"x": 1}', "no 'benchmarks'"),
+        ('{"benchmarks": [{"name": "a", "stats": {"median": 1}}]}', "no bench/ results"),
+    ],
 )
 def test_plot_script_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, message):
     src = tmp_path / "bad.json"
@@ -149,8 +191,19 @@ def test_plot_script_does_not_import_torch(tmp_path):
 
 # ----- the benchmark files themselves ----------------------------------------------------------
 def test_benchmarks_collect_and_run_in_quick_mode():
-    cmd = [sys.executable, "-m", "pytest", "bench", "--quick", "--benchmark-disable",
-           "--bench-threads", "1", "-q", "-p", "no:cacheprovider"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "bench",
+        "--quick",
+        "--benchmark-disable",
+        "--bench-threads",
+        "1",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = out.stdout.strip().splitlines()[-1]
@@ -160,20 +213,35 @@ def test_benchmarks_collect_and_run_in_quick_mode():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_bench_device_cuda_without_cuda_is_one_usage_error():
-    cmd = [sys.executable, "-m", "pytest", "bench", "--quick", "--benchmark-disable",
-           "--bench-device", "cuda", "-q", "-p", "no:cacheprovider"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "bench",
+        "--quick",
+        "--benchmark-disable",
+        "--bench-device",
+        "cuda",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == pytest.ExitCode.USAGE_ERROR, out.stdout[-3000:]
     expected = "ERROR: --bench-device cuda: torch has no cuda device available on this machine"
     assert out.stderr.strip() == expected
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["/no/such/recipe.yaml"], "no such file"),
-    (["--steps", "0"], "--steps must be >= 1"),
-])
-def test_profile_step_bad_input_is_one_line_exit_2(argv: list[str], message: str,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["/no/such/recipe.yaml"], "no such file"),
+        (["--steps", "0"], "--steps must be >= 1"),
+    ],
+)
+def test_profile_step_bad_input_is_one_line_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bench import profile_step
 
     assert profile_step.main(argv) == 2
@@ -181,8 +249,7 @@ def test_profile_step_bad_input_is_one_line_exit_2(argv: list[str], message: str
     assert len(lines) == 1 and message in lines[0]
 
 
-def test_store_overhead_runs_both_ways_on_the_same_data(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_store_overhead_runs_both_ways_on_the_same_data(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import store_overhead
 
     assert store_overhead.main(["--runs", "4", "--every", "2"]) == 0

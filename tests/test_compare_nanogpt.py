@@ -63,14 +63,16 @@ def test_dataset_files_follow_the_prepare_format(tmp_path: Path) -> None:
     assert [p.name for p in (other / "data" / "shakespeare_char").iterdir()] == ["val.bin"]
 
 
-LOG = "\n".join([
-    "step 0: train loss 4.1676, val loss 4.1649",
-    "iter 0: loss 4.1901, time 900.00ms, mfu -100.00%",  # includes the first evaluation
-    *[f"iter {i}: loss 3.0000, time {30 + i % 3}.00ms, mfu 0.01%" for i in range(1, 250)],
-    "step 250: train loss 2.4293, val loss 2.4447",
-    "iter 250: loss 2.5000, time 700.00ms, mfu 0.01%",  # includes an evaluation
-    "iter 251: loss 2.4000, time 31.00ms, mfu 0.01%",
-])
+LOG = "\n".join(
+    [
+        "step 0: train loss 4.1676, val loss 4.1649",
+        "iter 0: loss 4.1901, time 900.00ms, mfu -100.00%",  # includes the first evaluation
+        *[f"iter {i}: loss 3.0000, time {30 + i % 3}.00ms, mfu 0.01%" for i in range(1, 250)],
+        "step 250: train loss 2.4293, val loss 2.4447",
+        "iter 250: loss 2.5000, time 700.00ms, mfu 0.01%",  # includes an evaluation
+        "iter 251: loss 2.4000, time 31.00ms, mfu 0.01%",
+    ]
+)
 
 
 def test_tokens_per_s_charges_evaluating_iterations_the_median() -> None:
@@ -96,18 +98,33 @@ def test_a_nanogpt_checkpoint_loads_as_a_chargpt_model(tmp_path: Path) -> None:
     state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
     for i in range(cfg.n_layer):
         state[f"_orig_mod.transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, 8, 8))
-    torch.save({"model": state, "iter_num": 5, "best_val_loss": torch.tensor(2.0),
-                "model_args": {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 8,
-                               "bias": False, "vocab_size": 11, "dropout": 0.0},
-                "config": {"batch_size": 12, "device": "cpu"}}, tmp_path / "ckpt.pt")
+    torch.save(
+        {
+            "model": state,
+            "iter_num": 5,
+            "best_val_loss": torch.tensor(2.0),
+            "model_args": {
+                "n_layer": 2,
+                "n_head": 2,
+                "n_embd": 16,
+                "block_size": 8,
+                "bias": False,
+                "vocab_size": 11,
+                "dropout": 0.0,
+            },
+            "config": {"batch_size": 12, "device": "cpu"},
+        },
+        tmp_path / "ckpt.pt",
+    )
     loaded = compare.load_nanogpt_checkpoint(tmp_path / "ckpt.pt")
     idx = torch.randint(11, (3, 8))
     assert torch.equal(loaded(idx)[0], model(idx)[0])
 
 
 def test_cli_refuses_a_folder_that_is_not_a_checkout(tmp_path: Path) -> None:
-    proc = subprocess.run([*CLI, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [*CLI, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "is not a nanoGPT checkout" in proc.stderr
 
@@ -128,7 +145,12 @@ def test_each_child_gets_its_own_wall_time_and_peak_rss(tmp_path: Path) -> None:
 def test_cli_refuses_steps_nanogpt_would_not_checkpoint_at(tmp_path: Path, steps: str) -> None:
     (tmp_path / "train.py").write_text("")
     (tmp_path / "configurator.py").write_text("")
-    proc = subprocess.run([*CLI, str(tmp_path), "--steps", steps], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*CLI, str(tmp_path), "--steps", steps],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "--steps must be a positive multiple of 250" in proc.stderr
     assert not (tmp_path / "data").exists()  # nothing written

@@ -43,8 +43,11 @@ def test_tokenizer_round_trip_and_sorted_vocab(small_text: str) -> None:
 
 def test_tokenizer_unknown_character_names_it_and_its_position() -> None:
     tok = CharTokenizer.from_text("abc")
-    with pytest.raises(ValueError, match=r"character '€' \(U\+20AC\) at position 2 is not in "
-                                         r"the vocabulary of 3 characters"):
+    with pytest.raises(
+        ValueError,
+        match=r"character '€' \(U\+20AC\) at position 2 is not in "
+        r"the vocabulary of 3 characters",
+    ):
         tok.encode("ab€c")
 
 
@@ -136,7 +139,7 @@ def test_synthetic_entropy_rate_matches_empirical_estimate() -> None:
     a = len(spec.alphabet)
     ids = np.frombuffer(text.encode("ascii"), dtype=np.uint8) - ord(spec.alphabet[0])
     ctx = ids[:-2].astype(np.int64) * a + ids[1:-1]
-    joint = np.bincount(ctx * a + ids[2:], minlength=a ** 3).reshape(a * a, a).astype(float)
+    joint = np.bincount(ctx * a + ids[2:], minlength=a**3).reshape(a * a, a).astype(float)
     cond = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1)
     empirical = -(joint * np.log(np.where(cond > 0, cond, 1.0))).sum() / joint.sum()
     # Plug-in bias is ~ 64 * 7 / (2 * 200k) = 0.001 nats, sampling noise a few thousandths;
@@ -265,8 +268,7 @@ def test_describe_numbers(text_file: Path, small_text: str) -> None:
     assert [r["block_size"] for r in rows] == sorted(r["block_size"] for r in rows)
     for r in rows:
         assert r["attention_flops_per_token"] == 12 * 4 * 128 * r["block_size"]
-        assert r["attention_flops_per_token"] + r["other_flops_per_token"] == \
-            r["flops_per_token"]
+        assert r["attention_flops_per_token"] + r["other_flops_per_token"] == r["flops_per_token"]
     assert len({r["other_flops_per_token"] for r in rows}) == 1  # the 6N part ignores T
     json.dumps(d)  # JSON-ready
 
@@ -284,8 +286,9 @@ def test_format_description_shows_key_lines(text_file: Path) -> None:
     assert "bigram model (train) on val" in out and "bits" in out
 
 
-def test_cli_prints_report_and_json(text_file: Path, small_text: str,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prints_report_and_json(
+    text_file: Path, small_text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([str(text_file), "--block-size", "5", "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     assert f"length          {len(small_text):,} characters" in out
@@ -296,15 +299,19 @@ def test_cli_prints_report_and_json(text_file: Path, small_text: str,
     assert parsed["length"] == len(small_text) and parsed["batch"]["x_shape"] == [4, 8]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["no-such-corpus"], "neither a known name"),
-    (["synthetic", "--block-size", "0"], "block_size"),
-    (["synthetic", "--val-fraction", "1.5"], "val_fraction"),
-    ([], "required"),
-    (["synthetic", "--no-such-flag"], "unrecognized arguments"),
-])
-def test_cli_bad_input_exits_2_with_one_line(argv: list[str], message: str,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["no-such-corpus"], "neither a known name"),
+        (["synthetic", "--block-size", "0"], "block_size"),
+        (["synthetic", "--val-fraction", "1.5"], "val_fraction"),
+        ([], "required"),
+        (["synthetic", "--no-such-flag"], "unrecognized arguments"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -313,10 +320,19 @@ def test_cli_bad_input_exits_2_with_one_line(argv: list[str], message: str,
 
 
 def test_python_m_chargpt_describe_entry_point(tmp_path: Path) -> None:
-    env = {**os.environ, data.DATA_DIR_ENV: str(tmp_path), "XDG_CACHE_HOME": str(tmp_path),
-           data.NO_DOWNLOAD_ENV: "1"}
-    proc = subprocess.run([sys.executable, "-m", "chargpt.describe", "shakespeare"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        **os.environ,
+        data.DATA_DIR_ENV: str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path),
+        data.NO_DOWNLOAD_ENV: "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "chargpt.describe", "shakespeare"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr

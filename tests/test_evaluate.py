@@ -44,15 +44,22 @@ def test_split_loss_is_the_mean_over_every_position() -> None:
 
 
 def test_cli_scores_a_fresh_checkpoint(text_file: Path, tmp_path: Path) -> None:
-    run = RunConfig.from_dict({
-        "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8},
-        "train": {"batch_size": 8, "eval_interval": 10, "eval_iters": 2, "threads": 1},
-        "budget": {"max_steps": 20}, "data": {"corpus": str(text_file)},
-    })
+    run = RunConfig.from_dict(
+        {
+            "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8},
+            "train": {"batch_size": 8, "eval_interval": 10, "eval_iters": 2, "threads": 1},
+            "budget": {"max_steps": 20},
+            "data": {"corpus": str(text_file)},
+        }
+    )
     train(run, out_dir=tmp_path)
     ckpt = tmp_path / "ckpt.pt"
-    proc = subprocess.run([sys.executable, "-m", "chargpt.evaluate", str(ckpt)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "chargpt.evaluate", str(ckpt)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     model, tokenizer, _, _ = load_checkpoint(ckpt)
     expected, n = split_loss(model, corpus_split(str(text_file), tokenizer, 0.1, "val"))
@@ -62,14 +69,22 @@ def test_cli_scores_a_fresh_checkpoint(text_file: Path, tmp_path: Path) -> None:
     # a corpus with characters the model never saw: one line, exit 2
     other = tmp_path / "other.txt"
     other.write_text("\u00e9" * 200, encoding="utf-8")
-    bad = subprocess.run([sys.executable, "-m", "chargpt.evaluate", str(ckpt), "--corpus",
-                          str(other)], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "chargpt.evaluate", str(ckpt), "--corpus", str(other)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and "not in the vocabulary" in bad.stderr
 
 
 def test_cli_rejects_a_missing_checkpoint(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "chargpt.evaluate", str(tmp_path / "no.pt")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "chargpt.evaluate", str(tmp_path / "no.pt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'no.pt'}: no such checkpoint file"

@@ -56,17 +56,20 @@ def test_old_entries_and_forget_measure_again(_test_cache: Path) -> None:
 
 def test_concurrent_probes_keep_every_entry(_test_cache: Path) -> None:
     """Three processes, three thread counts (three cache keys), one cache file: none is lost."""
-    code = ("import sys, torch; from chargpt import measure; "
-            "torch.set_num_threads(int(sys.argv[1])); "
-            "measure.measure_peak_flops(torch.device('cpu'), seconds=0.05)")
+    code = (
+        "import sys, torch; from chargpt import measure; "
+        "torch.set_num_threads(int(sys.argv[1])); "
+        "measure.measure_peak_flops(torch.device('cpu'), seconds=0.05)"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(n)]) for n in (1, 2, 3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     entries = json.loads(cache_file(_test_cache).read_text())
     assert sorted(k.split("threads=")[1].split("|")[0] for k in entries) == ["1", "2", "3"]
 
 
-def test_an_unwritable_cache_still_measures(tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unwritable_cache_still_measures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))

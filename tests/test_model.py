@@ -146,8 +146,9 @@ def test_sample_is_seeded() -> None:
     prompt = random_ids((2, 3), 11)
 
     def draw(seed: int) -> torch.Tensor:
-        return model.sample(prompt, 30, temperature=1.0,
-                            generator=torch.Generator().manual_seed(seed))
+        return model.sample(
+            prompt, 30, temperature=1.0, generator=torch.Generator().manual_seed(seed)
+        )
 
     first = draw(0)
     assert first.shape == (2, 33) and torch.equal(first[:, :3], prompt)
@@ -172,16 +173,18 @@ def test_top_k_one_is_greedy() -> None:
     model = make_model().eval()
     prompt = random_ids((2, 4), 11)
     expected, _ = greedy(model, prompt, 20)
-    got = model.sample(prompt, 20, temperature=1.0, top_k=1,
-                       generator=torch.Generator().manual_seed(0))
+    got = model.sample(
+        prompt, 20, temperature=1.0, top_k=1, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(got, expected)
 
 
 def test_top_k_never_leaves_the_top_k() -> None:
     model = make_model(vocab_size=20).eval()
     prompt = random_ids((4, 2), 20)
-    out = model.sample(prompt, 40, temperature=2.0, top_k=3,
-                       generator=torch.Generator().manual_seed(0))
+    out = model.sample(
+        prompt, 40, temperature=2.0, top_k=3, generator=torch.Generator().manual_seed(0)
+    )
     non_greedy = 0
     with torch.no_grad():
         for step in range(2, out.shape[1]):
@@ -239,8 +242,9 @@ HAND_COUNTS = [  # bias, tie_weights, n_params
 
 @pytest.mark.parametrize("bias, tie, expected", HAND_COUNTS)
 def test_param_counts_by_hand(bias: bool, tie: bool, expected: int) -> None:
-    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=8, block_size=4, vocab_size=5, bias=bias,
-                      tie_weights=tie)
+    cfg = ModelConfig(
+        n_layer=2, n_head=2, n_embd=8, block_size=4, vocab_size=5, bias=bias, tie_weights=tie
+    )
     model = GPT(cfg)
     counts = count_params(cfg)
     assert model.num_params() == expected
@@ -256,8 +260,9 @@ def test_flops_per_token_by_hand() -> None:
     assert GPT(cfg).flops_per_token() == 6 * 1616 + 768 == 10464
     assert count_params(cfg)["flops_per_token_6n"] == 6 * 1616
     # Untied: the lm_head (40) does matmul work, the wte lookup (40) and wpe (32) do not.
-    untied = ModelConfig(n_layer=2, n_head=2, n_embd=8, block_size=4, vocab_size=5,
-                         tie_weights=False)
+    untied = ModelConfig(
+        n_layer=2, n_head=2, n_embd=8, block_size=4, vocab_size=5, tie_weights=False
+    )
     assert GPT(untied).flops_per_token() == 6 * (1688 - 40 - 32) + 768 == 6 * 1616 + 768
     default = ModelConfig(vocab_size=65)  # 4 layers, 128 wide, block 64
     counts = count_params(default)
@@ -269,12 +274,18 @@ def test_flops_per_token_by_hand() -> None:
 # ----- config checks ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n_embd=10, n_head=3), "model.n_embd: must be divisible by n_head=3, got 10"),
-    (dict(dropout=1.0), "model.dropout: must be in [0, 1), got 1.0"),
-    (dict(attn_impl="flash"), "model.attn_impl: must be one of ('manual', 'sdpa'), got 'flash'"),
-    (dict(n_layer=0), "model.n_layer: must be a positive integer, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_embd=10, n_head=3), "model.n_embd: must be divisible by n_head=3, got 10"),
+        (dict(dropout=1.0), "model.dropout: must be in [0, 1), got 1.0"),
+        (
+            dict(attn_impl="flash"),
+            "model.attn_impl: must be one of ('manual', 'sdpa'), got 'flash'",
+        ),
+        (dict(n_layer=0), "model.n_layer: must be a positive integer, got 0"),
+    ],
+)
 def test_model_config_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         ModelConfig(**kwargs)  # type: ignore[arg-type]

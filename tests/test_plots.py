@@ -23,8 +23,10 @@ N_BOOT = 40  # enough resamples for a band, few enough to keep the suite fast
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("results")
-    return {"scaling": write_results(root, "scaling"),
-            "lr": write_results(root, "lr", kind="lr_sweep", seed=1)}
+    return {
+        "scaling": write_results(root, "scaling"),
+        "lr": write_results(root, "lr", kind="lr_sweep", seed=1),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +39,20 @@ def _check_figure(fig) -> None:
     assert fig.axes
     for ax in fig.axes:
         assert ax.get_xlabel().strip() and ax.get_ylabel().strip() and ax.get_title().strip()
-        texts = [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(),
-                 *ax.get_yticklabels()]
+        texts = [
+            ax.title,
+            ax.xaxis.label,
+            ax.yaxis.label,
+            *ax.get_xticklabels(),
+            *ax.get_yticklabels(),
+        ]
         assert all(t.get_fontsize() >= 9 for t in texts if t.get_text())
     for legend in fig.legends:
         assert all(t.get_fontsize() >= 9 for t in legend.get_texts())
 
 
 # --- power-law fit -------------------------------------------------------------------------
+
 
 def test_fit_recovers_exact_law() -> None:
     x = np.geomspace(1e4, 1e7, 10)
@@ -76,8 +84,14 @@ def test_fit_too_few_points_is_skipped_with_note() -> None:
 
 
 def test_frontier_keeps_only_new_records() -> None:
-    df = pd.DataFrame({"run_id": list("aaabbb"), "label": list("aaabbb"),
-                       "flops": [0, 10, 20, 5, 15, 40], "val_loss": [4, 3, 2.5, 3.5, 3.2, 2.0]})
+    df = pd.DataFrame(
+        {
+            "run_id": list("aaabbb"),
+            "label": list("aaabbb"),
+            "flops": [0, 10, 20, 5, 15, 40],
+            "val_loss": [4, 3, 2.5, 3.5, 3.2, 2.0],
+        }
+    )
     front = scaling.compute_frontier(df)
     assert list(front["flops"]) == [5, 10, 20, 40]
     assert front["val_loss"].is_monotonic_decreasing
@@ -85,12 +99,18 @@ def test_frontier_keeps_only_new_records() -> None:
 
 # --- figures -------------------------------------------------------------------------------
 
+
 def test_figures_have_labels_units_and_fonts(loaded: dict[str, common.Study]) -> None:
     s, lr = loaded["scaling"], loaded["lr"]
-    figs = [curves.plot_curves(s, "step"), curves.plot_curves(s, "tokens"),
-            scaling.plot_scaling(s, "params", n_boot=0), scaling.plot_frontier(s, n_boot=0),
-            cost.plot_cost(s, "throughput", "params"), cost.plot_cost(s, "memory", "block_size"),
-            lr_sweep.plot_lr_sweep(lr)]
+    figs = [
+        curves.plot_curves(s, "step"),
+        curves.plot_curves(s, "tokens"),
+        scaling.plot_scaling(s, "params", n_boot=0),
+        scaling.plot_frontier(s, n_boot=0),
+        cost.plot_cost(s, "throughput", "params"),
+        cost.plot_cost(s, "memory", "block_size"),
+        lr_sweep.plot_lr_sweep(lr),
+    ]
     for fig in figs:
         _check_figure(fig)
     assert figs[0].axes[0].get_ylabel() == common.LOSS
@@ -110,20 +130,33 @@ def test_same_label_same_colour_everywhere(loaded: dict[str, common.Study]) -> N
     assert s.labels()[0] == "L1-H2-C32-T32" and s.labels()[-1] == "L12-H12-C384-T256"
     label = "L4-H4-C128-T128"
     fig = curves.plot_curves(s, "step")
-    legend = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(),
-                                              fig.legends[0].legend_handles)}
+    legend = {
+        t.get_text(): h for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)
+    }
     assert np.allclose(legend[label].get_color()[:3], palette[label][:3])
     fig = cost.plot_cost(s, "throughput", "params")
-    legend = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(),
-                                              fig.legends[0].legend_handles)}
+    legend = {
+        t.get_text(): h for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)
+    }
     assert np.allclose(np.asarray(legend[label].get_markerfacecolor())[:3], palette[label][:3])
 
 
-@pytest.mark.parametrize("module, stems", [
-    (curves, ["curves_step", "curves_tokens"]),
-    (cost, ["cost_throughput_vs_params", "cost_memory_vs_params", "cost_train_time_vs_params",
-            "cost_mfu_vs_params", "cost_throughput_vs_block_size"]),
-])
+@pytest.mark.parametrize(
+    "module, stems",
+    [
+        (curves, ["curves_step", "curves_tokens"]),
+        (
+            cost,
+            [
+                "cost_throughput_vs_params",
+                "cost_memory_vs_params",
+                "cost_train_time_vs_params",
+                "cost_mfu_vs_params",
+                "cost_throughput_vs_block_size",
+            ],
+        ),
+    ],
+)
 def test_scripts_write_png_and_pdf(module, stems, studies, tmp_path, capsys) -> None:
     assert module.main([str(studies["scaling"]), "--out", str(tmp_path)]) == 0
     for stem in stems:
@@ -134,8 +167,12 @@ def test_scripts_write_png_and_pdf(module, stems, studies, tmp_path, capsys) -> 
 
 def test_scaling_script_writes_figures_and_fits_table(studies, tmp_path) -> None:
     assert scaling.main([str(studies["scaling"]), "--out", str(tmp_path), "--n-boot", "0"]) == 0
-    for stem in ("scaling_params", "scaling_params_non_embedding", "scaling_flops",
-                 "compute_frontier"):
+    for stem in (
+        "scaling_params",
+        "scaling_params_non_embedding",
+        "scaling_flops",
+        "compute_frontier",
+    ):
         assert (tmp_path / f"{stem}.png").is_file() and (tmp_path / f"{stem}.pdf").is_file()
     fits = pd.read_csv(tmp_path / "scaling_fits.csv")
     assert {"fit", "points", "E", "A", "alpha", "alpha_lo", "alpha_hi", "note"} <= set(fits)
@@ -161,6 +198,7 @@ def test_samples_table(studies, tmp_path) -> None:
 
 # --- tables --------------------------------------------------------------------------------
 
+
 def test_table_has_documented_columns(loaded) -> None:
     table = tables.comparison_table([loaded["scaling"]])
     assert list(table.columns) == list(tables.DEFAULT_COLUMNS)
@@ -170,8 +208,20 @@ def test_table_has_documented_columns(loaded) -> None:
 
 def test_tables_cli_formats_columns_sort_and_several_studies(studies, tmp_path, capsys) -> None:
     a, b = str(studies["scaling"]), str(studies["lr"])
-    assert tables.main([a, b, "--format", "csv", "--columns", "study,label,lr,best_val_loss",
-                        "--sort=-best_val_loss"]) == 0
+    assert (
+        tables.main(
+            [
+                a,
+                b,
+                "--format",
+                "csv",
+                "--columns",
+                "study,label,lr,best_val_loss",
+                "--sort=-best_val_loss",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     df = pd.read_csv(io.StringIO(out))
     assert list(df.columns) == ["study", "label", "lr", "best_val_loss"]
@@ -189,12 +239,14 @@ def test_tables_cli_formats_columns_sort_and_several_studies(studies, tmp_path, 
 
 # --- report --------------------------------------------------------------------------------
 
+
 def test_report_on_partial_study(studies) -> None:
     path = report.build_report(common.load_study(studies["scaling"]), n_boot=N_BOOT)
     text = path.read_text()
     study = studies["scaling"]
-    for ref in [line.split("](")[1].split(")")[0] for line in text.splitlines()
-                if line.startswith("![")]:
+    for ref in [
+        line.split("](")[1].split(")")[0] for line in text.splitlines() if line.startswith("![")
+    ]:
         assert (study / ref).is_file() and (study / ref).with_suffix(".pdf").is_file()
     assert text.count("![") == 14
     missing = text.split("## What is missing")[1].split("\n## ")[0]
@@ -202,21 +254,39 @@ def test_report_on_partial_study(studies) -> None:
     assert "status error: RuntimeError" in missing
     assert "without rows in curves.csv: L2-H2-C64-T64" in missing
     assert "| loss vs n_params | 6 |" in text
-    for table in ("runs.md", "runs.csv", "runs.tex", "scaling_fits.md", "samples.md",
-                  "samples_compare.md", "env.md"):
+    for table in (
+        "runs.md",
+        "runs.csv",
+        "runs.tex",
+        "scaling_fits.md",
+        "samples.md",
+        "samples_compare.md",
+        "env.md",
+    ):
         assert (study / "tables" / table).is_file()
     env = (study / "tables" / "env.md").read_text()
     assert "| cpu_model | AMD EPYC 7B13 |" in env and "| peak_flops_float32 | 6e+10 |" in env
 
 
 def test_env_table_numbers_gpus() -> None:
-    env = {"device": "cuda", "gpus": [{"name": "NVIDIA H200", "memory_mb": 143771.0},
-                                      {"name": "NVIDIA H200", "memory_mb": 143771.0}],
-           "cuda": "12.4", "peak_flops_bfloat16": 7.1e14}
+    env = {
+        "device": "cuda",
+        "gpus": [
+            {"name": "NVIDIA H200", "memory_mb": 143771.0},
+            {"name": "NVIDIA H200", "memory_mb": 143771.0},
+        ],
+        "cuda": "12.4",
+        "peak_flops_bfloat16": 7.1e14,
+    }
     assert report.flatten(env) == {
-        "device": "cuda", "gpus.0.name": "NVIDIA H200", "gpus.0.memory_mb": "1.438e+05",
-        "gpus.1.name": "NVIDIA H200", "gpus.1.memory_mb": "1.438e+05", "cuda": "12.4",
-        "peak_flops_bfloat16": "7.1e+14"}
+        "device": "cuda",
+        "gpus.0.name": "NVIDIA H200",
+        "gpus.0.memory_mb": "1.438e+05",
+        "gpus.1.name": "NVIDIA H200",
+        "gpus.1.memory_mb": "1.438e+05",
+        "cuda": "12.4",
+        "peak_flops_bfloat16": "7.1e+14",
+    }
     assert report.flatten({"gpus": []}) == {"gpus": ""}
 
 
@@ -232,8 +302,9 @@ def test_fixture_env_has_the_runner_layout(studies) -> None:
 
 def test_report_on_bare_study(tmp_path) -> None:
     """Only a runs.csv with few columns: the report still works and says what is missing."""
-    study = write_results(tmp_path, "bare", failed=False, missing_curve=False,
-                          missing_run=False, samples=False)
+    study = write_results(
+        tmp_path, "bare", failed=False, missing_curve=False, missing_run=False, samples=False
+    )
     for name in ("curves.csv", "plan.csv", "env.json", "corpus.json"):
         (study / name).unlink()
     keep = ["run_id", "label", "status", "n_params", "lr", "best_val_loss"]
@@ -246,6 +317,7 @@ def test_report_on_bare_study(tmp_path) -> None:
 
 
 # --- bad input -----------------------------------------------------------------------------
+
 
 def _bad_cases(tmp: Path, good: Path) -> dict[str, tuple[Path, str]]:
     empty = tmp / "empty"
@@ -261,11 +333,13 @@ def _bad_cases(tmp: Path, good: Path) -> dict[str, tuple[Path, str]]:
     env.mkdir()
     (env / "runs.csv").write_text((good / "runs.csv").read_text())
     (env / "env.json").write_text("{not json")
-    return {"nodir": (tmp / "nope", "no such results directory"),
-            "noruns": (empty, "runs.csv: no such file"),
-            "columns": (cols, "runs.csv: missing column(s) status"),
-            "curves": (curve, "curves.csv: missing column(s) val_loss"),
-            "json": (env, "env.json: invalid JSON")}
+    return {
+        "nodir": (tmp / "nope", "no such results directory"),
+        "noruns": (empty, "runs.csv: no such file"),
+        "columns": (cols, "runs.csv: missing column(s) status"),
+        "curves": (curve, "curves.csv: missing column(s) val_loss"),
+        "json": (env, "env.json: invalid JSON"),
+    }
 
 
 @pytest.mark.parametrize("module", [report, curves, scaling, cost, lr_sweep, samples, tables])
@@ -279,19 +353,31 @@ def test_bad_input_exits_2_with_one_line(module, studies, tmp_path, capsys) -> N
 def test_cli_runs_as_module_without_torch(studies, tmp_path) -> None:
     """`python -m plots.report DIR` works from the repo root and never imports torch."""
     study = write_results(tmp_path, "cli", kind="lr_sweep", samples=False)
-    code = ("import runpy, sys; sys.argv = ['-m', sys.argv[1], '--n-boot', '0']\n"
-            "try:\n    runpy.run_module('plots.report', run_name='__main__', alter_sys=True)\n"
-            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
-            "assert 'torch' not in sys.modules and 'chargpt' not in sys.modules\n")
-    done = subprocess.run([sys.executable, "-c", code, str(study)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    code = (
+        "import runpy, sys; sys.argv = ['-m', sys.argv[1], '--n-boot', '0']\n"
+        "try:\n    runpy.run_module('plots.report', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules and 'chargpt' not in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(study)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     text = (study / "REPORT.md").read_text()
     assert "figures/lr_sweep.png" in text and "status diverged" in text
     assert "fit skipped: 3 distinct point(s)" in text
     assert f"`python -m plots.report {study}`" in text
-    bad = subprocess.run([sys.executable, "-m", "plots.tables", str(tmp_path / "nope")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "plots.tables", str(tmp_path / "nope")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1
 
@@ -299,18 +385,20 @@ def test_cli_runs_as_module_without_torch(studies, tmp_path) -> None:
 def test_every_module_runs_with_dash_m() -> None:
     """Each figure family, the tables and the report answer `python -m plots.X --help`."""
     names = ["report", "tables", "curves", "scaling", "cost", "lr_sweep", "samples", "bench"]
-    code = ("import contextlib, io, runpy, sys\n"
-            "for name in sys.argv[1:]:\n"
-            "    sys.argv, out = ['-m', '--help'], io.StringIO()\n"
-            "    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
-            "        runpy.run_module(f'plots.{name}', run_name='__main__', alter_sys=True)\n"
-            "    print(out.getvalue().splitlines()[0])\n")
-    done = subprocess.run([sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import contextlib, io, runpy, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    sys.argv, out = ['-m', '--help'], io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "        runpy.run_module(f'plots.{name}', run_name='__main__', alter_sys=True)\n"
+        "    print(out.getvalue().splitlines()[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *names], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     usage = done.stdout.splitlines()
-    assert [line.split()[1:4] for line in usage] == [["python", "-m", f"plots.{n}"]
-                                                     for n in names]
+    assert [line.split()[1:4] for line in usage] == [["python", "-m", f"plots.{n}"] for n in names]
 
 
 def _relabel(src: Path, dst: Path, label) -> Path:
@@ -331,8 +419,9 @@ def _relabel(src: Path, dst: Path, label) -> Path:
 
 def test_lr_sweep_groups_runner_labels_by_architecture(studies, tmp_path) -> None:
     """The runner labels an lr sweep's points `ARCH lr=0.001`: they still form one sweep."""
-    study = _relabel(studies["lr"], tmp_path / "lr_labels",
-                     lambda r: f"{r['label']} lr={r['lr']:g}")
+    study = _relabel(
+        studies["lr"], tmp_path / "lr_labels", lambda r: f"{r['label']} lr={r['lr']:g}"
+    )
     names = lr_sweep.sweeps(common.load_study(study)).groupby("label")["lr"].nunique()
     assert names.to_dict() == {"L1-H2-C32-T32": 4, "L2-H2-C64-T64": 4, "L3-H4-C96-T64": 4}
     assert lr_sweep.main([str(study), "--out", str(tmp_path / "out")]) == 0

@@ -29,25 +29,85 @@ SMOKE = REPO / "studies" / "smoke.yaml"
 
 # runs.csv columns as documented in results/README.md (the contract, typed out independently)
 DOCUMENTED_RUN_COLUMNS = [
-    "run_id", "label", "status", "stop_reason",
-    "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout", "bias", "tie_weights",
-    "attn_impl", "batch_size", "eval_interval", "eval_iters", "seed", "dtype", "compile",
-    "threads", "lr", "min_lr", "warmup_steps", "schedule", "weight_decay", "beta1", "beta2",
-    "grad_clip", "max_steps", "max_tokens", "max_flops", "max_seconds", "corpus",
-    "val_fraction", "n_params", "n_params_non_embedding", "flops_per_token", "steps", "tokens",
-    "train_flops", "train_s", "eval_s", "compile_s", "wall_s", "tokens_per_s", "peak_rss_mb",
-    "peak_gpu_mb", "peak_flops", "mfu", "final_train_loss", "final_val_loss", "best_val_loss",
-    "best_step", "device", "hardware", "error",
+    "run_id",
+    "label",
+    "status",
+    "stop_reason",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "block_size",
+    "vocab_size",
+    "dropout",
+    "bias",
+    "tie_weights",
+    "attn_impl",
+    "batch_size",
+    "eval_interval",
+    "eval_iters",
+    "seed",
+    "dtype",
+    "compile",
+    "threads",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "schedule",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "grad_clip",
+    "max_steps",
+    "max_tokens",
+    "max_flops",
+    "max_seconds",
+    "corpus",
+    "val_fraction",
+    "n_params",
+    "n_params_non_embedding",
+    "flops_per_token",
+    "steps",
+    "tokens",
+    "train_flops",
+    "train_s",
+    "eval_s",
+    "compile_s",
+    "wall_s",
+    "tokens_per_s",
+    "peak_rss_mb",
+    "peak_gpu_mb",
+    "peak_flops",
+    "mfu",
+    "final_train_loss",
+    "final_val_loss",
+    "best_val_loss",
+    "best_step",
+    "device",
+    "hardware",
+    "error",
 ]
-CURVE_COLUMNS = ["step", "tokens", "flops", "train_s", "lr", "train_loss", "val_loss",
-                 "tokens_per_s"]
+CURVE_COLUMNS = [
+    "step",
+    "tokens",
+    "flops",
+    "train_s",
+    "lr",
+    "train_loss",
+    "val_loss",
+    "tokens_per_s",
+]
 
 # The smallest runs that still train: one layer, 16 channels, 20 steps on the synthetic corpus.
 TINY_BASE: dict[str, Any] = {
     "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8},
     "optim": {"lr": 3e-3, "warmup_steps": 0},
-    "train": {"batch_size": 8, "eval_interval": 20, "eval_iters": 2, "device": "cpu",
-              "save_checkpoint": False},
+    "train": {
+        "batch_size": 8,
+        "eval_interval": 20,
+        "eval_iters": 2,
+        "device": "cpu",
+        "save_checkpoint": False,
+    },
     "budget": {"max_steps": 20},
     "data": {"corpus": "synthetic"},
 }
@@ -64,10 +124,17 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli(*args: Any, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "run_study.py", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, env=env or cli_env(), timeout=timeout)
+def cli(
+    *args: Any, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "run_study.py", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env or cli_env(),
+        timeout=timeout,
+    )
 
 
 def main(capsys: pytest.CaptureFixture[str], *args: Any) -> tuple[int, str, str]:
@@ -101,8 +168,11 @@ def result_mtimes(root: Path) -> dict[str, int]:
 
 def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
     """Every file under root: (mtime, content)."""
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def tokens_per_step(run: PlannedRun) -> int:
@@ -124,8 +194,7 @@ def worker_pids(run_dir: Path) -> list[int]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"chargpt.study.worker" in cmdline and str(run_dir).encode() in cmdline \
-                and state != "Z":
+        if b"chargpt.study.worker" in cmdline and str(run_dir).encode() in cmdline and state != "Z":
             pids.append(int(proc.name))
     return pids
 
@@ -153,8 +222,9 @@ def assert_curves_complete(root: Path, runs: list[dict[str, str]]) -> None:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str],
-                                                              Path]:
+def smoke(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("smoke") / "results"
     proc = cli(SMOKE, "--out", out)
     return proc, out / "smoke"
@@ -214,15 +284,18 @@ def test_smoke_study_end_to_end(smoke: tuple[subprocess.CompletedProcess[str], P
         sample = run.config.sample
         assert sample is not None
         assert sorted((float(s["temperature"]), s["prompt"]) for s in samples) == sorted(
-            (t, p) for t in sample.temperatures for p in sample.prompts)
+            (t, p) for t in sample.temperatures for p in sample.prompts
+        )
         assert all(s["text"] for s in samples)
         assert (d / "ckpt.pt").is_file()
     assert not [p for p in root.rglob("*.tmp")], "temp files left behind"
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        smoke: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    smoke: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     out = tmp_path / "results"
     code, stdout, stderr = main(capsys, SMOKE, "--out", out, "--dry-run")
     assert code == 0, stderr
@@ -245,8 +318,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
 
 
 def test_rerunning_a_finished_study_runs_nothing(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        smoke: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    smoke: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     _, finished = smoke
     root = tmp_path / "results" / "smoke"
     shutil.copytree(finished, root)
@@ -260,8 +335,10 @@ def test_rerunning_a_finished_study_runs_nothing(
 
 
 def test_relabelled_runs_are_relabelled_in_the_csvs_without_running(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        smoke: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    smoke: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
     # Same run_ids, new labels (as when a grid grows from one value to two and the derived
     # labels gain `lr=...`): runs.csv and curves.csv must agree with plan.csv.
     _, finished = smoke
@@ -287,26 +364,32 @@ TIMEOUT_S = 15  # the tiny runs take ~2-7 s of wall time each (mostly importing 
 
 
 @pytest.fixture(scope="module")
-def failures(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str],
-                                                                 Path, Path]:
+def failures(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
     """A study whose first three runs raise, diverge and time out; the last one is fine."""
     tmp = tmp_path_factory.mktemp("failures")
     short = tmp / "short.txt"
     short.write_text("abcdefgh" * 4)
-    study = write_study(tmp / "failures.yaml", "failures", runs=[
-        # a corpus whose validation split is shorter than one block: ValueError in training
-        {"label": "raises", "data.corpus": str(short)},
-        {"label": "diverges", "optim.lr": 1e3, "optim.grad_clip": 0},
-        {"label": "slow", "budget.max_steps": 10**8},
-        {"label": "fine"},
-    ])
+    study = write_study(
+        tmp / "failures.yaml",
+        "failures",
+        runs=[
+            # a corpus whose validation split is shorter than one block: ValueError in training
+            {"label": "raises", "data.corpus": str(short)},
+            {"label": "diverges", "optim.lr": 1e3, "optim.grad_clip": 0},
+            {"label": "slow", "budget.max_steps": 10**8},
+            {"label": "fine"},
+        ],
+    )
     # Two at a time: the fine run trains while the slow one runs into its timeout.
     proc = cli(study, "--out", tmp / "results", "--timeout", TIMEOUT_S, "--jobs", 2)
     return proc, study, tmp / "results" / "failures"
 
 
 def test_failing_runs_get_their_status_and_the_study_goes_on(
-        failures: tuple[subprocess.CompletedProcess[str], Path, Path]) -> None:
+    failures: tuple[subprocess.CompletedProcess[str], Path, Path],
+) -> None:
     proc, study, root = failures
     assert proc.returncode == 1, proc.stderr  # some run failed
     assert "Traceback" not in proc.stderr  # worker tracebacks go to the run's worker.log
@@ -335,8 +418,10 @@ def test_failing_runs_get_their_status_and_the_study_goes_on(
 
 
 def test_failed_runs_are_kept_unless_retry_failed(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        failures: tuple[subprocess.CompletedProcess[str], Path, Path]) -> None:
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    failures: tuple[subprocess.CompletedProcess[str], Path, Path],
+) -> None:
     _, study, finished = failures
     root = tmp_path / "results" / "failures"
     shutil.copytree(finished, root)
@@ -363,14 +448,19 @@ def test_failed_runs_are_kept_unless_retry_failed(
 
 def test_a_worker_killed_without_oom_evidence_is_killed_not_oom(tmp_path: Path) -> None:
     """SIGKILL from outside: the cgroup's OOM-kill counter did not move, so it is no OOM."""
-    study = write_study(tmp_path / "victim.yaml", "victim",
-                        runs=[{"label": "victim", "budget.max_steps": 10**8}])
+    study = write_study(
+        tmp_path / "victim.yaml", "victim", runs=[{"label": "victim", "budget.max_steps": 10**8}]
+    )
     (victim,) = load_study(study).runs
     run_dir = tmp_path / "results" / "victim" / "runs" / victim.run_id
     with open(tmp_path / "runner.log", "w") as log:
-        runner = subprocess.Popen([sys.executable, "run_study.py", str(study), "--out",
-                                   str(tmp_path / "results")], cwd=REPO, env=cli_env(),
-                                  stdout=log, stderr=subprocess.STDOUT)
+        runner = subprocess.Popen(
+            [sys.executable, "run_study.py", str(study), "--out", str(tmp_path / "results")],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             (worker,) = wait_for(lambda: worker_pids(run_dir), 120, "the victim's worker")
             wait_for(lambda: (run_dir / "curve.csv").exists(), 120, "training to start")
@@ -391,7 +481,9 @@ def test_failure_rule_needs_evidence_for_oom(tmp_path: Path) -> None:
     status, error = failure(-signal.SIGKILL, False, None, 1, log)
     assert status == "oom" and "OOM killer" in error and str(log) in error
     assert failure(-signal.SIGTERM, False, None, 0, log) == (
-        "killed", f"worker was killed by signal SIGTERM (see {log})")
+        "killed",
+        f"worker was killed by signal SIGTERM (see {log})",
+    )
     assert failure(-signal.SIGKILL, True, 3.0, 1, log)[0] == "timeout"  # we stopped it
     status, error = failure(3, False, None, 0, log)
     assert status == "error" and error.endswith(f"(see {log})")
@@ -401,8 +493,13 @@ def test_failure_rule_needs_evidence_for_oom(tmp_path: Path) -> None:
 def test_oom_kill_count_reads_the_cgroup_counter(tmp_path: Path, version: str) -> None:
     """The real /proc/self/cgroup, against a cgroup tree laid out like the kernel's."""
     text = "oom 4\noom_kill 3\n" if version == "v2" else "under_oom 0\noom_kill 3\n"
-    for rel in ("", *(line.split(":", 2)[2].lstrip("/")
-                      for line in Path("/proc/self/cgroup").read_text().splitlines())):
+    for rel in (
+        "",
+        *(
+            line.split(":", 2)[2].lstrip("/")
+            for line in Path("/proc/self/cgroup").read_text().splitlines()
+        ),
+    ):
         target = tmp_path / rel if version == "v2" else tmp_path / "memory" / rel
         target.mkdir(parents=True, exist_ok=True)
         (target / ("memory.events" if version == "v2" else "memory.oom_control")).write_text(text)
@@ -425,9 +522,13 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     first, second = load_study(study).runs
     seen: dict[str, Any] = {"study": study, "root": root, "plan": (first, second)}
     with open(tmp / "runner.log", "w") as log:
-        runner = subprocess.Popen([sys.executable, "run_study.py", str(study), "--out",
-                                   str(root.parent)], cwd=REPO, env=cli_env(),
-                                  stdout=log, stderr=subprocess.STDOUT)
+        runner = subprocess.Popen(
+            [sys.executable, "run_study.py", str(study), "--out", str(root.parent)],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             done = root / "runs" / first.run_id / "result.json"
             wait_for(done.exists, 120, "the first run to finish")
@@ -477,20 +578,27 @@ def test_sigkill_mid_study_then_rerun_completes(killed: dict[str, Any]) -> None:
     assert done.read_text() == killed["record"]
 
 
-def test_a_run_killed_mid_way_resumes_from_its_state_with_the_same_losses(
-        tmp_path: Path) -> None:
+def test_a_run_killed_mid_way_resumes_from_its_state_with_the_same_losses(tmp_path: Path) -> None:
     """SIGKILL the runner (its worker dies with it) after the run saved a state; re-run: the
     run goes on from that state and its curve equals an uninterrupted run's, step by step."""
-    keys = {"train.checkpoint_interval": 100, "train.eval_interval": 500,
-            "model.dropout": 0.1, "budget.max_steps": 1500}
+    keys = {
+        "train.checkpoint_interval": 100,
+        "train.eval_interval": 500,
+        "model.dropout": 0.1,
+        "budget.max_steps": 1500,
+    }
     study = write_study(tmp_path / "long.yaml", "long", runs=[{"label": "long", **keys}])
     (run,) = load_study(study).runs
     cut, whole = tmp_path / "cut", tmp_path / "whole"
     run_dir = cut / "long" / "runs" / run.run_id
     with open(tmp_path / "runner.log", "w") as log:
-        runner = subprocess.Popen([sys.executable, "run_study.py", str(study), "--out",
-                                   str(cut)], cwd=REPO, env=cli_env(), stdout=log,
-                                  stderr=subprocess.STDOUT)
+        runner = subprocess.Popen(
+            [sys.executable, "run_study.py", str(study), "--out", str(cut)],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_for((run_dir / "state.pt").exists, 120, "a saved state")
             os.kill(runner.pid, signal.SIGKILL)
@@ -511,16 +619,21 @@ def test_a_run_killed_mid_way_resumes_from_its_state_with_the_same_losses(
     assert resumed["steps"] == straight["steps"] == "1500"
     for key in ("final_train_loss", "final_val_loss", "best_val_loss"):
         assert resumed[key] == straight[key], key
-    curve = {name: [(r["step"], r["train_loss"], r["val_loss"], r["lr"])
-                    for r in read_csv(root / "long" / "runs" / run.run_id / "curve.csv")[1]]
-             for name, root in (("cut", cut), ("whole", whole))}
+    curve = {
+        name: [
+            (r["step"], r["train_loss"], r["val_loss"], r["lr"])
+            for r in read_csv(root / "long" / "runs" / run.run_id / "curve.csv")[1]
+        ]
+        for name, root in (("cut", cut), ("whole", whole))
+    }
     assert curve["cut"] == curve["whole"]
     assert not (run_dir / "state.pt").exists()  # a finished run keeps no state
     assert 0 < float(resumed["train_s"]) < float(resumed["wall_s"])
 
 
 def test_extended_grid_runs_only_new_points_then_fresh_only(
-        tmp_path: Path, killed: dict[str, Any]) -> None:
+    tmp_path: Path, killed: dict[str, Any]
+) -> None:
     assert killed["rerun"].returncode == 0
     root = tmp_path / "results" / "killed"
     shutil.copytree(killed["root"], root)
@@ -554,14 +667,24 @@ def test_extended_grid_runs_only_new_points_then_fresh_only(
 
 
 def test_second_runner_refuses_and_a_killed_holder_frees_the_lock(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     study = write_study(tmp_path / "locked.yaml", "locked")
     root = tmp_path / "results" / "locked"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from chargpt.study.store import StudyStore; s = StudyStore(Path(sys.argv[1])); s.lock(); "
-         "print('locked', flush=True); time.sleep(120)", str(root)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from chargpt.study.store import StudyStore; "
+            "s = StudyStore(Path(sys.argv[1])); s.lock(); "
+            "print('locked', flush=True); time.sleep(120)",
+            str(root),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         code, _, stderr = main(capsys, study, "--out", root.parent)
@@ -587,30 +710,66 @@ def test_second_runner_refuses_and_a_killed_holder_frees_the_lock(
 GOOD = {"name": "bad", "base": TINY_BASE}
 BAD_CASES: dict[str, tuple[Any, list[str], list[str]]] = {
     # case: (study file text or mapping, extra CLI args, substrings of the one stderr line)
-    "yaml_syntax": ("name: bad\nbase:\n  model:\n    n_layer: 1\n   n_head: 2\n", [],
-                    ["line 5", "YAML syntax error"]),
-    "duplicate_key": ("name: bad\nbase:\n  optim: {lr: 1e-3}\n  optim: {lr: 3e-3}\n", [],
-                      ["duplicate key", "'optim'", "lines 3 and 4"]),
-    "unknown_key": ({**GOOD, "base": {**TINY_BASE, "model": {"n_layr": 2}}}, [],
-                    ["base.model.n_layr", "did you mean 'n_layer'"]),
-    "unknown_grid_key": ({**GOOD, "grid": {"model.n_embed": [16, 32]}}, [],
-                         ["grid.model.n_embed", "did you mean 'model.n_embd'"]),
-    "unknown_top_key": ({**GOOD, "gird": {"optim.lr": [1e-3]}}, [],
-                        ["gird", "did you mean 'grid'"]),
-    "wrong_type": ({**GOOD, "base": {**TINY_BASE, "train": {"batch_size": "sixteen"}}}, [],
-                   ["base.train.batch_size", "expected an integer", "sixteen"]),
-    "empty_grid_list": ({**GOOD, "grid": {"optim.lr": []}}, [],
-                        ["grid.optim.lr", "at least one value"]),
-    "duplicate_value": ({**GOOD, "grid": {"optim.lr": [1e-3, 0.001]}}, [],
-                        ["grid.optim.lr[1]", "duplicate"]),
-    "duplicate_points": ({**GOOD, "runs": [{"label": "a"}, {"label": "b", "optim.lr": 3e-3}]},
-                         [], ["runs[1]", "same run as runs[0]"]),
-    "impossible_value": ({**GOOD, "grid": {"model.n_embd": [16, 17]}}, [],
-                         ["model.n_embd", "divisible by n_head=2", "17"]),
-    "missing_corpus_file": ({**GOOD, "base": {**TINY_BASE, "data": {"corpus": "NOPE"}}}, [],
-                            ["data.corpus", "no-such-corpus.txt"]),
-    "missing_shakespeare": ({**GOOD, "base": {**TINY_BASE, "data": {"corpus": "shakespeare"}}},
-                            [], ["data.corpus", "shakespeare", "CHARGPT_NO_DOWNLOAD"]),
+    "yaml_syntax": (
+        "name: bad\nbase:\n  model:\n    n_layer: 1\n   n_head: 2\n",
+        [],
+        ["line 5", "YAML syntax error"],
+    ),
+    "duplicate_key": (
+        "name: bad\nbase:\n  optim: {lr: 1e-3}\n  optim: {lr: 3e-3}\n",
+        [],
+        ["duplicate key", "'optim'", "lines 3 and 4"],
+    ),
+    "unknown_key": (
+        {**GOOD, "base": {**TINY_BASE, "model": {"n_layr": 2}}},
+        [],
+        ["base.model.n_layr", "did you mean 'n_layer'"],
+    ),
+    "unknown_grid_key": (
+        {**GOOD, "grid": {"model.n_embed": [16, 32]}},
+        [],
+        ["grid.model.n_embed", "did you mean 'model.n_embd'"],
+    ),
+    "unknown_top_key": (
+        {**GOOD, "gird": {"optim.lr": [1e-3]}},
+        [],
+        ["gird", "did you mean 'grid'"],
+    ),
+    "wrong_type": (
+        {**GOOD, "base": {**TINY_BASE, "train": {"batch_size": "sixteen"}}},
+        [],
+        ["base.train.batch_size", "expected an integer", "sixteen"],
+    ),
+    "empty_grid_list": (
+        {**GOOD, "grid": {"optim.lr": []}},
+        [],
+        ["grid.optim.lr", "at least one value"],
+    ),
+    "duplicate_value": (
+        {**GOOD, "grid": {"optim.lr": [1e-3, 0.001]}},
+        [],
+        ["grid.optim.lr[1]", "duplicate"],
+    ),
+    "duplicate_points": (
+        {**GOOD, "runs": [{"label": "a"}, {"label": "b", "optim.lr": 3e-3}]},
+        [],
+        ["runs[1]", "same run as runs[0]"],
+    ),
+    "impossible_value": (
+        {**GOOD, "grid": {"model.n_embd": [16, 17]}},
+        [],
+        ["model.n_embd", "divisible by n_head=2", "17"],
+    ),
+    "missing_corpus_file": (
+        {**GOOD, "base": {**TINY_BASE, "data": {"corpus": "NOPE"}}},
+        [],
+        ["data.corpus", "no-such-corpus.txt"],
+    ),
+    "missing_shakespeare": (
+        {**GOOD, "base": {**TINY_BASE, "data": {"corpus": "shakespeare"}}},
+        [],
+        ["data.corpus", "shakespeare", "CHARGPT_NO_DOWNLOAD"],
+    ),
     "bad_only": (GOOD, ["--only", "nosuchrun"], ["--only nosuchrun", "no run with"]),
 }
 
@@ -632,12 +791,24 @@ def bad_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             path.write_text(text.replace("NOPE", str(tmp / "no-such-corpus.txt")))
         env = cli_env()
         if case == "missing_shakespeare":
-            env.update(CHARGPT_DATA_DIR=str(empty_data), XDG_CACHE_HOME=str(empty_cache),
-                       CHARGPT_NO_DOWNLOAD="1")
+            env.update(
+                CHARGPT_DATA_DIR=str(empty_data),
+                XDG_CACHE_HOME=str(empty_cache),
+                CHARGPT_NO_DOWNLOAD="1",
+            )
         out = tmp / f"out_{case}"
-        started[case] = (path, out, subprocess.Popen(
-            [sys.executable, "run_study.py", str(path), "--out", str(out), *args], cwd=REPO,
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        started[case] = (
+            path,
+            out,
+            subprocess.Popen(
+                [sys.executable, "run_study.py", str(path), "--out", str(out), *args],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
     results = {}
     for case, (path, out, proc) in started.items():
         stdout, stderr = proc.communicate(timeout=300)
@@ -647,7 +818,8 @@ def bad_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.mark.parametrize("case", list(BAD_CASES))
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
-        case: str, bad_results: dict[str, Any]) -> None:
+    case: str, bad_results: dict[str, Any]
+) -> None:
     path, out, code, stdout, stderr = bad_results[case]
     assert code == 2, stderr
     assert "Traceback" not in stderr
@@ -661,12 +833,15 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 
 def test_chargpt_imports_without_fcntl() -> None:
     """Windows has no fcntl: nothing in chargpt may need it at import (filelock locks there)."""
-    code = ("import sys, warnings; sys.modules['fcntl'] = None; "
-            "warnings.simplefilter('ignore'); "
-            "import chargpt.study.cli, chargpt.study.runner, chargpt.study.store, "
-            "chargpt.study.worker, chargpt.measure, chargpt.train")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys, warnings; sys.modules['fcntl'] = None; "
+        "warnings.simplefilter('ignore'); "
+        "import chargpt.study.cli, chargpt.study.runner, chargpt.study.store, "
+        "chargpt.study.worker, chargpt.measure, chargpt.train"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -681,17 +856,26 @@ def test_a_results_folder_that_refuses_writes_stops_cleanly_then_resumes(tmp_pat
     the runner stops with one line, every CSV stays whole, and the next run resumes."""
     import resource
 
-    study = write_study(tmp_path / "full.yaml", "full", grid={"optim.lr": [
-        1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]}, **{"base": {**TINY_BASE,
-                                                          "budget": {"max_steps": 5}}})
+    study = write_study(
+        tmp_path / "full.yaml",
+        "full",
+        grid={"optim.lr": [1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3]},
+        **{"base": {**TINY_BASE, "budget": {"max_steps": 5}}},
+    )
     out = tmp_path / "results"
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (FSIZE_LIMIT, FSIZE_LIMIT))
 
-    proc = subprocess.run([sys.executable, "run_study.py", str(study), "--out", str(out)],
-                          cwd=REPO, env=cli_env(), capture_output=True, text=True,
-                          timeout=300, preexec_fn=limit)
+    proc = subprocess.run(
+        [sys.executable, "run_study.py", str(study), "--out", str(out)],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
     assert proc.returncode == 1, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "cannot write results" in lines[0], proc.stderr

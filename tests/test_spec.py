@@ -278,24 +278,36 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert message.startswith("line 4: YAML syntax error: ")
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    # PyYAML alone keeps the last value of a repeated key; chargpt refuses it at every level.
-    ("name: y\nbase:\n  optim: {lr: 1e-3}\n  model: {n_layer: 2}\n  optim: {lr: 3e-3}\n",
-     "duplicate key: 'optim' is given twice (lines 3 and 5)"),
-    ("name: y\nname: z\n", "duplicate key: 'name' is given twice (lines 1 and 2)"),
-    ("name: y\nbase:\n  model:\n    n_layer: 2\n    n_layer: 4\n",
-     "duplicate key: 'n_layer' is given twice (lines 4 and 5)"),
-    ("name: y\nruns:\n  - {label: a, model.n_layer: 1, model.n_layer: 2}\n",
-     "duplicate key: 'model.n_layer' is given twice (lines 3 and 3)"),
-])
-def test_duplicate_keys_are_refused_with_both_lines(tmp_path: Path, text: str,
-                                                    expected: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # PyYAML alone keeps the last value of a repeated key; chargpt refuses it at every level.
+        (
+            "name: y\nbase:\n  optim: {lr: 1e-3}\n  model: {n_layer: 2}\n  optim: {lr: 3e-3}\n",
+            "duplicate key: 'optim' is given twice (lines 3 and 5)",
+        ),
+        ("name: y\nname: z\n", "duplicate key: 'name' is given twice (lines 1 and 2)"),
+        (
+            "name: y\nbase:\n  model:\n    n_layer: 2\n    n_layer: 4\n",
+            "duplicate key: 'n_layer' is given twice (lines 4 and 5)",
+        ),
+        (
+            "name: y\nruns:\n  - {label: a, model.n_layer: 1, model.n_layer: 2}\n",
+            "duplicate key: 'model.n_layer' is given twice (lines 3 and 3)",
+        ),
+    ],
+)
+def test_duplicate_keys_are_refused_with_both_lines(
+    tmp_path: Path, text: str, expected: str
+) -> None:
     assert error(tmp_path, text) == expected
 
 
 def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
-    text = ("name: y\nbase:\n  model: &m {n_layer: 2, n_head: 2}\n"
-            "runs:\n  - {label: a, model: {<<: *m, n_layer: 3}}\n")
+    text = (
+        "name: y\nbase:\n  model: &m {n_layer: 2, n_head: 2}\n"
+        "runs:\n  - {label: a, model: {<<: *m, n_layer: 3}}\n"
+    )
     study = load_study(write(tmp_path, text))
     assert study.runs[0].config.model.n_layer == 3 and study.runs[0].config.model.n_head == 2
 
@@ -426,8 +438,7 @@ def test_skip_invalid_records_the_invalid_points(tmp_path: Path) -> None:
     assert [r.index for r in study.runs] == list(range(8))
     why = "model.n_embd: must be divisible by n_head=3"
     assert study.skipped == tuple(
-        (f"grid point {{model.n_head: 3, model.n_embd: {c}}}", f"{why}, got {c}")
-        for c in (64, 128)
+        (f"grid point {{model.n_head: 3, model.n_embd: {c}}}", f"{why}, got {c}") for c in (64, 128)
     )
 
 
@@ -455,8 +466,14 @@ def test_parse_study_and_expand_are_pure() -> None:
 
 
 def test_dotted_keys_cover_every_section() -> None:
-    assert {"model.n_layer", "optim.lr", "train.seed", "budget.max_flops", "data.corpus",
-            "sample.temperatures"} <= set(DOTTED_KEYS)
+    assert {
+        "model.n_layer",
+        "optim.lr",
+        "train.seed",
+        "budget.max_flops",
+        "data.corpus",
+        "sample.temperatures",
+    } <= set(DOTTED_KEYS)
 
 
 # ----- plan rows and budgets -------------------------------------------------------------

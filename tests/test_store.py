@@ -109,15 +109,23 @@ def test_a_failed_append_is_cut_back(tmp_path: Path) -> None:
     """A write past RLIMIT_FSIZE fails (EFBIG) part way; the file keeps its old bytes only."""
     path = tmp_path / "log.csv"
     path.write_text("a,b\n1,2\n")
-    code = ("import sys; from pathlib import Path; from chargpt.files import append_whole\n"
-            "try:\n    append_whole(Path(sys.argv[1]), '3,4\\n' * 1000)\n"
-            "except OSError as exc:\n    print(exc.errno)\n")
+    code = (
+        "import sys; from pathlib import Path; from chargpt.files import append_whole\n"
+        "try:\n    append_whole(Path(sys.argv[1]), '3,4\\n' * 1000)\n"
+        "except OSError as exc:\n    print(exc.errno)\n"
+    )
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
 
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, text=True,
-                          capture_output=True, timeout=60, preexec_fn=limit)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        preexec_fn=limit,
+    )
     assert proc.stdout.strip() == "27", proc.stderr  # EFBIG
     assert path.read_text() == "a,b\n1,2\n"
     append_whole(path, "3,4\n")  # without the limit it goes through whole

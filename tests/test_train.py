@@ -32,8 +32,14 @@ def tiny_run(corpus: str, **sections: Any) -> RunConfig:
     base: dict[str, Any] = {
         "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8},
         "optim": {"lr": 3e-3, "warmup_steps": 2},
-        "train": {"batch_size": 8, "eval_interval": 10, "eval_iters": 2, "device": "cpu",
-                  "threads": 1, "save_checkpoint": False},
+        "train": {
+            "batch_size": 8,
+            "eval_interval": 10,
+            "eval_iters": 2,
+            "device": "cpu",
+            "threads": 1,
+            "save_checkpoint": False,
+        },
         "budget": {"max_steps": 20},
         "data": {"corpus": corpus},
     }
@@ -128,17 +134,22 @@ def test_same_config_and_seed_give_identical_losses(corpus: str) -> None:
 def test_small_model_approaches_the_synthetic_entropy_floor(one_thread: None) -> None:
     """The synthetic chain's entropy rate is the best possible loss; get within 0.15 nats."""
     floor = synthetic_spec(SYNTHETIC_SEED).entropy_rate
-    run = tiny_run("synthetic", model={"n_embd": 32}, optim={"lr": 1e-2, "warmup_steps": 20},
-                   train={"batch_size": 256, "eval_interval": 300, "eval_iters": 8},
-                   budget={"max_steps": 300})
+    run = tiny_run(
+        "synthetic",
+        model={"n_embd": 32},
+        optim={"lr": 1e-2, "warmup_steps": 20},
+        train={"batch_size": 256, "eval_interval": 300, "eval_iters": 8},
+        budget={"max_steps": 300},
+    )
     result = train(run)
     assert result.status == "ok"
     assert floor - 0.02 < result.final_val_loss < floor + 0.15, (result.final_val_loss, floor)
 
 
 def test_absurd_learning_rate_is_detected_as_divergence(corpus: str) -> None:
-    run = tiny_run(corpus, optim={"lr": 1e3, "warmup_steps": 0, "grad_clip": 0.0},
-                   budget={"max_steps": 200})
+    run = tiny_run(
+        corpus, optim={"lr": 1e3, "warmup_steps": 0, "grad_clip": 0.0}, budget={"max_steps": 200}
+    )
     result = train(run)
     assert (result.status, result.stop_reason) == ("diverged", "diverged")
     assert result.steps < 200
@@ -177,28 +188,49 @@ def test_load_checkpoint_rejects_foreign_files(tmp_path: Path) -> None:
 
 def test_sampling_cli_on_a_fresh_checkpoint(corpus: str, tmp_path: Path) -> None:
     train(tiny_run(corpus, train={"save_checkpoint": True}), out_dir=tmp_path)
-    cmd = [sys.executable, "-m", "chargpt.sample", str(tmp_path / "ckpt.pt"), "--temperature",
-           "0.8", "--temperature", "0.0001", "--prompt", "The", "--prompt", "king",
-           "--max-new-tokens", "30", "--seed", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "chargpt.sample",
+        str(tmp_path / "ckpt.pt"),
+        "--temperature",
+        "0.8",
+        "--temperature",
+        "0.0001",
+        "--prompt",
+        "The",
+        "--prompt",
+        "king",
+        "--max-new-tokens",
+        "30",
+        "--seed",
+        "3",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("=== temperature") == 4
     assert "prompt 'king'" in out.stdout
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert again.stdout == out.stdout  # seeded
-    bad = subprocess.run(cmd[:4] + ["--prompt", "Zebra\u00e9"], capture_output=True, text=True,
-                         cwd=REPO, timeout=120)
+    bad = subprocess.run(
+        cmd[:4] + ["--prompt", "Zebra\u00e9"], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert bad.returncode == 2 and "not in the vocabulary" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_run_writes_samples_when_asked(corpus: str, tmp_path: Path) -> None:
-    run = tiny_run(corpus, sample={"temperatures": [1.0, 0.5], "prompts": ["The", "a"],
-                                   "max_new_tokens": 12})
+    run = tiny_run(
+        corpus, sample={"temperatures": [1.0, 0.5], "prompts": ["The", "a"], "max_new_tokens": 12}
+    )
     train(run, out_dir=tmp_path)
     rows = read_curve(tmp_path / "samples.csv")
     assert [(r["temperature"], r["prompt"]) for r in rows] == [
-        ("1.0", "The"), ("1.0", "a"), ("0.5", "The"), ("0.5", "a")]
+        ("1.0", "The"),
+        ("1.0", "a"),
+        ("0.5", "The"),
+        ("0.5", "a"),
+    ]
     assert all(len(r["text"]) == 12 for r in rows)
 
 
@@ -230,16 +262,19 @@ def test_compilation_is_timed_apart_from_training(corpus: str) -> None:
 
 
 # ----- bad configs -------------------------------------------------------------------------
-@pytest.mark.parametrize("data, message", [
-    ({"modle": {}}, "modle: unknown section (did you mean 'model'?)"),
-    ({"optim": {"lr": -1}}, "optim.lr: must be a positive number, got -1.0"),
-    ({"optim": {"lr": 1e-3, "min_lr": 1e-2}}, "optim.min_lr: must be in [0, lr=0.001]"),
-    ({"budget": {}}, "budget: set at least one of max_steps"),
-    ({"budget": {"max_tokens": 0}}, "budget.max_tokens: must be positive"),
-    ({"train": {"device": "gpu"}}, "train.device: must be one of"),
-    ({"train": {"batch_size": "many"}}, "train.batch_size: expected an integer, got 'many'"),
-    ({"optim": {"schedule": "linear"}}, "optim.schedule: must be one of"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"modle": {}}, "modle: unknown section (did you mean 'model'?)"),
+        ({"optim": {"lr": -1}}, "optim.lr: must be a positive number, got -1.0"),
+        ({"optim": {"lr": 1e-3, "min_lr": 1e-2}}, "optim.min_lr: must be in [0, lr=0.001]"),
+        ({"budget": {}}, "budget: set at least one of max_steps"),
+        ({"budget": {"max_tokens": 0}}, "budget.max_tokens: must be positive"),
+        ({"train": {"device": "gpu"}}, "train.device: must be one of"),
+        ({"train": {"batch_size": "many"}}, "train.batch_size: expected an integer, got 'many'"),
+        ({"optim": {"schedule": "linear"}}, "optim.schedule: must be one of"),
+    ],
+)
 def test_bad_configs_are_rejected_with_their_key(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         RunConfig.from_dict(data)
@@ -308,9 +343,13 @@ def test_lean_adamw_matches_torch_adamw_step_by_step() -> None:
     opt = make_optimizer(ours, optim)
     params = list(ref.parameters())
     torch_opt = torch.optim.AdamW(
-        [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-        lr=1e-2, betas=(0.8, 0.95))
+        [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=1e-2,
+        betas=(0.8, 0.95),
+    )
     for step in range(5):
         x = torch.randint(11, (4, 8))
         for model in (ours, ref):
@@ -340,9 +379,11 @@ def test_training_process_stays_lean(text_file: Path) -> None:
         "train(run)\n"
         "heavy = [m for m in ('pandas', 'matplotlib', 'seaborn', 'torch._dynamo') "
         "if m in sys.modules]\n"
-        "print(heavy)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         timeout=120)
+        "print(heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
@@ -363,11 +404,15 @@ def test_train_restores_the_callers_thread_count(corpus: str) -> None:
 
 # ----- resumable state ---------------------------------------------------------------------
 def test_a_run_stopped_mid_way_goes_on_from_its_state_with_the_same_losses(
-        corpus: str, tmp_path: Path) -> None:
+    corpus: str, tmp_path: Path
+) -> None:
     """Dropout on, so the RNG state matters; stop at step 50 (state saved at 40), go on."""
-    run = tiny_run(corpus, model={"dropout": 0.1},
-                   train={"eval_interval": 25, "checkpoint_interval": 20},
-                   budget={"max_steps": 100})
+    run = tiny_run(
+        corpus,
+        model={"dropout": 0.1},
+        train={"eval_interval": 25, "checkpoint_interval": 20},
+        budget={"max_steps": 100},
+    )
     whole: list[dict[str, Any]] = []
     ref = train(run, sinks=[whole.append], out_dir=tmp_path / "whole")
 
@@ -384,15 +429,20 @@ def test_a_run_stopped_mid_way_goes_on_from_its_state_with_the_same_losses(
     resumed_rows: list[dict[str, Any]] = []
     res = train(run, sinks=[resumed_rows.append], out_dir=tmp_path / "cut")
     assert res.resumes == 1 and ref.resumes == 0
-    assert [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in resumed_rows] == \
-        [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in whole]
-    assert (res.final_val_loss, res.best_val_loss, res.steps) == \
-        (ref.final_val_loss, ref.best_val_loss, ref.steps)
+    assert [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in resumed_rows] == [
+        (r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in whole
+    ]
+    assert (res.final_val_loss, res.best_val_loss, res.steps) == (
+        ref.final_val_loss,
+        ref.best_val_loss,
+        ref.steps,
+    )
     assert res.train_s > 0 and res.wall_s > res.train_s
 
 
-def test_a_foreign_or_damaged_state_is_set_aside(corpus: str, tmp_path: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_a_foreign_or_damaged_state_is_set_aside(
+    corpus: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     run = tiny_run(corpus, budget={"max_steps": 10})
     (tmp_path / "state.pt").write_bytes(b"not a state")
     result = train(run, out_dir=tmp_path)

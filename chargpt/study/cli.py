@@ -13,22 +13,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     p = ArgumentParser(
         prog="python run_study.py",
-        description="Train every run of a YAML study and write results/<study>/ (CSV, JSON).")
+        description="Train every run of a YAML study and write results/<study>/ (CSV, JSON).",
+    )
     p.add_argument("study", help="study file, e.g. studies/scaling.yaml")
     p.add_argument("--out", default="results", help="results root (default: results)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded plan and exit")
-    p.add_argument("--only", nargs="+", default=[], metavar="RUN_ID|LABEL",
-                   help="run only these runs (by run_id or label)")
-    p.add_argument("--fresh", action="store_true",
-                   help="delete the study's previous results first")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="run failed runs (oom, error, timeout) again")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="RUN_ID|LABEL",
+        help="run only these runs (by run_id or label)",
+    )
+    p.add_argument("--fresh", action="store_true", help="delete the study's previous results first")
+    p.add_argument(
+        "--retry-failed", action="store_true", help="run failed runs (oom, error, timeout) again"
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="stop a run that takes longer than this (status timeout)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop a run that takes longer than this (status timeout)",
+    )
     p.add_argument("--quiet", action="store_true", help="plain log lines, no progress bars")
-    p.add_argument("--reprobe", action="store_true",
-                   help="measure the peak FLOP/s (MFU's reference) again; best on an idle machine")
+    p.add_argument(
+        "--reprobe",
+        action="store_true",
+        help="measure the peak FLOP/s (MFU's reference) again; best on an idle machine",
+    )
     return p.parse_args(argv)
 
 
@@ -40,9 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     from chargpt.study.spec import StudyError
     from chargpt.study.store import ResultsUnwritable, StudyLocked
 
-    opts = Options(out=Path(args.out), dry_run=args.dry_run, only=tuple(args.only),
-                   fresh=args.fresh, retry_failed=args.retry_failed, jobs=args.jobs,
-                   timeout_s=args.timeout, reprobe=args.reprobe)
+    opts = Options(
+        out=Path(args.out),
+        dry_run=args.dry_run,
+        only=tuple(args.only),
+        fresh=args.fresh,
+        retry_failed=args.retry_failed,
+        jobs=args.jobs,
+        timeout_s=args.timeout,
+        reprobe=args.reprobe,
+    )
     bars = not args.quiet and sys.stderr.isatty()
     try:
         return run_study(args.study, opts, TqdmReporter() if bars else LogReporter())

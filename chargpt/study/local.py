@@ -33,9 +33,15 @@ def _die_with_parent() -> None:
 class WorkerProcess:
     """A running `python -m chargpt.study.worker` for one run."""
 
-    def __init__(self, run_id: str, label: str, run_dir: Path, threads: int | None,
-                 timeout_s: float | None, events: queue.Queue[tuple[str, dict[str, Any]]]
-                 ) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        label: str,
+        run_dir: Path,
+        threads: int | None,
+        timeout_s: float | None,
+        events: queue.Queue[tuple[str, dict[str, Any]]],
+    ) -> None:
         self.run_id = run_id
         self.timeout_s = timeout_s
         self.killed_for_timeout = False
@@ -43,15 +49,22 @@ class WorkerProcess:
         if threads:
             cmd += ["--threads", str(threads)]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                          env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
+        )
         self.log_path = run_dir / "worker.log"
         self._log = open(self.log_path, "w")
         self.oom_kills_before = oom_kill_count()
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, text=True,
-            env=env, start_new_session=True,  # Ctrl-C reaches the runner, which stops workers
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches the runner, which stops workers
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         self.started = time.monotonic()
         self._reader = threading.Thread(target=self._read, args=(events,), daemon=True)
         self._reader.start()
@@ -98,8 +111,13 @@ class WorkerProcess:
             self.proc.wait()
 
 
-def failure(code: int, killed_for_timeout: bool, timeout_s: float | None,
-            oom_kills: int | None, log_path: Path) -> tuple[str, str]:
+def failure(
+    code: int,
+    killed_for_timeout: bool,
+    timeout_s: float | None,
+    oom_kills: int | None,
+    log_path: Path,
+) -> tuple[str, str]:
     """(status, error) for a worker that ended without writing its result.
 
     oom_kills is how much the cgroup's OOM-kill counter rose while the worker ran (None if
@@ -110,7 +128,9 @@ def failure(code: int, killed_for_timeout: bool, timeout_s: float | None,
     if code < 0:
         name = signal.Signals(-code).name
         if oom_kills:
-            return OOM, (f"worker was killed by {name}: the kernel's OOM killer killed "
-                         f"{oom_kills} process(es) in this cgroup meanwhile (see {log_path})")
+            return OOM, (
+                f"worker was killed by {name}: the kernel's OOM killer killed "
+                f"{oom_kills} process(es) in this cgroup meanwhile (see {log_path})"
+            )
         return KILLED, f"worker was killed by signal {name} (see {log_path})"
     return ERROR, f"worker exited with code {code} without writing a result (see {log_path})"

@@ -24,8 +24,12 @@ class LogReporter:
 
     def start(self, total: int, already_done: int) -> None:
         self.total, self.done = total, already_done
-        log.info("%d runs in the plan, %d already done, %d to run", total, already_done,
-                 total - already_done)
+        log.info(
+            "%d runs in the plan, %d already done, %d to run",
+            total,
+            already_done,
+            total - already_done,
+        )
 
     def run_started(self, run_id: str, label: str) -> None:
         self._last[run_id] = time.monotonic()
@@ -37,14 +41,27 @@ class LogReporter:
         if self.verbose and now - self._last.get(run_id, 0.0) >= self.every_s:
             self._last[run_id] = now
             total = info.get("total_steps") or "?"
-            log.info("  %s: step %s/%s, loss %.4f, %.0f tokens/s", label, info["step"], total,
-                     info["loss"], info["tokens_per_s"])
+            log.info(
+                "  %s: step %s/%s, loss %.4f, %.0f tokens/s",
+                label,
+                info["step"],
+                total,
+                info["loss"],
+                info["tokens_per_s"],
+            )
 
     def run_finished(self, run_id: str, label: str, record: dict[str, Any]) -> None:
         self.done += 1
         self._last.pop(run_id, None)
-        log.info("[%d/%d] %s %s (%s): %s", self.done, self.total, record.get("status"), label,
-                 run_id, _summary(record))
+        log.info(
+            "[%d/%d] %s %s (%s): %s",
+            self.done,
+            self.total,
+            record.get("status"),
+            label,
+            run_id,
+            _summary(record),
+        )
 
     def close(self) -> None:
         pass
@@ -63,13 +80,26 @@ class TqdmReporter(LogReporter):
 
     def start(self, total: int, already_done: int) -> None:
         super().start(total, already_done)
-        self._study = self._tqdm(total=total, initial=already_done, desc="study", unit="run",
-                                 position=0, file=sys.stderr, dynamic_ncols=True)
+        self._study = self._tqdm(
+            total=total,
+            initial=already_done,
+            desc="study",
+            unit="run",
+            position=0,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def run_started(self, run_id: str, label: str) -> None:
-        self._bars[run_id] = self._tqdm(total=None, desc=label[:28], unit="step", leave=False,
-                                        position=len(self._bars) + 1, file=sys.stderr,
-                                        dynamic_ncols=True)
+        self._bars[run_id] = self._tqdm(
+            total=None,
+            desc=label[:28],
+            unit="step",
+            leave=False,
+            position=len(self._bars) + 1,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def progress(self, run_id: str, label: str, info: dict[str, Any]) -> None:
         bar = self._bars.get(run_id)
@@ -78,8 +108,9 @@ class TqdmReporter(LogReporter):
         if info.get("total_steps") and bar.total != info["total_steps"]:
             bar.total = info["total_steps"]
         bar.update(info["step"] - bar.n)
-        bar.set_postfix(loss=f"{info['loss']:.3f}", tok_s=f"{info['tokens_per_s']:.0f}",
-                        refresh=False)
+        bar.set_postfix(
+            loss=f"{info['loss']:.3f}", tok_s=f"{info['tokens_per_s']:.0f}", refresh=False
+        )
 
     def run_finished(self, run_id: str, label: str, record: dict[str, Any]) -> None:
         bar = self._bars.pop(run_id, None)
@@ -98,6 +129,8 @@ class TqdmReporter(LogReporter):
 
 def _summary(record: dict[str, Any]) -> str:
     if record.get("status") in FINISHED:
-        return (f"best val {float(record['best_val_loss']):.4f}, "
-                f"{float(record['train_s']):.1f} s, {float(record['tokens_per_s']):.0f} tokens/s")
+        return (
+            f"best val {float(record['best_val_loss']):.4f}, "
+            f"{float(record['train_s']):.1f} s, {float(record['tokens_per_s']):.0f} tokens/s"
+        )
     return str(record.get("error", ""))

@@ -46,11 +46,14 @@ def corpus_facts(data: DataConfig) -> dict[str, Any]:
 
     splits = load_splits(data)
     vocab_size = splits.tokenizer.vocab_size
-    return {"n_chars": splits.n_chars, "vocab_size": vocab_size,
-            "train_tokens": len(splits.train), "val_tokens": len(splits.val),
-            "val_fraction": data.val_fraction,
-            "reference_losses": reference_losses(splits.train.numpy(), splits.val.numpy(),
-                                                 vocab_size)}
+    return {
+        "n_chars": splits.n_chars,
+        "vocab_size": vocab_size,
+        "train_tokens": len(splits.train),
+        "val_tokens": len(splits.val),
+        "val_fraction": data.val_fraction,
+        "reference_losses": reference_losses(splits.train.numpy(), splits.val.numpy(), vocab_size),
+    }
 
 
 def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun], dict[str, Any]]:
@@ -71,8 +74,10 @@ def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun
         missing = sorted(wanted - known)
         if missing:
             labels = ", ".join(sorted({r.label for r in study.runs}))
-            raise InputError(f"{source}: --only {missing[0]}: no run with that run_id or label "
-                             f"(labels: {labels})")
+            raise InputError(
+                f"{source}: --only {missing[0]}: no run with that run_id or label "
+                f"(labels: {labels})"
+            )
     corpora: dict[str, Any] = {}
     for run in runs:
         key = run.config.data.corpus
@@ -84,8 +89,10 @@ def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun
             raise InputError(f"{source}: data.corpus: {exc}") from None
         vocab = run.config.model.vocab_size
         if vocab is not None and vocab != corpora[key]["vocab_size"]:
-            raise InputError(f"{source}: model.vocab_size: {vocab} does not match corpus "
-                             f"{key!r} ({corpora[key]['vocab_size']} characters)")
+            raise InputError(
+                f"{source}: model.vocab_size: {vocab} does not match corpus "
+                f"{key!r} ({corpora[key]['vocab_size']} characters)"
+            )
     # A plan made for a GPU still prints on a laptop: only a real run needs the device.
     for device in [] if opts.dry_run else sorted({r.config.train.device for r in runs}):
         try:
@@ -95,26 +102,53 @@ def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun
     return runs, corpora
 
 
-def plan_table(study: spec.Study, runs: list[spec.PlannedRun], vocab: dict[str, int],
-               store: StudyStore | None) -> str:
+def plan_table(
+    study: spec.Study, runs: list[spec.PlannedRun], vocab: dict[str, int], store: StudyStore | None
+) -> str:
     """The expanded plan as an aligned text table (for --dry-run)."""
     from chargpt.model import count_params
 
-    header = ["run_id", "label", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "lr",
-              "params", "FLOPs/token", "budget", "status"]
+    header = [
+        "run_id",
+        "label",
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "block_size",
+        "batch_size",
+        "lr",
+        "params",
+        "FLOPs/token",
+        "budget",
+        "status",
+    ]
     rows = [header]
     for r in runs:
         m, t = r.config.model, r.config.train
-        counts = count_params(m.__class__(**{**m.to_dict(),
-                                             "vocab_size": vocab[r.config.data.corpus]}))
+        counts = count_params(
+            m.__class__(**{**m.to_dict(), "vocab_size": vocab[r.config.data.corpus]})
+        )
         status = (store.status(r.run_id) if store else None) or "todo"
-        rows.append([r.run_id, r.label, m.n_layer, m.n_head, m.n_embd, m.block_size,
-                     t.batch_size, f"{r.config.optim.lr:g}", f"{counts['n_params']:,}",
-                     f"{counts['flops_per_token']:.3g}", spec.budget_str(r.config.budget),
-                     status])
+        rows.append(
+            [
+                r.run_id,
+                r.label,
+                m.n_layer,
+                m.n_head,
+                m.n_embd,
+                m.block_size,
+                t.batch_size,
+                f"{r.config.optim.lr:g}",
+                f"{counts['n_params']:,}",
+                f"{counts['flops_per_token']:.3g}",
+                spec.budget_str(r.config.budget),
+                status,
+            ]
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
-                     for row in rows)
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows
+    )
 
 
 def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | None = None) -> int:
@@ -163,8 +197,9 @@ def _describe_study(study: spec.Study, store: StudyStore, corpora: dict[str, Any
 
     if study.path is not None:
         write_atomic(store.root / "study.yaml", study.path.read_text(encoding="utf-8"))
-    plan = spec.plan_rows(study, next(iter(corpora.values()))["vocab_size"] if len(corpora) == 1
-                          else None)
+    plan = spec.plan_rows(
+        study, next(iter(corpora.values()))["vocab_size"] if len(corpora) == 1 else None
+    )
     write_atomic(store.root / "plan.csv", csv_text(plan, ["run_id", "label"]))
     device = measure.resolve_device(study.runs[0].config.train.device)
     env = measure.fingerprint(device)
@@ -175,8 +210,13 @@ def _describe_study(study: spec.Study, store: StudyStore, corpora: dict[str, Any
     write_json(store.root / "corpus.json", corpora)
 
 
-def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, opts: Options,
-             reporter: LogReporter) -> int:
+def _execute(
+    study: spec.Study,
+    runs: list[spec.PlannedRun],
+    store: StudyStore,
+    opts: Options,
+    reporter: LogReporter,
+) -> int:
     order = [r.run_id for r in study.runs]
     labels = {r.run_id: r.label for r in study.runs}
     store.remove_temp_files()
@@ -194,8 +234,10 @@ def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, 
             while pending and len(active) < opts.jobs:
                 r = pending.pop(0)
                 run_dir = store.prepare_run_dir(r.run_id, r.config.to_dict())
-                active[r.run_id] = (r, WorkerProcess(r.run_id, r.label, run_dir, threads,
-                                                     opts.timeout_s, events))
+                active[r.run_id] = (
+                    r,
+                    WorkerProcess(r.run_id, r.label, run_dir, threads, opts.timeout_s, events),
+                )
                 reporter.run_started(r.run_id, r.label)
             _drain(events, active, reporter, wait_s=0.2)
             for run_id, (r, worker) in list(active.items()):
@@ -210,8 +252,11 @@ def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, 
     except KeyboardInterrupt:
         _stop(active)
         store.rebuild_csvs(order, labels)
-        log.warning("interrupted: finished runs are kept; run the same command to resume "
-                    "(%d in flight will start again)", len(active))
+        log.warning(
+            "interrupted: finished runs are kept; run the same command to resume "
+            "(%d in flight will start again)",
+            len(active),
+        )
         return 130
     except OSError as exc:  # results can no longer be written: stop, keep what is on disk
         _stop(active)
@@ -219,8 +264,15 @@ def _execute(study: spec.Study, runs: list[spec.PlannedRun], store: StudyStore, 
     store.rebuild_csvs(order, labels)  # plan order again, now that all have finished
     statuses = [store.status(r.run_id) for r in runs]
     bad = sum(s not in FINISHED for s in statuses)
-    log.info("study %s: %d runs, %d ok, %d diverged, %d failed; results in %s", study.name,
-             len(runs), statuses.count(OK), statuses.count(DIVERGED), bad, store.root)
+    log.info(
+        "study %s: %d runs, %d ok, %d diverged, %d failed; results in %s",
+        study.name,
+        len(runs),
+        statuses.count(OK),
+        statuses.count(DIVERGED),
+        bad,
+        store.root,
+    )
     return 1 if bad else 0
 
 
@@ -228,9 +280,11 @@ def _unwritable(store: StudyStore, exc: OSError) -> ResultsUnwritable:
     """One line for a results directory that refuses writes: what, where, what to do."""
     where = f": {exc.filename}" if exc.filename else ""
     return ResultsUnwritable(
-        exc.errno, f"{store.root}: cannot write results ({exc.strerror or exc}{where}); "
+        exc.errno,
+        f"{store.root}: cannot write results ({exc.strerror or exc}{where}); "
         "finished runs are kept: free space or fix the folder, then run the same command to "
-        "resume")
+        "resume",
+    )
 
 
 def _should_run(status: str | None, opts: Options) -> bool:
@@ -238,13 +292,15 @@ def _should_run(status: str | None, opts: Options) -> bool:
     return not (status in FINISHED or (status in FAILED and not opts.retry_failed))
 
 
-def _record(store: StudyStore, r: spec.PlannedRun, worker: WorkerProcess, code: int,
-            opts: Options) -> dict[str, Any]:
+def _record(
+    store: StudyStore, r: spec.PlannedRun, worker: WorkerProcess, code: int, opts: Options
+) -> dict[str, Any]:
     """The run's result.json, or the failure record the runner writes when there is none."""
     record = store.result(r.run_id)
     if record is None:
-        status, error = failure(code, worker.killed_for_timeout, opts.timeout_s,
-                                worker.oom_kills(), worker.log_path)
+        status, error = failure(
+            code, worker.killed_for_timeout, opts.timeout_s, worker.oom_kills(), worker.log_path
+        )
         record = base_record(r.run_id, r.label, r.config)
         record.update(status=status, stop_reason=status, error=error, wall_s=worker.elapsed())
         store.write_result(r.run_id, record)
@@ -256,9 +312,12 @@ def _stop(active: dict[str, tuple[spec.PlannedRun, WorkerProcess]]) -> None:
         worker.stop()
 
 
-def _drain(events: queue.Queue[tuple[str, dict[str, Any]]],
-           active: dict[str, tuple[spec.PlannedRun, WorkerProcess]], reporter: LogReporter,
-           wait_s: float) -> None:
+def _drain(
+    events: queue.Queue[tuple[str, dict[str, Any]]],
+    active: dict[str, tuple[spec.PlannedRun, WorkerProcess]],
+    reporter: LogReporter,
+    wait_s: float,
+) -> None:
     deadline = time.monotonic() + wait_s
     while True:
         try:

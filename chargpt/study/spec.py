@@ -279,8 +279,11 @@ def _sweep(data: dict[str, Any]) -> _Sweep:
             (first, values), *rest = axes
             for key, other in rest:
                 if len(other) != len(values):
-                    _bad(f"zip[{g}].{key}", f"has {len(other)} values but {first} has "
-                         f"{len(values)}; keys in a zip group vary together")
+                    _bad(
+                        f"zip[{g}].{key}",
+                        f"has {len(other)} values but {first} has "
+                        f"{len(values)}; keys in a zip group vary together",
+                    )
     seeds = _seeds(data["seeds"]) if data.get("seeds") is not None else [None]
     owner = {key: "grid" for key, _ in grid}
     for g, axes in enumerate(zips):
@@ -364,8 +367,11 @@ def _expand(sweep: _Sweep) -> tuple[tuple[PlannedRun, ...], tuple[tuple[str, str
                 config, at = dataclasses.replace(config, train=train), f"{where}, seed {seed}"
             run_id = config.run_id(fingerprints[corpus])
             if run_id in seen:
-                _bad(at, f"resolves to the same run as {seen[run_id]} (run_id {run_id}); "
-                     "points must differ in model, optim, train, budget or data")
+                _bad(
+                    at,
+                    f"resolves to the same run as {seen[run_id]} (run_id {run_id}); "
+                    "points must differ in model, optim, train, budget or data",
+                )
             seen[run_id] = at
             planned.append(PlannedRun(run_id, label, config, index=len(planned)))
     return tuple(planned), tuple(skipped)
@@ -395,8 +401,10 @@ def parse_study(data: Any, source: str = "<study>") -> Study:
     if name is None:
         raise StudyError(f"{source}: name: missing (required: it names results/<name>/)")
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or set(name) == {"."}:
-        raise StudyError(f"{source}: name: must be letters, digits, '_', '.' or '-' "
-                         f"(not only dots), got {_show(name)}")
+        raise StudyError(
+            f"{source}: name: must be letters, digits, '_', '.' or '-' "
+            f"(not only dots), got {_show(name)}"
+        )
     if not isinstance(description, str):
         raise StudyError(f"{source}: description: expected a string, got {_show(description)}")
     runs, skipped = expand(data, source)

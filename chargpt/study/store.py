@@ -46,8 +46,7 @@ def csv_text(rows: Iterable[dict[str, Any]], columns: list[str], header: bool = 
 def read_rows(path: Path) -> list[dict[str, str]]:
     """The well-formed rows of a CSV file (a row torn by a kill is left out)."""
     with open(path, newline="") as f:
-        return [row for row in csv.DictReader(f)
-                if None not in row and None not in row.values()]
+        return [row for row in csv.DictReader(f) if None not in row and None not in row.values()]
 
 
 def _header(path: Path) -> list[str] | None:
@@ -84,8 +83,10 @@ class StudyStore:
         try:
             lock.acquire()
         except Timeout:
-            raise StudyLocked(f"{self.root}: another runner (pid {holder or 'unknown'}) is "
-                              "working on this study; wait for it or stop it first") from None
+            raise StudyLocked(
+                f"{self.root}: another runner (pid {holder or 'unknown'}) is "
+                "working on this study; wait for it or stop it first"
+            ) from None
         try:  # who holds it, for the message above (best effort: the lock is what counts)
             path.write_text(str(os.getpid()))
         except OSError:
@@ -138,8 +139,9 @@ class StudyStore:
                 out.append(record)
         return out
 
-    def rebuild_csvs(self, order: list[str] | None = None,
-                     labels: dict[str, str] | None = None) -> None:
+    def rebuild_csvs(
+        self, order: list[str] | None = None, labels: dict[str, str] | None = None
+    ) -> None:
         """Rebuild runs.csv and curves.csv from the run records, each atomically.
 
         labels (run_id -> label in the current plan) wins over the label a record was written
@@ -168,9 +170,12 @@ class StudyStore:
         curve = self._curve_rows(record)
         runs_header = _header(self.root / "runs.csv")
         curves_header = _header(self.root / "curves.csv")
-        if (runs_header is None or curves_header is None
-                or any(k not in runs_header for k in record)
-                or any(k not in curves_header for row in curve for k in row)):
+        if (
+            runs_header is None
+            or curves_header is None
+            or any(k not in runs_header for k in record)
+            or any(k not in curves_header for row in curve for k in row)
+        ):
             self.rebuild_csvs(self._order, self._labels)
             return
         append_whole(self.root / "runs.csv", csv_text([record], runs_header, header=False))
@@ -181,8 +186,10 @@ class StudyStore:
         path = self.run_dir(record["run_id"]) / "curve.csv"
         if not path.is_file():
             return []
-        return [{"run_id": record["run_id"], "label": record.get("label", ""), **row}
-                for row in read_rows(path)]
+        return [
+            {"run_id": record["run_id"], "label": record.get("label", ""), **row}
+            for row in read_rows(path)
+        ]
 
     def remove_temp_files(self) -> None:
         """Temp files a killed writer left behind (`.NAME.PID.tmp`), in the study and runs."""

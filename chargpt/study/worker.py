@@ -33,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
     import torch
 
@@ -52,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(run, sinks=[sink], out_dir=run_dir, progress=_progress)
         if result.run_id != run_id:  # same config: the corpus file changed since planning
-            raise ValueError(f"data.corpus: {run.data.corpus!r} changed after the study was "
-                             f"planned (this run's id is now {result.run_id}); run the study "
-                             "again to plan it anew")
+            raise ValueError(
+                f"data.corpus: {run.data.corpus!r} changed after the study was "
+                f"planned (this run's id is now {result.run_id}); run the study "
+                "again to plan it anew"
+            )
         record.update(result.to_dict())
     except KeyboardInterrupt:
         return 130  # interrupted: no record, so a resumed study runs it again
