@@ -15,6 +15,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # The process's wall time runs from here: only the standard library is imported above, and
 # everything heavier (yaml, chargpt, hence numpy and torch) is imported inside main, so the
@@ -24,10 +25,8 @@ T_START = time.perf_counter()
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> Any:
     from chargpt.cli import ArgumentParser
-    from chargpt.data import CorpusError
-    from chargpt.study.spec import StudyError, load_recipe
 
     parser = ArgumentParser(prog="python -m bench.recipe", description=__doc__.splitlines()[0])
     parser.add_argument("recipe", nargs="?", default=str(DEFAULT_RECIPE))
@@ -37,7 +36,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _train_and_score(run: Any) -> tuple[Any, float, float, int]:
+    """Train the recipe; (result, wall seconds since process start, whole-val loss, chars)."""
+    import tempfile
+
+    from chargpt.checkpoint import load_checkpoint
+    from chargpt.evaluate import corpus_split, split_loss
+    from chargpt.train import train
+
+    with tempfile.TemporaryDirectory(prefix="chargpt-recipe-") as tmp:
+        run = dataclasses.replace(run, train=dataclasses.replace(run.train, save_checkpoint=True))
+        r = train(run, out_dir=Path(tmp))
+        wall = time.perf_counter() - T_START  # before the extra full-split evaluation
+        # The fixed eval batches are a sample; also score every character of the val split,
+        # in training-sized batches, so this process's peak memory stays that of training.
+        model, tokenizer, _, _ = load_checkpoint(Path(tmp) / "ckpt.pt")
+        ids = corpus_split(run.data.corpus, tokenizer, run.data.val_fraction, "val")
+        full_val, n_chars = split_loss(model, ids, batch_size=run.train.batch_size)
+    return r, wall, full_val, n_chars
+
+
+def _report(
+    recipe: str, run: Any, r: Any, threads: int, wall: float, full_val: float, n_chars: int
+) -> str:
+    import torch
+
+    compile_s = f"compile_s {r.compile_s:.2f} s; " if r.compile_s else ""
+    return "\n".join(
+        [
+            f"recipe      {recipe} ({run.model.attn_impl} attention, {threads} threads, "
+            f"compile={run.train.compile})",
+            f"hardware    {r.hardware}, torch {torch.__version__}",
+            f"steps       {r.steps} ({r.stop_reason}), {r.tokens:,} tokens",
+            f"train_s     {r.train_s:.2f} s ({r.train_s / r.steps * 1e3:.2f} ms/step); "
+            f"eval_s {r.eval_s:.2f} s; {compile_s}wall {wall:.2f} s (process start to end of "
+            "training)",
+            f"tokens/s    {r.tokens_per_s:,.0f}",
+            f"val loss    {r.final_val_loss:.4f} on {run.train.eval_iters} fixed batches "
+            f"(best {r.best_val_loss:.4f} at step {r.best_step}); train loss "
+            f"{r.final_train_loss:.4f}",
+            f"full val    {full_val:.4f} over all {n_chars:,} characters of the val split "
+            "(python -m chargpt.evaluate)",
+            f"MFU         {r.mfu:.1%} of a measured {r.peak_flops / 1e9:.0f} GFLOP/s "
+            f"({run.train.dtype} matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token",
+            f"peak RSS    {r.peak_rss_mb:.0f} MiB",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from chargpt.data import CorpusError
+    from chargpt.study.spec import StudyError, load_recipe
+
+    args = _parser().parse_args(argv)
     overrides = {
         "model.attn_impl": args.attn_impl,
         "train.threads": args.threads,
@@ -47,62 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         run = load_recipe(args.recipe, {k: v for k, v in overrides.items() if v is not None})
-    except StudyError as exc:
+        r, wall, full_val, n_chars = _train_and_score(run)
+    except (StudyError, CorpusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    import tempfile
-
     import torch
 
-    from chargpt.checkpoint import load_checkpoint
-    from chargpt.evaluate import corpus_split, split_loss
-    from chargpt.train import train
-
-    with tempfile.TemporaryDirectory(prefix="chargpt-recipe-") as tmp:
-        run = dataclasses.replace(run, train=dataclasses.replace(run.train, save_checkpoint=True))
-        try:
-            r = train(run, out_dir=Path(tmp))
-            wall = time.perf_counter() - T_START  # before the extra full-split evaluation
-        except CorpusError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        # The fixed eval batches are a sample; also score every character of the val split.
-        model, tokenizer, _, _ = load_checkpoint(Path(tmp) / "ckpt.pt")
-        # In training-sized batches, so this process's peak memory stays that of training.
-        full_val, n_chars = split_loss(
-            model,
-            corpus_split(run.data.corpus, tokenizer, run.data.val_fraction, "val"),
-            batch_size=run.train.batch_size,
-        )
-
-    print(
-        f"recipe      {args.recipe} ({run.model.attn_impl} attention, "
-        f"{torch.get_num_threads()} threads, compile={run.train.compile})"
-    )
-    print(f"hardware    {r.hardware}, torch {torch.__version__}")
-    print(f"steps       {r.steps} ({r.stop_reason}), {r.tokens:,} tokens")
-    print(
-        f"train_s     {r.train_s:.2f} s ({r.train_s / r.steps * 1e3:.2f} ms/step); "
-        f"eval_s {r.eval_s:.2f} s; "
-        + (f"compile_s {r.compile_s:.2f} s; " if r.compile_s else "")
-        + f"wall {wall:.2f} s (process start to end of training)"
-    )
-    print(f"tokens/s    {r.tokens_per_s:,.0f}")
-    print(
-        f"val loss    {r.final_val_loss:.4f} on {run.train.eval_iters} fixed batches "
-        f"(best {r.best_val_loss:.4f} at step {r.best_step}); train loss "
-        f"{r.final_train_loss:.4f}"
-    )
-    print(
-        f"full val    {full_val:.4f} over all {n_chars:,} characters of the val split "
-        f"(python -m chargpt.evaluate)"
-    )
-    print(
-        f"MFU         {r.mfu:.1%} of a measured {r.peak_flops / 1e9:.0f} GFLOP/s "
-        f"({run.train.dtype} matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token"
-    )
-    print(f"peak RSS    {r.peak_rss_mb:.0f} MiB")
+    threads = run.train.threads or torch.get_num_threads()  # what the run trained with
+    print(_report(args.recipe, run, r, threads, wall, full_val, n_chars))
     if args.json:
         from chargpt.files import write_json
 
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 "recipe": args.recipe,
                 "attn_impl": run.model.attn_impl,
                 "dtype": run.train.dtype,
-                "threads": torch.get_num_threads(),
+                "threads": threads,
                 "process_wall_s": wall,
                 "full_val_loss": full_val,
                 "full_val_chars": n_chars,
