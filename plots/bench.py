@@ -290,7 +290,17 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
         f"{rows[0]['stat']} of each case's rounds.",
         "",
     ]
-    times, mem = series(rows, "time_s"), series(rows, "peak_mem_bytes")
+    times = series(rows, "time_s")
+    for setting in sorted({k[0] for k in times}):
+        out += _block_size_section(rows, times, fits, setting)
+    out += _width_section([r for r in rows if r["group"] == "width"])
+    out += _model_step_section([r for r in rows if r["group"] == "model_step"])
+    return "\n".join(out)
+
+
+def _block_size_section(rows: list[dict], times: dict, fits: dict, setting: tuple) -> list[str]:
+    """Time, manual/sdpa ratio, fitted exponents and peak memory against T, for one setting."""
+    mem = series(rows, "peak_mem_bytes")
     score = {
         ((r["batch_size"], r["n_embd"], r["n_head"]), int(r["block_size"])): r.get(
             "score_tensor_bytes"
@@ -298,98 +308,104 @@ def table(rows: list[dict], data: dict, fits: dict, source: str) -> str:
         for r in rows
         if r["group"] == "block_size"
     }
-    for setting in sorted({k[0] for k in times}):
-        ts = sorted({T for k, pts in times.items() if k[0] == setting for T in pts})
-        out += [
-            f"## Time per call vs block size ({setting_text(setting)})",
-            "",
-            "| T | fwd manual | fwd sdpa | fwd manual/sdpa | fwd+bwd manual | fwd+bwd sdpa "
-            "| fwd+bwd manual/sdpa |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for T in ts:
-            cells = []
-            for pss in PASSES:
-                m = _scaled(times, (setting, "manual", pss), T, 1e3)
-                s = _scaled(times, (setting, "sdpa", pss), T, 1e3)
-                cells += [_fmt(m), _fmt(s), _fmt(m / s if m and s else None) + "×"]
-            out.append(f"| {T} | " + " | ".join(cells) + " |")
-        out += [
-            "",
-            "Fitted exponent k of time ∝ T^k (least squares on log-log):",
-            "",
-            "| impl | pass | k (large T) | fit range | k (all T) |",
-            "|---|---|---:|---|---:|",
-        ]
-        for (st, impl, pss), (k_big, k_all, lo) in fits.items():
-            if st == setting:
-                out.append(f"| {impl} | {pss} | {k_big:.2f} | T ≥ {lo} | {k_all:.2f} |")
-        out += [
-            "",
-            "Peak memory per call (MiB):",
-            "",
-            "| T | (B, nh, T, T) score tensor | fwd manual | fwd sdpa | fwd+bwd manual "
-            "| fwd+bwd sdpa |",
-            "|---:|---:|---:|---:|---:|---:|",
-        ]
-        for T in ts:
-            sc = score.get((setting, T))
-            cells = [_fmt(None if sc is None else sc / MIB)]
-            for pss in PASSES:
-                for impl in IMPLS:
-                    cells.append(_fmt(_scaled(mem, (setting, impl, pss), T, 1 / MIB)))
-            out.append(f"| {T} | " + " | ".join(cells) + " |")
-        methods = sorted({r.get("peak_mem_method", "") for r in rows if r["group"] == "block_size"})
-        out += [""] + [f"Memory measured with {m_}." for m_ in methods if m_] + [""]
-    width = [r for r in rows if r["group"] == "width"]
-    if width:
-        r0 = width[0]
-        out += [
-            f"## Width at fixed tokens per batch (T={r0['block_size']}, B×T={r0['tokens']})",
-            "",
-            "| n_embd | n_head | pass | manual (ms) | sdpa (ms) | manual/sdpa "
-            "| manual GFLOP/s | sdpa GFLOP/s |",
-            "|---:|---:|---|---:|---:|---:|---:|---:|",
-        ]
-        by = {(r["n_embd"], r["n_head"], r["pass"], r["attn_impl"]): r for r in width}
-        for c, h in sorted({(r["n_embd"], r["n_head"]) for r in width}):
-            for pss in PASSES:
-                m, s = by.get((c, h, pss, "manual")), by.get((c, h, pss, "sdpa"))
-                if m is None or s is None:
-                    continue
-                ratio = m["time_s"] / s["time_s"]
-                out.append(
-                    f"| {c} | {h} | {pss} | {_fmt(m['time_s'] * 1e3)} | "
-                    f"{_fmt(s['time_s'] * 1e3)} | {_fmt(ratio)}× | "
-                    f"{_fmt(m['flops'] / m['time_s'] / 1e9)} | "
-                    f"{_fmt(s['flops'] / s['time_s'] / 1e9)} |"
-                )
-        out += ["", "GFLOP/s count the dense attention matmuls (causal mask not halved).", ""]
-    steps = [r for r in rows if r["group"] == "model_step"]
-    if steps:
-        out += [
-            "## Training step of the GPT (forward, backward, clip, AdamW)",
-            "",
-            "| n_layer | n_head | n_embd | T | B | impl | dtype | ms per step | tokens/s "
-            "| GFLOP/s | peak MiB |",
-            "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|",
-        ]
-        # results written before the dtype axis existed were all float32
-        for r in sorted(
-            steps,
-            key=lambda r: (r["n_embd"], r["block_size"], r["attn_impl"], r.get("dtype", "float32")),
-        ):
-            tok_s = r["tokens"] / r["time_s"]
-            peak = r.get("peak_mem_bytes")
+    ts = sorted({T for k, pts in times.items() if k[0] == setting for T in pts})
+    out = [
+        f"## Time per call vs block size ({setting_text(setting)})",
+        "",
+        "| T | fwd manual | fwd sdpa | fwd manual/sdpa | fwd+bwd manual | fwd+bwd sdpa "
+        "| fwd+bwd manual/sdpa |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for T in ts:
+        cells = []
+        for pss in PASSES:
+            m = _scaled(times, (setting, "manual", pss), T, 1e3)
+            s = _scaled(times, (setting, "sdpa", pss), T, 1e3)
+            cells += [_fmt(m), _fmt(s), _fmt(m / s if m and s else None) + "×"]
+        out.append(f"| {T} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "Fitted exponent k of time ∝ T^k (least squares on log-log):",
+        "",
+        "| impl | pass | k (large T) | fit range | k (all T) |",
+        "|---|---|---:|---|---:|",
+    ]
+    for (st, impl, pss), (k_big, k_all, lo) in fits.items():
+        if st == setting:
+            out.append(f"| {impl} | {pss} | {k_big:.2f} | T ≥ {lo} | {k_all:.2f} |")
+    out += [
+        "",
+        "Peak memory per call (MiB):",
+        "",
+        "| T | (B, nh, T, T) score tensor | fwd manual | fwd sdpa | fwd+bwd manual "
+        "| fwd+bwd sdpa |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for T in ts:
+        sc = score.get((setting, T))
+        cells = [_fmt(None if sc is None else sc / MIB)]
+        for pss in PASSES:
+            for impl in IMPLS:
+                cells.append(_fmt(_scaled(mem, (setting, impl, pss), T, 1 / MIB)))
+        out.append(f"| {T} | " + " | ".join(cells) + " |")
+    methods = sorted({r.get("peak_mem_method", "") for r in rows if r["group"] == "block_size"})
+    return out + [""] + [f"Memory measured with {m_}." for m_ in methods if m_] + [""]
+
+
+def _width_section(width: list[dict]) -> list[str]:
+    """The n_embd/n_head sweep at a fixed number of tokens per batch."""
+    if not width:
+        return []
+    r0 = width[0]
+    out = [
+        f"## Width at fixed tokens per batch (T={r0['block_size']}, B×T={r0['tokens']})",
+        "",
+        "| n_embd | n_head | pass | manual (ms) | sdpa (ms) | manual/sdpa "
+        "| manual GFLOP/s | sdpa GFLOP/s |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    by = {(r["n_embd"], r["n_head"], r["pass"], r["attn_impl"]): r for r in width}
+    for c, h in sorted({(r["n_embd"], r["n_head"]) for r in width}):
+        for pss in PASSES:
+            m, s = by.get((c, h, pss, "manual")), by.get((c, h, pss, "sdpa"))
+            if m is None or s is None:
+                continue
+            ratio = m["time_s"] / s["time_s"]
             out.append(
-                f"| {r['n_layer']} | {r['n_head']} | {r['n_embd']} | {r['block_size']} | "
-                f"{r['batch_size']} | {r['attn_impl']} | {r.get('dtype', 'float32')} | "
-                f"{_fmt(r['time_s'] * 1e3)} | "
-                f"{tok_s:.0f} | {_fmt(tok_s * r['flops_per_token'] / 1e9)} | "
-                f"{_fmt(None if peak is None else peak / MIB)} |"
+                f"| {c} | {h} | {pss} | {_fmt(m['time_s'] * 1e3)} | "
+                f"{_fmt(s['time_s'] * 1e3)} | {_fmt(ratio)}× | "
+                f"{_fmt(m['flops'] / m['time_s'] / 1e9)} | "
+                f"{_fmt(s['flops'] / s['time_s'] / 1e9)} |"
             )
-        out.append("")
-    return "\n".join(out)
+    return out + ["", "GFLOP/s count the dense attention matmuls (causal mask not halved).", ""]
+
+
+def _model_step_section(steps: list[dict]) -> list[str]:
+    """One training step of the GPT per shape, attention path and dtype."""
+    if not steps:
+        return []
+    out = [
+        "## Training step of the GPT (forward, backward, clip, AdamW)",
+        "",
+        "| n_layer | n_head | n_embd | T | B | impl | dtype | ms per step | tokens/s "
+        "| GFLOP/s | peak MiB |",
+        "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|",
+    ]
+    # results written before the dtype axis existed were all float32
+    for r in sorted(
+        steps,
+        key=lambda r: (r["n_embd"], r["block_size"], r["attn_impl"], r.get("dtype", "float32")),
+    ):
+        tok_s = r["tokens"] / r["time_s"]
+        peak = r.get("peak_mem_bytes")
+        out.append(
+            f"| {r['n_layer']} | {r['n_head']} | {r['n_embd']} | {r['block_size']} | "
+            f"{r['batch_size']} | {r['attn_impl']} | {r.get('dtype', 'float32')} | "
+            f"{_fmt(r['time_s'] * 1e3)} | "
+            f"{tok_s:.0f} | {_fmt(tok_s * r['flops_per_token'] / 1e9)} | "
+            f"{_fmt(None if peak is None else peak / MIB)} |"
+        )
+    return out + [""]
 
 
 class _Parser(argparse.ArgumentParser):
