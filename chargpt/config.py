@@ -182,7 +182,7 @@ class OptimConfig(_Section):
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "auto")  # auto: bfloat16 only where natively faster
 
 
 @dataclass(frozen=True, kw_only=True)

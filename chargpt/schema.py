@@ -49,7 +49,8 @@ class RunResult:
     best_step: int
     vocab_size: int
     corpus_sha256: str  # of the text it trained on: which corpus, whatever its path
-    device: str
+    device: str  # what it ran on: train.device, with `auto` resolved
+    dtype: str  # what it trained in: train.dtype, with `auto` resolved
     hardware: str
     error: str = ""
 

@@ -27,6 +27,7 @@ from chargpt.data import BatchSampler, CharTokenizer, Splits, corpus_fingerprint
 from chargpt.evaluate import FixedBatchEval, batches_loss
 from chargpt.files import atomic_open
 from chargpt.model import GPT, count_params
+from chargpt.precision import run_device_and_dtype
 from chargpt.schedule import budget_steps, learning_rate, step_reason
 from chargpt.schema import STATE_FILE, RunResult
 from chargpt.step import TrainStep, autocast_for, make_optimizer
@@ -65,6 +66,7 @@ class Setup:
 
     run: RunConfig
     run_id: str
+    dtype: str  # what it trains in: train.dtype, with `auto` resolved
     device: torch.device
     splits: Splits
     model: GPT
@@ -78,33 +80,9 @@ class Setup:
     total_steps: int | None  # None: only max_seconds bounds the run
 
 
-def run_device(run: RunConfig) -> torch.device:
-    """The run's device, refusing or warning about a dtype it cannot (or should not) use."""
-    device = measure.resolve_device(run.train.device)
-    if run.train.dtype == "bfloat16" and device.type not in ("cuda", "cpu"):
-        raise ValueError(
-            f"train.dtype: bfloat16 autocast is supported on CUDA and CPU only, "
-            f"the run is on {device.type}"
-        )
-    if run.train.dtype == "bfloat16" and device.type == "cpu":
-        native = measure.cpu_native_bf16()
-        if native is False:
-            log.warning(
-                "train.dtype bfloat16: this CPU has no native bfloat16 matmul "
-                "(avx512_bf16/amx_bf16), so autocast emulates it and is likely "
-                "slower than float32"
-            )
-        elif native is None:
-            log.info(
-                "train.dtype bfloat16: could not tell whether this CPU has native "
-                "bfloat16 matmul; compare tokens/s against float32"
-            )
-    return device
-
-
 def setup(run: RunConfig) -> Setup:
     """Data, model, optimizer, step, sampler and evaluation batches of a run, seeded."""
-    device = run_device(run)
+    device, dtype = run_device_and_dtype(run)
     torch.manual_seed(run.train.seed)
     splits = load_splits(run.data)
     vocab_size = splits.tokenizer.vocab_size
@@ -117,12 +95,13 @@ def setup(run: RunConfig) -> Setup:
     counts = count_params(mcfg)
     model = GPT(mcfg).to(device)
     step_model = torch.compile(model) if run.train.compile else model
-    autocast = autocast_for(device, run.train.dtype)
+    autocast = autocast_for(device, dtype)
     B, T = run.train.batch_size, mcfg.block_size
     flops_per_step = counts["flops_per_token"] * B * T
     return Setup(
         run=run,
         run_id=run.run_id(corpus_fingerprint(run.data.corpus)),
+        dtype=dtype,
         device=device,
         splits=splits,
         model=model,
@@ -406,7 +385,7 @@ def finish(s: Setup, t: Trainer, out_dir: Path | None, compile_s: float) -> RunR
         write_samples(out_dir / "samples.csv", s.model, tokenizer, run.sample)
     peak_rss = measure.peak_rss_mb()  # before the FLOP/s probe, which allocates its own
     peak = measure.measure_peak_flops(
-        s.device, torch.bfloat16 if run.train.dtype == "bfloat16" else torch.float32
+        s.device, torch.bfloat16 if s.dtype == "bfloat16" else torch.float32
     )
     train_s, train_flops = t.clock.total, t.step * s.flops_per_step
     return RunResult(
@@ -436,6 +415,7 @@ def finish(s: Setup, t: Trainer, out_dir: Path | None, compile_s: float) -> RunR
         vocab_size=tokenizer.vocab_size,
         corpus_sha256=s.splits.sha256,
         device=s.device.type,
+        dtype=s.dtype,
         hardware=measure.hardware_name(s.device),
     )
 
