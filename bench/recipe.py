@@ -34,7 +34,7 @@ def _parser() -> Any:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "auto"])
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     return parser
 

@@ -204,7 +204,7 @@ def _describe_study(study: spec.Study, store: StudyStore, corpora: dict[str, Any
     device = measure.resolve_device(study.runs[0].config.train.device)
     env = measure.fingerprint(device)
     env["peak_flops_float32"] = measure.measure_peak_flops(device, torch.float32)
-    if device.type == "cuda" or any(r.config.train.dtype == "bfloat16" for r in study.runs):
+    if device.type == "cuda" or any(r.config.train.dtype != "float32" for r in study.runs):
         env["peak_flops_bfloat16"] = measure.measure_peak_flops(device, torch.bfloat16)
     write_json(store.root / "env.json", env)
     write_json(store.root / "corpus.json", corpora)
