@@ -81,7 +81,7 @@ def _report(
             f"full val    {full_val:.4f} over all {n_chars:,} characters of the val split "
             "(python -m chargpt.evaluate)",
             f"MFU         {r.mfu:.1%} of a measured {r.peak_flops / 1e9:.0f} GFLOP/s "
-            f"({run.train.dtype} matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token",
+            f"({r.dtype} matmul probe), {r.flops_per_token / 1e6:.3f} MFLOPs/token",
             f"peak RSS    {r.peak_rss_mb:.0f} MiB",
         ]
     )
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 **r.to_dict(),
                 "recipe": args.recipe,
                 "attn_impl": run.model.attn_impl,
-                "dtype": run.train.dtype,
+                "dtype": r.dtype,
                 "threads": threads,
                 "process_wall_s": wall,
                 "full_val_loss": full_val,
