@@ -51,6 +51,7 @@ class RunResult:
     corpus_sha256: str  # of the text it trained on: which corpus, whatever its path
     device: str
     hardware: str
+    hostname: str = ""  # the machine (cluster node) that trained it
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
