@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import signal
 import socket
@@ -18,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from chargpt.config import RunConfig
 from chargpt.files import write_atomic, write_json
@@ -94,6 +95,21 @@ def _forward(events: queue.Queue[tuple[str, dict[str, Any]]], progress: Any, wai
         progress.put_nowait_batch(batch[-1:])  # the latest is all a progress bar needs
 
 
+def _check_reachable(address: str | None) -> None:
+    """Refuse a HOST:PORT that takes no connection at once (Ray itself would wait for minutes)."""
+    if address in (None, "auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10):
+            pass
+    except (OSError, ValueError) as exc:
+        raise RayUnavailable(
+            f"--ray-address {address}: cannot reach a Ray cluster there ({exc}); "
+            "expected HOST:PORT of its head (ray start --head prints it) or auto"
+        ) from None
+
+
 class RayExecutor:
     """A connection to a Ray cluster (or a local one it starts) that runs a study's runs."""
 
@@ -106,6 +122,7 @@ class RayExecutor:
                 '--executor ray: Ray is not installed; pip install -e ".[ray]"'
             ) from None
         self._ray = ray
+        _check_reachable(address)
         try:
             if address is None:  # a local Ray sized to this machine, gone when the study ends
                 ray.init(address="local", include_dashboard=False, log_to_driver=False)
@@ -194,8 +211,9 @@ class RayRun:
         self.submitted = time.monotonic()
         config = json.loads((run_dir / CONFIG_FILE).read_text())
         run = RunConfig.from_dict(config)
-        # The run's threads are its CPUs: what it was given, else the whole of one node.
-        n = run.train.threads or threads or min(os.cpu_count() or 1, executor.node_cpus)
+        # The run's threads are its CPUs: train.threads, else the runner's share (--jobs), else
+        # what a local worker would take here (torch's default, which OMP_NUM_THREADS sets).
+        n = run.train.threads or threads or min(torch.get_num_threads(), executor.node_cpus)
         device = run.train.device
         cuda = device.startswith("cuda") or (device == "auto" and executor.cluster_gpus > 0)
         kept = {
