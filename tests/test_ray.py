@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -288,6 +289,38 @@ def test_a_task_whose_process_dies_is_killed_and_not_retried(cluster: str, tmp_p
     assert row["status"] == "killed" and "SIGKILL" in row["error"]
     assert "Ray task failed" in (root / "runs" / run.run_id / "worker.log").read_text()
     wait_for(lambda: not training_pids(run.run_id), 10, "the orphaned worker to die")
+
+
+# ----- Ctrl-C ----------------------------------------------------------------------------
+
+
+def test_ctrl_c_cancels_the_cluster_work(cluster: str, tmp_path: Path) -> None:
+    study = write_study(
+        tmp_path / "stop.yaml", "stop", runs=[{"label": "long", "budget.max_steps": 10**8}]
+    )
+    (run,) = load_study(study).runs
+    root = tmp_path / "results" / "stop"
+    driver = subprocess.Popen(
+        [sys.executable, "run_study.py", str(study), "--out", str(root.parent)]
+        + ["--executor", "ray", "--ray-address", cluster],
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: training_pids(run.run_id), 120, "the run's worker")
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, stderr
+    assert "interrupted: finished runs are kept" in stderr
+    assert "Traceback" not in stderr
+    wait_for(lambda: not training_pids(run.run_id), 30, "the cancelled run's worker to end")
+    assert not (root / "runs" / run.run_id / "result.json").exists()  # runs again on resume
 
 
 # ----- the driver killed, then resumed ---------------------------------------------------
