@@ -121,7 +121,7 @@ class RayExecutor:
             raise RayUnavailable(
                 '--executor ray: Ray is not installed; pip install -e ".[ray]"'
             ) from None
-        self._ray = ray
+        self.ray = ray
         _check_reachable(address)
         try:
             if address is None:  # a local Ray sized to this machine, gone when the study ends
@@ -134,7 +134,7 @@ class RayExecutor:
                 f"({' '.join(str(exc).split())})"
             ) from None
         # A study point runs once: no silent retry (Ray retries failed tasks by default).
-        self._task = ray.remote(max_retries=0, retry_exceptions=False)(_execute_on_node)
+        self.task = ray.remote(max_retries=0, retry_exceptions=False)(_execute_on_node)
         self.progress = Queue(actor_options={"num_cpus": 0})
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         self.node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in nodes] or [1])
@@ -153,7 +153,7 @@ class RayExecutor:
         if corpus not in self._corpora:
             from chargpt.data import corpus_fingerprint, load_corpus
 
-            self._corpora[corpus] = (self._ray.put(load_corpus(corpus)), corpus_fingerprint(corpus))
+            self._corpora[corpus] = (self.ray.put(load_corpus(corpus)), corpus_fingerprint(corpus))
         return self._corpora[corpus]
 
     def worker(
@@ -184,7 +184,7 @@ class RayExecutor:
                     events.put((run_id, info))
 
     def close(self) -> None:
-        self._ray.shutdown()
+        self.ray.shutdown()
 
 
 class RayRun:
@@ -222,7 +222,7 @@ class RayRun:
             if (run_dir / name).is_file()
         }
         corpus_ref, fingerprint = executor.corpus(run.data.corpus)
-        task = executor._task.options(num_cpus=min(n, executor.node_cpus), num_gpus=int(cuda))
+        task = executor.task.options(num_cpus=min(n, executor.node_cpus), num_gpus=int(cuda))
         self.ref = task.remote(
             run_id, label, config, corpus_ref, fingerprint, kept, n, timeout_s, executor.progress
         )
@@ -231,7 +231,7 @@ class RayRun:
         """The worker's exit code once the task has ended and its files are in run_dir."""
         if self._code is not None:
             return self._code
-        ray = self.executor._ray
+        ray = self.executor.ray
         self.executor.drain(self.events)
         ready, _ = ray.wait([self.ref], timeout=0)
         if not ready:
@@ -266,7 +266,7 @@ class RayRun:
 
     def _failed(self, exc: Exception) -> int:
         """A task that ended without an outcome: Ray's reason goes to worker.log."""
-        ray = self.executor._ray
+        ray = self.executor.ray
         write_atomic(self.log_path, f"Ray task failed: {type(exc).__name__}: {exc}\n")
         if isinstance(exc, ray.exceptions.OutOfMemoryError):
             self._oom_kills = 1  # Ray's memory monitor killed it: evidence of running out
@@ -282,4 +282,4 @@ class RayRun:
     def stop(self, grace_s: float = 5.0) -> None:
         """Cancel the task: Ray kills its process, and the worker dies with it."""
         if self._code is None:
-            self.executor._ray.cancel(self.ref, force=True)
+            self.executor.ray.cancel(self.ref, force=True)

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
@@ -92,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_node_env(run_dir: Path, device_name: str) -> None:
-    """env.json of the node that runs this run (its fingerprint, host name), best effort."""
-    import socket
-
+    """env.json of the node that runs this run (its fingerprint, host name)."""
     from chargpt import measure
     from chargpt.files import write_json
 
