@@ -61,7 +61,8 @@ def _free_port() -> int:
 
 def _ray_start(args: list[str], environ: dict[str, str]) -> str:
     proc = subprocess.run(
-        ["ray", "start", "--disable-usage-stats", *args],
+        # the `ray` command of this Python, whatever PATH holds
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--disable-usage-stats", *args],
         env=environ,
         capture_output=True,
         text=True,
