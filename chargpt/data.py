@@ -153,8 +153,21 @@ def synthetic_text(length: int = SYNTHETIC_LENGTH, seed: int = SYNTHETIC_SEED) -
     return "".join(np.array(list(spec.alphabet))[out])
 
 
+# Corpora handed over by content (a run on a cluster node that has no copy of the driver's
+# files): data.corpus -> (its text, its fingerprint as the driver computed it).
+_PROVIDED: dict[str, tuple[str, str]] = {}
+
+
+def provide_corpus(corpus: str, text: str, fingerprint: str) -> None:
+    """Make data.corpus `corpus` read as `text` (with corpus_fingerprint `fingerprint`) in this
+    process, whatever its name or path: the driver's copy, handed over by content."""
+    _PROVIDED[corpus] = (text, fingerprint)
+
+
 def load_corpus(corpus: str) -> str:
     """Text of a corpus given by name (shakespeare, synthetic) or by the path of a UTF-8 file."""
+    if corpus in _PROVIDED:
+        return _PROVIDED[corpus][0]
     if corpus == "shakespeare":
         return shakespeare_path().read_text(encoding="utf-8")
     if corpus == "synthetic":
@@ -186,6 +199,8 @@ def corpus_fingerprint(corpus: str) -> str:
     tiny shakespeare's is its known sha256 (any other content is refused when it is loaded).
     The synthetic corpus is generated, so its generator's parameters stand for its content.
     """
+    if corpus in _PROVIDED:
+        return _PROVIDED[corpus][1]
     if corpus == "shakespeare":
         return SHAKESPEARE_SHA256
     if corpus == "synthetic":

@@ -52,6 +52,7 @@ class RunResult:
     device: str  # what it ran on: train.device, with `auto` resolved
     dtype: str  # what it trained in: train.dtype, with `auto` resolved
     hardware: str
+    hostname: str = ""  # the machine (cluster node) that trained it
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -417,6 +418,7 @@ def finish(s: Setup, t: Trainer, out_dir: Path | None, compile_s: float) -> RunR
         device=s.device.type,
         dtype=s.dtype,
         hardware=measure.hardware_name(s.device),
+        hostname=socket.gethostname(),
     )
 
 

@@ -84,6 +84,7 @@ DOCUMENTED_RUN_COLUMNS = [
     "best_step",
     "device",
     "hardware",
+    "hostname",
     "error",
 ]
 CURVE_COLUMNS = [

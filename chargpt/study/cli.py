@@ -43,6 +43,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="measure the peak FLOP/s (MFU's reference) again; best on an idle machine",
     )
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: worker processes on this machine (default); ray: Ray tasks on a cluster",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="the Ray cluster to run on (default: start a local one sized to this machine)",
+    )
     return p.parse_args(argv)
 
 
@@ -63,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs=args.jobs,
         timeout_s=args.timeout,
         reprobe=args.reprobe,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     bars = not args.quiet and sys.stderr.isatty()
     try:

@@ -7,10 +7,12 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +43,16 @@ class WorkerProcess:
         threads: int | None,
         timeout_s: float | None,
         events: queue.Queue[tuple[str, dict[str, Any]]],
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.run_id = run_id
+        self.hostname = socket.gethostname()  # where it runs: this machine
         self.timeout_s = timeout_s
         self.killed_for_timeout = False
         cmd = [sys.executable, "-m", "chargpt.study.worker", str(run_dir), "--label", label]
         if threads:
             cmd += ["--threads", str(threads)]
+        cmd += list(extra_args)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
@@ -109,6 +114,15 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class LocalExecutor:
+    """Runs each run as a WorkerProcess on this machine (the runner's default executor)."""
+
+    worker = WorkerProcess
+
+    def close(self) -> None:
+        pass  # nothing held between runs
 
 
 def failure(

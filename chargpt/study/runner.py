@@ -15,7 +15,7 @@ from chargpt.config import DataConfig
 from chargpt.files import write_atomic, write_json
 from chargpt.schema import DIVERGED, FAILED, FINISHED, OK, base_record
 from chargpt.study import spec
-from chargpt.study.local import WorkerProcess, failure
+from chargpt.study.local import LocalExecutor, WorkerProcess, failure
 from chargpt.study.progress import LogReporter
 from chargpt.study.store import ResultsUnwritable, StudyStore, csv_text
 
@@ -24,6 +24,9 @@ log = logging.getLogger("chargpt.study")
 
 class InputError(ValueError):
     """Bad input found before anything is written (exit code 2)."""
+
+
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class Options:
     jobs: int = 1
     timeout_s: float | None = None
     reprobe: bool = False  # measure the peak FLOP/s again instead of using the cached figure
+    executor: str = "local"  # local: worker processes here; ray: Ray tasks on a cluster
+    ray_address: str | None = None  # None: start a local Ray; auto or HOST:PORT: join one
 
 
 def corpus_facts(data: DataConfig) -> dict[str, Any]:
@@ -66,6 +71,10 @@ def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun
         raise InputError(f"--jobs must be >= 1, got {opts.jobs}")
     if opts.timeout_s is not None and opts.timeout_s <= 0:
         raise InputError(f"--timeout must be > 0 seconds, got {opts.timeout_s:g}")
+    if opts.executor not in EXECUTORS:
+        raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {opts.executor}")
+    if opts.ray_address is not None and opts.executor != "ray":
+        raise InputError("--ray-address needs --executor ray")
     runs = list(study.runs)
     if opts.only:
         wanted = set(opts.only)
@@ -166,6 +175,7 @@ def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | Non
         return 0
 
     reporter = reporter or LogReporter()
+    executor = _executor(opts)
     try:
         store.lock()
     except OSError as exc:
@@ -183,10 +193,24 @@ def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | Non
             _describe_study(study, store, corpora)
         except OSError as exc:
             raise _unwritable(store, exc) from None
-        return _execute(study, runs, store, opts, reporter)
+        return _execute(study, runs, store, opts, reporter, executor)
     finally:
         reporter.close()
         store.unlock()
+        executor.close()
+
+
+def _executor(opts: Options) -> Any:
+    """What starts the runs: worker processes here, or Ray tasks (connected before anything is
+    written, so a missing Ray or an unreachable cluster is bad input)."""
+    if opts.executor == "local":
+        return LocalExecutor()
+    from chargpt.study.ray_executor import RayExecutor, RayUnavailable
+
+    try:
+        return RayExecutor(opts.ray_address)
+    except RayUnavailable as exc:
+        raise InputError(str(exc)) from None
 
 
 def _describe_study(study: spec.Study, store: StudyStore, corpora: dict[str, Any]) -> None:
@@ -216,6 +240,7 @@ def _execute(
     store: StudyStore,
     opts: Options,
     reporter: LogReporter,
+    executor: Any,
 ) -> int:
     order = [r.run_id for r in study.runs]
     labels = {r.run_id: r.label for r in study.runs}
@@ -236,7 +261,7 @@ def _execute(
                 run_dir = store.prepare_run_dir(r.run_id, r.config.to_dict())
                 active[r.run_id] = (
                     r,
-                    WorkerProcess(r.run_id, r.label, run_dir, threads, opts.timeout_s, events),
+                    executor.worker(r.run_id, r.label, run_dir, threads, opts.timeout_s, events),
                 )
                 reporter.run_started(r.run_id, r.label)
             _drain(events, active, reporter, wait_s=0.2)
@@ -303,6 +328,7 @@ def _record(
         )
         record = base_record(r.run_id, r.label, r.config)
         record.update(status=status, stop_reason=status, error=error, wall_s=worker.elapsed())
+        record.update(hostname=worker.hostname)
         store.write_result(r.run_id, record)
     return record
 

@@ -2,6 +2,8 @@
 
 Reads RUN_DIR/config.json, trains, writes curve.csv (and checkpoint, samples), and writes
 result.json last. Progress goes to stdout as one JSON object per line for the runner.
+On a cluster node (the Ray executor) the corpus comes as a file of its content
+(--corpus-file, --corpus-fingerprint) and the node's environment goes to RUN_DIR/env.json.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
@@ -32,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--label", default="")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--corpus-file", type=Path, default=None, help="data.corpus's text")
+    parser.add_argument("--corpus-fingerprint", default=None, help="its fingerprint (driver's)")
+    parser.add_argument("--node-env", action="store_true", help="write this node's env.json")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -51,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     record = schema.base_record(run_id, args.label, run)
     if args.threads and run.train.threads is None:
         torch.set_num_threads(args.threads)
+    if args.corpus_file is not None:  # the driver's corpus, by content: no path is read here
+        from chargpt.data import provide_corpus
+
+        text = args.corpus_file.read_bytes().decode("utf-8")
+        provide_corpus(run.data.corpus, text, args.corpus_fingerprint or "")
+    if args.node_env:
+        _write_node_env(run_dir, run.train.device)
     sink = CSVSink(run_dir / "curve.csv")
     try:
         result = train(run, sinks=[sink], out_dir=run_dir, progress=_progress)
@@ -77,6 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     store.write_result(run_id, record)
     (run_dir / schema.STATE_FILE).unlink(missing_ok=True)  # finished: nothing to go on from
     return 0
+
+
+def _write_node_env(run_dir: Path, device_name: str) -> None:
+    """env.json of the node that runs this run (its fingerprint, host name)."""
+    from chargpt import measure
+    from chargpt.files import write_json
+
+    try:
+        env = measure.fingerprint(measure.resolve_device(device_name))
+    except ValueError:  # no such device here: train() reports that as the run's error
+        env = measure.fingerprint()
+    env["hostname"] = socket.gethostname()
+    write_json(run_dir / "env.json", env)
 
 
 def _one_line(exc: BaseException) -> str:
