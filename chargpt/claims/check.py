@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import time
@@ -15,7 +16,7 @@ from chargpt.claims.arithmetic import arithmetic, resolved, run_cost
 from chargpt.claims.registry import Claim
 from chargpt.claims.store import LEVELS, ClaimsStore
 from chargpt.claims.verdict import verdict
-from chargpt.config import DataConfig
+from chargpt.config import DataConfig, RunConfig
 from chargpt.measure import git_commit
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def _stamp(level: str, key: str) -> dict[str, Any]:
     return {
         "level": level,
         "check_key": key,
+        "cpu_count": os.cpu_count(),
         "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_commit": git_commit(),
         "load_avg_1m": load,
@@ -79,14 +81,29 @@ def vocab_of(claim: Claim) -> int:
     return corpus_vocab(claim.corpus)
 
 
+# Probes of the same step (model, dtype, compile, batch) within one invocation are one probe:
+# nanoGPT's GPT-2 claims, llm.c's and modded-nanogpt's first record share their shapes.
+_PROBES: dict[str, dict[str, Any]] = {}
+
+
+def _probe_key(run: RunConfig, opts: Options) -> str:
+    t = run.train
+    step = (run.model.to_dict(), t.batch_size, t.dtype, t.compile, opts.device, opts.memory_mb)
+    return json.dumps(step, sort_keys=True)
+
+
 def run_probe(claim: Claim, opts: Options, costs: list[float]) -> dict[str, Any]:
     """Probe every run of the claim (one for a recipe), each in a fresh process."""
     vocab = vocab_of(claim)
     probes = []
     for run in claim.runs:
-        p = probe_mod.isolated(
-            probe_mod.probe_run, resolved(run, vocab), opts.device, opts.memory_mb, opts.max_seconds
-        )
+        run = resolved(run, vocab)
+        key = _probe_key(run, opts)
+        if key not in _PROBES:
+            _PROBES[key] = probe_mod.isolated(
+                probe_mod.probe_run, run, opts.device, opts.memory_mb, opts.max_seconds
+            )
+        p = _PROBES[key]
         if p["status"] != "ok":
             return p
         probes.append(p)

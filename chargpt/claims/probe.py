@@ -13,10 +13,11 @@ from chargpt.config import RunConfig
 from chargpt.model import GPT, count_params
 
 WARMUP_STEPS = 1  # plus one more when compiled: the first call compiles
-MIN_TIMED_STEPS = 2
+MIN_TIMED_STEPS = 1  # a GPT-2 step on a few CPU cores takes minutes: one is what fits
 MIN_TIMED_S = 2.0  # short steps are timed until this many seconds have passed...
 MAX_TIMED_STEPS = 20  # ...or this many steps
-ASSUMED_MFU = 0.3  # only to refuse a probe that would run past --max-seconds before trying it
+ASSUMED_MFU = 0.3  # for planning only: the micro-batch's step time and a probe's length
+TARGET_STEP_S = 10.0  # the micro-batch is halved while its step would take longer (b >= 1)
 
 
 def estimate_mb(run: RunConfig, micro_batch: int) -> float:
@@ -44,12 +45,17 @@ def memory_budget_mb(device: torch.device) -> float:
     return 0.4 * psutil.virtual_memory().available / 2**20
 
 
-def micro_batch(run: RunConfig, budget_mb: float) -> int | None:
-    """The largest micro-batch (the batch, halved as needed) whose estimate fits; None if not
-    even one sequence does."""
+def micro_batch(run: RunConfig, budget_mb: float, peak_flops: float) -> int | None:
+    """The micro-batch: the batch, halved while its memory estimate exceeds the budget, or
+    (down to one sequence) while its step would take over TARGET_STEP_S at ASSUMED_MFU;
+    None when even one sequence does not fit in memory."""
+    m = run.model
+    assert m.vocab_size is not None
+    fpt = count_params(m)["flops_per_token"]
     b = run.train.batch_size
     while b >= 1:
-        if estimate_mb(run, b) <= budget_mb:
+        slow = fpt * b * m.block_size / (ASSUMED_MFU * peak_flops) > TARGET_STEP_S
+        if estimate_mb(run, b) <= budget_mb and (b == 1 or not slow):
             return b
         b //= 2
     return None
@@ -74,10 +80,11 @@ def probe_run(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     dtype = torch.bfloat16 if run.train.dtype == "bfloat16" else torch.float32
-    peak = measure.measure_peak_flops(device, dtype)
+    # Measured now, not cached: the peak and the steps then share the machine's current load.
+    peak = measure.measure_peak_flops(device, dtype, use_cache=False)
     compiled = run.train.compile and device.type == "cuda"
     budget = memory_budget_mb(device) if budget_mb is None else budget_mb
-    b = micro_batch(run, budget)
+    b = micro_batch(run, budget, peak)
     m = run.model
     assert m.vocab_size is not None
     fpt = count_params(m)["flops_per_token"]

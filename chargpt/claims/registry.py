@@ -84,8 +84,11 @@ class Claim:
     raw: dict[str, Any] = dataclasses.field(repr=False, compare=False)
 
     def key(self) -> str:
-        """A short hash of the record as written: an edited claim is checked again."""
-        blob = json.dumps(self.raw, sort_keys=True, default=str)
+        """A short hash of what is checked (hardware, recipe or study, data, claimed figures;
+        not the prose): a claim whose figures are edited is checked again."""
+        prose = ("source", "quote", "verified", "note")
+        checked = {k: v for k, v in self.raw.items() if k not in prose}
+        blob = json.dumps(checked, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

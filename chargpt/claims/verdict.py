@@ -22,6 +22,14 @@ def to_claimed_hw(here_s: float, peak_here: float, claimed_peak: float | None, c
     return here_s if claimed_peak is None else here_s * peak_here / (count * claimed_peak)
 
 
+def _load_note(record: dict[str, Any] | None) -> str:
+    """A warning when the check ran with more runnable work than cores: its times read slow."""
+    if not record or record.get("load_avg_1m") in (None, "") or not record.get("cpu_count"):
+        return ""
+    load, cores = float(record["load_avg_1m"]), int(record["cpu_count"])
+    return f" [load average {load:.1f} on {cores} cores: slow]" if load > cores else ""
+
+
 def verdict(
     claim: dict[str, Any],
     arith: dict[str, Any],
@@ -40,6 +48,20 @@ def verdict(
     4. A probe here (same kind): its predicted time, rescaled the same way, within
        TIME_FACTOR: consistent; otherwise contradicted. No probe: not checkable here.
     """
+    out = _verdict(claim, arith, probe, full, device_type)
+    used = full if full is not None and full.get("status") == "ok" else probe
+    if out["compare_kind"]:
+        out["verdict_reason"] += _load_note(used)
+    return out
+
+
+def _verdict(
+    claim: dict[str, Any],
+    arith: dict[str, Any],
+    probe: dict[str, Any] | None,
+    full: dict[str, Any] | None,
+    device_type: str,
+) -> dict[str, Any]:
     claimed_s = float(claim["claimed_time_s"])
     mfu = arith.get("implied_mfu")
     out: dict[str, Any] = {"compare_s": None, "compare_kind": "", "time_ratio": None}
