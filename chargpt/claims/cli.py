@@ -100,12 +100,14 @@ def _parser() -> ArgumentParser:
 
 
 def _select(claims: tuple, only: list[str] | None) -> tuple:
+    from chargpt.claims.registry import ClaimsError
+
     if not only:
         return claims
     ids = [c.id for c in claims]
     for cid in only:
         if cid not in ids:
-            raise SystemExit(_usage(f"--only: no claim {cid!r} in the registry"))
+            raise ClaimsError(f"--only: no claim {cid!r} in the registry")
     return tuple(c for c in claims if c.id in only)
 
 

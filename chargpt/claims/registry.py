@@ -178,8 +178,9 @@ def _runs(c: dict, path: str, base: Path) -> tuple[tuple[RunConfig, ...], tuple[
             _bad(f"{path}.recipe.data", "set the data in the claim's data key, not the recipe")
         try:
             return (RunConfig.from_dict(recipe, f"{path}.recipe"),), (c["id"],)
-        except ConfigError as exc:
-            raise ClaimsError(str(exc)) from None
+        except ConfigError as exc:  # checks after parsing name the section, not the claim
+            msg = str(exc)
+            raise ClaimsError(msg if msg.startswith(path) else f"{path}.recipe.{msg}") from None
     from chargpt.study.spec import StudyError, load_study
 
     file = base / _text(c["study"], f"{path}.study")
