@@ -88,7 +88,8 @@ _PROBES: dict[str, dict[str, Any]] = {}
 
 def _probe_key(run: RunConfig, opts: Options) -> str:
     t = run.train
-    step = (run.model.to_dict(), t.batch_size, t.dtype, t.compile, opts.device, opts.memory_mb)
+    compiled = t.compile and opts.device == "cuda"  # the probe compiles on CUDA only
+    step = (run.model.to_dict(), t.batch_size, t.dtype, compiled, opts.device, opts.memory_mb)
     return json.dumps(step, sort_keys=True)
 
 
