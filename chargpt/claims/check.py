@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from chargpt.claims import full as full_mod
 from chargpt.claims import probe as probe_mod
 from chargpt.claims.arithmetic import arithmetic, resolved, run_cost
@@ -70,6 +72,7 @@ def _stamp(level: str, key: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "git_commit": git_commit(),
+        "torch": torch.__version__,
         "load_avg_1m": load,
     }
 

@@ -68,6 +68,8 @@ COLUMNS = [
     "check_key",
     "checked_at",
     "git_commit",
+    "torch",
+    "cpu_count",
     "load_avg_1m",
 ]
 
