@@ -170,7 +170,8 @@ def mfu_figure(claims: pd.DataFrame) -> Any:
     ax.axvline(100, color="#d95f02", linestyle="-", linewidth=1.2)
     ax.set_yticks(y, shown["claim_id"], fontsize=8)
     ax.set_xlabel("MFU (% of peak FLOP/s)")
-    ax.set_title("Implied MFU of each claim on its hardware's datasheet peak")
+    ax.set_xlim(0, 110)
+    ax.set_title("Implied MFU per claim (datasheet peak)")
     handles = [
         Line2D([], [], color=c, marker="s", linestyle="", label=f"implied: {k}")
         for k, c in CLASS_COLOURS.items()

@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     from chargpt.claims.registry import ClaimsError, load_claims
 
     try:
-        claims = _select(load_claims(args.claims), args.only)
+        every = load_claims(args.claims)
+        claims = _select(every, args.only)
     except ClaimsError as exc:
         return _usage(str(exc))
     if args.command == "list":
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         device = measure.resolve_device(args.device).type
     except ValueError as exc:
         return _usage(f"--device: {exc}")
-    return _check(claims, args, device)
+    return _check(claims, every, args, device)
 
 
 def _list(claims: tuple, as_json: bool) -> int:
@@ -166,7 +167,8 @@ def _list(claims: tuple, as_json: bool) -> int:
     return 0
 
 
-def _check(claims: tuple, args: Any, device: str) -> int:
+def _check(claims: tuple, every: tuple, args: Any, device: str) -> int:
+    """Check the selected claims; claims.csv holds every claim of the registry checked so far."""
     from chargpt.claims.check import Options, check_claim, collect
     from chargpt.claims.store import LEVELS, ClaimsStore
     from chargpt.data import CorpusError
@@ -189,18 +191,12 @@ def _check(claims: tuple, args: Any, device: str) -> int:
         for claim in claims:
             rows = check_claim(claim, store, opts)
             failed |= any(r.get("status") == "error" for r in rows)
-            store.write_csv(collect(_all(args.claims), store, device))
+            store.write_csv(collect(every, store, device))
     except CorpusError as exc:
         return _usage(str(exc))
     entries = summary([r for r in collect(claims, store, device)])
     print(json.dumps(entries, indent=2, default=str) if args.json else table(entries))
     return 1 if failed else 0
-
-
-def _all(path: str) -> tuple:
-    from chargpt.claims.registry import load_claims
-
-    return load_claims(path)
 
 
 def _write_env(store: Any, device: str) -> None:
