@@ -21,6 +21,7 @@ from chargpt.claims.verdict import (
     REPRODUCED,
     verdict,
 )
+from plots import report
 
 REGISTRY = Path(__file__).resolve().parent.parent / "studies" / "claims.yaml"
 
@@ -281,6 +282,12 @@ def test_check_runs_all_levels_then_resumes_and_fresh_redoes(
     assert records["probe"].stat().st_mtime_ns != mtimes["probe"]
     assert records["full"].stat().st_mtime_ns == mtimes["full"]
     assert json.loads(records["full"].read_text())["checked_at"] == stamps["full"]
+    # The report command of studies draws the claims report from the same folder.
+    assert report.main([str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    assert "| tiny |" in text and "claims_time.png" in text
+    for stem in ("claims_time", "claims_mfu"):
+        assert (out / "figures" / f"{stem}.png").is_file() == (stem == "claims_time")
 
 
 def test_dry_run_writes_nothing_and_unknown_only_is_exit_2(
