@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -33,6 +34,16 @@ class Options:
     max_seconds: float = 600.0
     memory_mb: float | None = None
     fresh: bool = False
+    threads: int | None = None  # torch threads of probes and full runs (None: the recipe's)
+
+    def suffix(self) -> str:
+        """What a probe or full run's key adds to the claim's: the device and threads."""
+        return self.device if self.threads is None else f"{self.device}|threads={self.threads}"
+
+    def with_threads(self, run: RunConfig) -> RunConfig:
+        if self.threads is None:
+            return run
+        return dataclasses.replace(run, train=dataclasses.replace(run.train, threads=self.threads))
 
 
 @functools.cache
@@ -92,7 +103,8 @@ _PROBES: dict[str, dict[str, Any]] = {}
 def _probe_key(run: RunConfig, opts: Options) -> str:
     t = run.train
     compiled = t.compile and opts.device == "cuda"  # the probe compiles on CUDA only
-    step = (run.model.to_dict(), t.batch_size, t.dtype, compiled, opts.device, opts.memory_mb)
+    step = (run.model.to_dict(), t.batch_size, t.dtype, compiled, t.threads, opts.device)
+    step += (opts.memory_mb,)
     return json.dumps(step, sort_keys=True)
 
 
@@ -101,7 +113,7 @@ def run_probe(claim: Claim, opts: Options, costs: list[float]) -> dict[str, Any]
     vocab = vocab_of(claim)
     probes = []
     for run in claim.runs:
-        run = resolved(run, vocab)
+        run = opts.with_threads(resolved(run, vocab))
         key = _probe_key(run, opts)
         if key not in _PROBES:
             _PROBES[key] = probe_mod.isolated(
@@ -136,7 +148,7 @@ def check_claim(claim: Claim, store: ClaimsStore, opts: Options) -> list[dict[st
         for r in claim.runs
     ]
     if depth >= 1:
-        pkey = f"{key}|{opts.device}"
+        pkey = f"{key}|{opts.suffix()}"
         probe = None if opts.fresh else store.done(claim.id, "probe", pkey)
         if probe is None:
             log.info("claim %s: probing on %s", claim.id, opts.device)
@@ -157,7 +169,7 @@ def check_claim(claim: Claim, store: ClaimsStore, opts: Options) -> list[dict[st
 def _full(
     claim: Claim, store: ClaimsStore, opts: Options, probe: dict[str, Any] | None, key: str
 ) -> dict[str, Any]:
-    fkey = f"{key}|{opts.device}"
+    fkey = f"{key}|{opts.suffix()}"
     done = None if opts.fresh else store.done(claim.id, "full", fkey)
     if done is not None:
         return done
@@ -172,7 +184,7 @@ def _full(
         log.info("claim %s: full run on %s", claim.id, opts.device)
         out = store.root / "runs" / claim.id
         try:
-            run = resolved(claim.runs[0], vocab_of(claim))
+            run = opts.with_threads(resolved(claim.runs[0], vocab_of(claim)))
             record = probe_mod.isolated(full_mod.full_run, run, opts.device, str(out))
         except Exception as exc:
             record = {"status": "error", "reason": " ".join(str(exc).split())[:300]}
@@ -181,23 +193,22 @@ def _full(
     return record
 
 
-def collect(claims: tuple[Claim, ...], store: ClaimsStore, device: str) -> list[dict[str, Any]]:
+def collect(claims: tuple[Claim, ...], store: ClaimsStore, opts: Options) -> list[dict[str, Any]]:
     """claims.csv's rows from the records on disk (claims never checked are left out)."""
     rows = []
     for claim in claims:
         recs = {lvl: store.load(claim.id, lvl) for lvl in LEVELS}
-        # A record of an earlier version of the claim (or another device) is not this one's.
+        # A record of an earlier version of the claim is not this one's. The latest check of
+        # each level is shown, whichever device and threads it ran with (columns say which).
         recs = {
             lvl: r
             for lvl, r in recs.items()
-            if r is not None
-            and str(r.get("check_key", "")).startswith(claim.key())
-            and (lvl == "arithmetic" or str(r.get("check_key", "")).endswith(f"|{device}"))
+            if r is not None and str(r.get("check_key", "")).startswith(claim.key())
         }
         arith = recs.get("arithmetic")
         if arith is None:
             continue
         base = claim_row(claim)
-        v = verdict(base, arith, recs.get("probe"), recs.get("full"), device)
+        v = verdict(base, arith, recs.get("probe"), recs.get("full"), opts.device)
         rows += [base | rec | v for rec in recs.values()]
     return rows

@@ -94,6 +94,7 @@ def _parser() -> ArgumentParser:
             p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
             p.add_argument("--max-seconds", type=float, default=600.0)
             p.add_argument("--memory-mb", type=float, help="a probe's memory budget, MiB")
+            p.add_argument("--threads", type=int, help="torch threads of probes and full runs")
             p.add_argument("--dry-run", action="store_true", help="say what would run")
             p.add_argument("--fresh", action="store_true", help="redo finished checks")
     return parser
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.call([sys.executable, "-m", "plots.report", str(out)])
     if not args.max_seconds > 0:
         return _usage(f"--max-seconds must be positive, got {args.max_seconds}")
+    if args.threads is not None and args.threads < 1:
+        return _usage(f"--threads must be a positive integer, got {args.threads}")
     if args.memory_mb is not None and not args.memory_mb > 0:
         return _usage(f"--memory-mb must be positive, got {args.memory_mb}")
     from chargpt import measure
@@ -174,7 +177,7 @@ def _check(claims: tuple, every: tuple, args: Any, device: str) -> int:
     from chargpt.data import CorpusError
 
     store = ClaimsStore(Path(args.out))
-    opts = Options(args.level, device, args.max_seconds, args.memory_mb, args.fresh)
+    opts = Options(args.level, device, args.max_seconds, args.memory_mb, args.fresh, args.threads)
     if args.dry_run:
         for c in claims:
             todo = []
@@ -191,10 +194,10 @@ def _check(claims: tuple, every: tuple, args: Any, device: str) -> int:
         for claim in claims:
             rows = check_claim(claim, store, opts)
             failed |= any(r.get("status") == "error" for r in rows)
-            store.write_csv(collect(every, store, device))
+            store.write_csv(collect(every, store, opts))
     except CorpusError as exc:
         return _usage(str(exc))
-    entries = summary([r for r in collect(claims, store, device)])
+    entries = summary(collect(claims, store, opts))
     print(json.dumps(entries, indent=2, default=str) if args.json else table(entries))
     return 1 if failed else 0
 

@@ -71,8 +71,21 @@ def probe_run(
     published recipes. A smaller micro-batch than the recipe's is used when memory requires;
     its FLOPs are its own (flops_per_token x micro-batch x block_size), so MFU and the
     predictions stay honest. Each micro-step includes an optimizer step, which a real
-    accumulation would run once per step: predictions err on the slow side.
+    accumulation would run once per step: predictions err on the slow side. train.threads,
+    when the recipe sets it, is the probe's thread count.
     """
+    threads_before = torch.get_num_threads()  # restored: the caller's setting is its own
+    try:
+        if run.train.threads is not None:
+            torch.set_num_threads(run.train.threads)
+        return _probe(run, device_name, budget_mb, max_seconds)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _probe(
+    run: RunConfig, device_name: str, budget_mb: float | None, max_seconds: float
+) -> dict[str, Any]:
     from chargpt.train import build_train_step
 
     device = measure.resolve_device(device_name)
@@ -89,6 +102,7 @@ def probe_run(
     assert m.vocab_size is not None
     fpt = count_params(m)["flops_per_token"]
     row: dict[str, Any] = {"device": device.type, "hardware": measure.hardware_name(device)}
+    row["threads"] = torch.get_num_threads()
     row |= {"peak_flops": peak, "memory_budget_mb": budget, "compile": compiled}
     if b is None:
         need = estimate_mb(run, 1)

@@ -46,6 +46,7 @@ COLUMNS = [
     "hardware",
     "peak_flops",
     "compile",
+    "threads",
     "memory_budget_mb",
     "micro_batch",
     "probe_steps",
