@@ -300,3 +300,7 @@ def test_dry_run_writes_nothing_and_unknown_only_is_exit_2(
     assert not out.exists()
     assert cli.main(["check", "--claims", str(path), "--only", "nope"]) == 2
     assert "no claim 'nope'" in capsys.readouterr().err
+    assert cli.main(["check", "--claims", str(path), "--threads", "0"]) == 2
+    assert "--threads must be a positive integer" in capsys.readouterr().err
+    assert cli.main(["check", "--claims", str(path), "--max-seconds", "-1"]) == 2
+    assert not out.exists()
