@@ -83,6 +83,7 @@ def table(claims: pd.DataFrame) -> pd.DataFrame:
     """The report's table, formatted."""
     return pd.DataFrame(
         {
+            "#": range(1, len(claims) + 1),
             "claim": claims["claim_id"],
             "claimed hardware": [
                 f"{int(n)}x {m}" for n, m in zip(claims["device_count"], claims["hardware_model"])
@@ -120,9 +121,9 @@ def time_figure(claims: pd.DataFrame) -> Any:
             zorder=3,
         )
         ax.annotate(
-            row.claim_id,
+            str(row.Index + 1),  # the claim's row in the table: ids would overlap
             (row.claimed_time_s, row.compare_s),
-            fontsize=7,
+            fontsize=8,
             xytext=(4, 3),
             textcoords="offset points",
         )
@@ -208,7 +209,8 @@ def build_report(path: Path) -> Path:
                 style.save(time_figure(claims), figdir, "claims_time"),
                 "Claimed time against the time the checks give for the claimed hardware: a full "
                 f"run or probe here rescaled by the ratio of peaks, or (triangles) the model for "
-                f"another device kind. The band is the verdict rule's {TIME_FACTOR:g}x.",
+                f"another device kind. The band is the verdict rule's {TIME_FACTOR:g}x; numbers "
+                "are the claims' rows in the table.",
             )
         )
     else:
