@@ -81,6 +81,17 @@ class Setup:
     total_steps: int | None  # None: only max_seconds bounds the run
 
 
+def build_train_step(
+    model: GPT, run: RunConfig, device: torch.device, dtype: str
+) -> tuple[torch.nn.Module, TrainStep]:
+    """The model as it steps (torch.compile'd when train.compile) and its TrainStep (AdamW,
+    clipping, autocast for the resolved dtype): setup uses it, and so does the claims probe."""
+    step_model = torch.compile(model) if run.train.compile else model
+    autocast = autocast_for(device, dtype)
+    step = TrainStep(step_model, make_optimizer(model, run.optim), run.optim.grad_clip, autocast)
+    return step_model, step
+
+
 def setup(run: RunConfig) -> Setup:
     """Data, model, optimizer, step, sampler and evaluation batches of a run, seeded."""
     device, dtype = run_device_and_dtype(run)
@@ -95,8 +106,7 @@ def setup(run: RunConfig) -> Setup:
     mcfg = dataclasses.replace(run.model, vocab_size=vocab_size)
     counts = count_params(mcfg)
     model = GPT(mcfg).to(device)
-    step_model = torch.compile(model) if run.train.compile else model
-    autocast = autocast_for(device, dtype)
+    step_model, train_step = build_train_step(model, run, device, dtype)
     B, T = run.train.batch_size, mcfg.block_size
     flops_per_step = counts["flops_per_token"] * B * T
     return Setup(
@@ -107,12 +117,10 @@ def setup(run: RunConfig) -> Setup:
         splits=splits,
         model=model,
         step_model=step_model,
-        train_step=TrainStep(
-            step_model, make_optimizer(model, run.optim), run.optim.grad_clip, autocast
-        ),
+        train_step=train_step,
         sampler=BatchSampler(splits.train, T, B, seed=run.train.seed, device=device),
         evaluator=FixedBatchEval(
-            splits.train, splits.val, T, B, run.train.eval_iters, device, autocast
+            splits.train, splits.val, T, B, run.train.eval_iters, device, train_step.autocast
         ),
         counts=counts,
         tokens_per_step=B * T,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plots import common, cost, curves, lr_sweep, samples, scaling, tables
+from plots import claims, common, cost, curves, lr_sweep, samples, scaling, tables
 from plots.common import Item, Section, Study
 
 
@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
+        if claims.is_claims_dir(Path(args.study)):  # results/claims: the claims report
+            print(claims.build_report(Path(args.study)))
+            return 0
         study = common.load_study(args.study)
         with np.errstate(all="ignore"):  # NaNs of failed runs are reported, not warned about
             print(build_report(study, n_boot=args.n_boot))

@@ -1,0 +1,1 @@
+"""Published hardware timing claims: registry, arithmetic, probes, full runs and verdicts."""
