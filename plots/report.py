@@ -154,7 +154,7 @@ def render(study: Study, sections: list[Section]) -> str:
     n_fig = n_tab = 0
     base = study.path
     for section in sections:
-        if not section.items and not section.notes:
+        if not section.items and not section.notes and not section.flags:
             continue
         out.append(f"## {section.title}\n")
         for item in section.items:
@@ -169,6 +169,8 @@ def render(study: Study, sections: list[Section]) -> str:
                 out.append(f"*Table {n_tab}. {item.caption}* ([{rel}]({rel}))\n")
                 if item.path.stat().st_size < 20_000 and item.path.name != "samples.md":
                     out.append(item.path.read_text())
+        for flag in section.flags:
+            out.append(f"> **flagged, not a result:** {flag}\n")
         for note in section.notes:
             out.append(f"> skipped: {note}\n")
     return "\n".join(out)
