@@ -1,4 +1,4 @@
-"""Loss curves: training and validation loss vs step, tokens and wall-clock training time (train_s), one line per label (seeds averaged)."""
+"""Loss curves vs step, tokens and training time (train_s): one line per label, seeds averaged."""
 
 from __future__ import annotations
 
