@@ -9,7 +9,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plots import common, cost, curves, lr_sweep, samples, scaling, tables
+from plots import (
+    common,
+    cost,
+    curves,
+    epochs,
+    isoflop,
+    lr_sweep,
+    parametric,
+    samples,
+    scaling,
+    tables,
+)
 from plots.common import Item, Section, Study
 
 
@@ -170,7 +181,7 @@ def render(study: Study, sections: list[Section]) -> str:
                 if item.path.stat().st_size < 20_000 and item.path.name != "samples.md":
                     out.append(item.path.read_text())
         for flag in section.flags:
-            out.append(f"> **flagged, not a result:** {flag}\n")
+            out.append(f"> **flagged:** {flag}\n")
         for note in section.notes:
             out.append(f"> skipped: {note}\n")
     return "\n".join(out)
@@ -183,6 +194,9 @@ def build_report(study: Study, n_boot: int = 200) -> Path:
         runs_section(study, tabdir),
         curves.build(study, figdir, tabdir),
         scaling.build(study, figdir, tabdir, n_boot=n_boot),
+        isoflop.build(study, figdir, tabdir, n_boot=n_boot),
+        parametric.build(study, figdir, tabdir, n_boot=n_boot),
+        epochs.build(study, figdir, tabdir),
         lr_sweep.build(study, figdir, tabdir),
         cost.build(study, figdir, tabdir),
         samples.build(study, figdir, tabdir),
