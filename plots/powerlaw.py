@@ -84,7 +84,8 @@ def bound_flags(
                 f"{name} = {common.fmt_num(value, 4)} lies outside its 95% interval {shown}: "
                 "the bootstrap does not describe this estimate"
             )
-        elif value - lo <= edge or hi - value <= edge:
+        elif hi - lo > 1e-6 * max(abs(value), 1e-12) and (value - lo <= edge or hi - value <= edge):
+            # (a zero-width interval is exact data, not a pile-up)
             flags.append(
                 f"{name} = {common.fmt_num(value, 4)} sits on the edge of its 95% interval "
                 f"{shown}: the resamples pile up at a limit"
