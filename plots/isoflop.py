@@ -82,15 +82,10 @@ def plot_isoflop(study: Study, fit: IsoFlopFit) -> Figure:
             x, y = vertex(coef)
             ax.scatter(np.exp(x), y, marker="*", s=160, color=color, ec="black", zorder=4)
             if {"n_lo", "n_hi"} <= set(row) and np.isfinite(row["n_lo"].iloc[0]):
-                ax.hlines(
-                    y,
-                    row["n_lo"].iloc[0],
-                    row["n_hi"].iloc[0],
-                    color=color,
-                    lw=3,
-                    alpha=0.6,
-                    zorder=3,
-                )
+                # drawn within the plotted sizes; the table gives the whole interval
+                lo = max(row["n_lo"].iloc[0], grid[0])
+                hi = min(row["n_hi"].iloc[0], grid[-1])
+                ax.hlines(y, lo, hi, color=color, lw=3, alpha=0.6, zorder=3)
     ax.set_xscale("log")
     style.log_ticks(ax, "x")
     ax.set_xlabel(common.PARAMS)
@@ -229,7 +224,8 @@ def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Sectio
             "Final validation loss vs parameters at each compute budget (large dots: mean over "
             "seeds, bars ±1 std over seeds; small dots: single runs); lines: a parabola in "
             "log N per budget; stars: its minimum N_opt, bar: 95% bootstrap interval of N_opt "
-            "(runs of each budget redrawn with replacement).",
+            "(runs of each budget redrawn with replacement; cut at the drawn range, whole in "
+            "the table).",
         )
     )
     common.add_table(
