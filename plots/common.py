@@ -101,6 +101,7 @@ class Section:
     title: str
     items: list[Item] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # fits whose estimates are not results
 
 
 @dataclass
@@ -151,6 +152,49 @@ class Study:
             return {}
         refs = entry.get("reference_losses", {}) if isinstance(entry, dict) else {}
         return {k: float(v) for k, v in refs.items() if isinstance(v, (int, float))}
+
+
+# Columns that make two runs the same experiment apart from the seed (labels already do, unless
+# a study gives two different runs one label).
+SEED_GROUP = (
+    "label",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "block_size",
+    "batch_size",
+    "lr",
+    "max_steps",
+    "max_tokens",
+    "max_flops",
+    "max_seconds",
+    "corpus",
+)
+
+
+def seed_mean(df: pd.DataFrame, value: str) -> pd.DataFrame:
+    """One row per seed group: value = the mean over its seeds, value_std = their standard
+    deviation (NaN for one seed), n_seeds; the other columns are those of its first row."""
+    if df.empty:
+        return df.assign(**{f"{value}_std": pd.Series(dtype=float), "n_seeds": 0})
+    keys = [c for c in SEED_GROUP if c in df.columns]
+    grouped = df.groupby(keys, dropna=False, sort=False)[value]
+    out = df.assign(
+        **{
+            f"{value}_std": grouped.transform("std"),
+            "n_seeds": grouped.transform("count"),
+            value: grouped.transform("mean"),
+        }
+    )
+    return out.drop_duplicates(keys).reset_index(drop=True)
+
+
+def seeds_words(df: pd.DataFrame) -> str:
+    """How a caption says what a point is: 'mean of n seeds (bars: +-1 std)' or 'one seed'."""
+    n = df["n_seeds"] if "n_seeds" in df else pd.Series([1])
+    if n.max() <= 1:
+        return "one seed per point"
+    return f"mean over {int(n.min())}-{int(n.max())} seeds per point (bars: ±1 std over seeds)"
 
 
 def read_csv(path: Path, required: Iterable[str] = (), text: bool = False) -> pd.DataFrame:

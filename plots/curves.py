@@ -1,4 +1,4 @@
-"""Loss curves: training and validation loss vs step and vs tokens, one line per run."""
+"""Loss curves vs step, tokens and training time (train_s): one line per label, seeds averaged."""
 
 from __future__ import annotations
 
@@ -12,28 +12,42 @@ from matplotlib.lines import Line2D
 from plots import common, style
 from plots.common import Item, Section, Study
 
-X_AXES = {"step": common.STEP, "tokens": common.TOKENS, "flops": common.FLOPS}
+WALL_WORDS = (
+    "; wall-clock seconds of training steps (evaluation excluded), which also measure how "
+    "loaded the machine was during each run"
+)
+X_AXES = {
+    "step": common.STEP,
+    "tokens": common.TOKENS,
+    "flops": common.FLOPS,
+    "train_s": common.TRAIN_S,
+}
 
 
-def best_runs(study: Study) -> set[str]:
-    """Per label, the run with the lowest best validation loss (finished runs first)."""
-    curves = study.curves
-    if curves is None or curves.empty:
-        return set()
-    lowest = curves.groupby("run_id")["val_loss"].min()
-    runs = study.runs.set_index("run_id")
-    chosen: set[str] = set()
-    for _, group in curves.groupby("label"):
-        ids = list(group["run_id"].unique())
-        ok = [r for r in ids if r in runs.index and runs.at[r, "status"] == "ok"]
-        pool = ok or ids
-        chosen.add(min(pool, key=lambda r: np.nan_to_num(lowest.get(r, np.inf), nan=np.inf)))
-    return chosen
+def seed_curves(curves: pd.DataFrame, runs: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Per seed group (label) and step: x, val_loss and train_loss averaged over the group's
+    runs, val_loss_std over them (NaN for one run) and n_seeds; failed runs are left out when
+    the group has a finished one."""
+    status = runs.set_index("run_id")["status"] if "status" in runs else pd.Series(dtype=str)
+    ok = curves["run_id"].map(status).eq("ok")
+    has_ok = ok.groupby(curves["label"]).transform("any")
+    df = curves[ok | ~has_ok]
+    cols = [c for c in (x, "val_loss", "train_loss") if c in df.columns and c != "step"]
+    grouped = df.groupby(["label", "step"], sort=False)
+    out = grouped[cols].mean()
+    out["val_loss_std"] = grouped["val_loss"].std()
+    out["n_seeds"] = grouped["run_id"].nunique()
+    return out.reset_index()
+
+
+def _seeds_label(label: str, n: int) -> str:
+    return f"{label} ({n} seeds)" if n > 1 else label
 
 
 @style.styled
 def plot_curves(study: Study, x: str = "step") -> Figure:
-    """Validation (solid) and training (dotted) loss vs x; the best run per label is bold."""
+    """Validation (solid) and training (dotted) loss vs x, one line per label: the mean over
+    its seeds, shaded +-1 std where it has several."""
     curves = study.curves
     if curves is None or curves.empty:
         raise common.ResultsError(f"{study.path / 'curves.csv'}: no curve rows")
@@ -41,19 +55,21 @@ def plot_curves(study: Study, x: str = "step") -> Figure:
         raise common.ResultsError(f"{study.path / 'curves.csv'}: missing column(s) {x}")
     fig, ax = style.new_figure(height=4.6)
     palette = study.palette()
-    bold = best_runs(study)
     log_x = x != "step" and style.spans_decades(curves[x])
     has_train = "train_loss" in curves.columns and curves["train_loss"].notna().any()
-    for run_id, df in curves.groupby("run_id", sort=False):
+    means = seed_curves(curves, study.runs, x)
+    for label, df in means.groupby("label", sort=False):
         df = df.sort_values("step")
         if log_x:
             df = df[df[x] > 0]
-        color = palette.get(df["label"].iloc[0], "0.5")
-        main = run_id in bold
-        line = {"color": color, "lw": 1.8 if main else 0.8, "alpha": 1.0 if main else 0.35}
-        ax.plot(df[x], df["val_loss"], ls="-", zorder=3 if main else 2, **line)
-        if has_train and main:
-            ax.plot(df[x], df["train_loss"], ls=":", zorder=2, **{**line, "lw": 1.3})
+        color = palette.get(label, "0.5")
+        ax.plot(df[x], df["val_loss"], ls="-", color=color, lw=1.5, zorder=3)
+        if df["val_loss_std"].notna().any():
+            std = df["val_loss_std"].fillna(0.0)
+            lo, hi = df["val_loss"] - std, df["val_loss"] + std
+            ax.fill_between(df[x], lo, hi, color=color, alpha=0.2, lw=0, zorder=2)
+        if has_train:
+            ax.plot(df[x], df["train_loss"], ls=":", color=color, lw=1.1, zorder=2)
     shown = curves[curves[x] > 0] if log_x else curves
     losses = pd.concat([shown["val_loss"], shown.get("train_loss", pd.Series(dtype=float))])
     lo = float(np.nanmin(losses))
@@ -68,8 +84,12 @@ def plot_curves(study: Study, x: str = "step") -> Figure:
     ax.set_xlabel(X_AXES.get(x, x))
     ax.set_ylabel(common.LOSS)
     ax.set_title(f"Loss vs {X_AXES.get(x, x).split(' (')[0]} — study {study.name}")
-    present = [lab for lab in study.labels() if lab in set(curves["label"])]
-    handles = [Line2D([], [], color=palette[lab], lw=1.8, label=lab) for lab in present]
+    n_seeds = means.groupby("label")["n_seeds"].max()
+    present = [lab for lab in study.labels() if lab in n_seeds.index]
+    handles = [
+        Line2D([], [], color=palette[lab], lw=1.8, label=_seeds_label(lab, n_seeds[lab]))
+        for lab in present
+    ]
     handles.append(Line2D([], [], color="0.2", lw=1.6, label="validation"))
     if has_train:
         handles.append(Line2D([], [], color="0.2", lw=1.3, ls=":", label="training"))
@@ -91,9 +111,9 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
             + ", ".join(f"{r.label} ({r.run_id}, {r.status})" for r in no_curve.itertuples())
         )
     several = curves.groupby("label")["run_id"].nunique().max() > 1
-    extra = "; bold: best run per label, faint: other runs" if several else ""
+    extra = "; labels with several seeds: their mean, shaded ±1 std over seeds" if several else ""
     refs = "; dashed: reference losses of the corpus" if study.references() else ""
-    for x in ("step", "tokens"):
+    for x in ("step", "tokens", "train_s"):
         if x not in curves.columns:
             section.notes.append(f"curves.csv has no {x} column: loss vs {x} skipped")
             continue
@@ -104,7 +124,9 @@ def build(study: Study, figdir: Path, tabdir: Path) -> Section:
                 "figure",
                 path,
                 f"Training (dotted) and validation (solid) "
-                f"loss vs {X_AXES[x]}, one line per run{extra}{refs}.",
+                f"loss vs {X_AXES[x]}, one line per label{extra}{refs}"
+                + (WALL_WORDS if x == "train_s" else "")
+                + ".",
             )
         )
     return section

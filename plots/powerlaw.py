@@ -12,6 +12,7 @@ from plots import common
 
 MIN_POINTS = 4  # three parameters: fewer distinct points cannot test the law at all
 MIN_SPAN = 2.0  # x must vary by at least this factor for an exponent to mean anything
+ALPHA_BOUNDS = (1e-3, 5.0)  # the optimiser's box for alpha; E lies in [0, the lowest loss]
 
 
 @dataclass
@@ -27,6 +28,7 @@ class PowerLawFit:
     band: tuple[np.ndarray, np.ndarray] | None = None
     n_boot: int = 0
     note: str = ""
+    flags: list[str] = field(default_factory=list)  # why an estimate is not a result
 
     @property
     def ok(self) -> bool:
@@ -51,6 +53,46 @@ class PowerLawFit:
         return "\n".join(lines)
 
 
+def bound_flags(
+    values: dict[str, float],
+    ci: dict[str, tuple[float, float]],
+    bounds: dict[str, tuple[float, float]],
+    rtol: float = 1e-3,
+) -> list[str]:
+    """One sentence per parameter whose estimate sits on a bound of the fit, or on the edge of
+    (or outside) its own bootstrap interval: such an estimate is the optimiser's limit or a
+    lopsided bootstrap, not a measurement (Besiroglu et al. 2024)."""
+    flags = []
+    for name, value in values.items():
+        if not np.isfinite(value):
+            continue
+        lo_b, hi_b = bounds.get(name, (-np.inf, np.inf))
+        scale = max(abs(value), abs(hi_b - lo_b) if np.isfinite(hi_b - lo_b) else 0.0, 1e-12)
+        for bound, side in ((lo_b, "lower"), (hi_b, "upper")):
+            if np.isfinite(bound) and abs(value - bound) <= rtol * scale:
+                flags.append(
+                    f"{name} = {common.fmt_num(value, 4)} sits on its {side} bound "
+                    f"{common.fmt_num(bound, 4)}: the data do not pin it down"
+                )
+        lo, hi = ci.get(name, (np.nan, np.nan))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            continue
+        shown = f"[{common.fmt_num(lo, 4)}, {common.fmt_num(hi, 4)}]"
+        edge = rtol * max(hi - lo, 1e-12) * 10  # within 1% of the interval's width
+        if value < lo or value > hi:
+            flags.append(
+                f"{name} = {common.fmt_num(value, 4)} lies outside its 95% interval {shown}: "
+                "the bootstrap does not describe this estimate"
+            )
+        elif hi - lo > 1e-6 * max(abs(value), 1e-12) and (value - lo <= edge or hi - value <= edge):
+            # (a zero-width interval is exact data, not a pile-up)
+            flags.append(
+                f"{name} = {common.fmt_num(value, 4)} sits on the edge of its 95% interval "
+                f"{shown}: the resamples pile up at a limit"
+            )
+    return flags
+
+
 def _solve(
     x: np.ndarray, y: np.ndarray, starts: list[tuple[float, float]]
 ) -> tuple[float, float, float] | None:
@@ -62,7 +104,8 @@ def _solve(
         log_e = np.log(p[0]) if p[0] > 0 else -np.inf
         return np.logaddexp(log_e, p[1] - p[2] * lx) - ly
 
-    lower, upper = np.array([0.0, -50.0, 1e-3]), np.array([ymin, 50.0, 5.0])
+    lower = np.array([0.0, -50.0, ALPHA_BOUNDS[0]])
+    upper = np.array([ymin, 50.0, ALPHA_BOUNDS[1]])
     best = None
     for e0, a0 in starts:
         b0 = np.mean(np.maximum(y - e0, 1e-3 * ymin) * np.exp(a0 * lx))
@@ -145,4 +188,9 @@ def fit_power_law(
         fit.n_boot = len(boots)
     elif n_boot > 0:
         fit.note = f"bootstrap skipped: only {len(boots)} usable resamples"
+    fit.flags = bound_flags(
+        {"E": fit.E, "alpha": fit.alpha},
+        fit.ci,
+        {"E": (0.0, float(y.min())), "alpha": ALPHA_BOUNDS},
+    )
     return fit

@@ -9,7 +9,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from plots import claims, common, cost, curves, lr_sweep, samples, scaling, tables
+from plots import (
+    claims,
+    common,
+    cost,
+    curves,
+    epochs,
+    isoflop,
+    lr_sweep,
+    parametric,
+    samples,
+    scaling,
+    tables,
+)
 from plots.common import Item, Section, Study
 
 
@@ -154,7 +166,7 @@ def render(study: Study, sections: list[Section]) -> str:
     n_fig = n_tab = 0
     base = study.path
     for section in sections:
-        if not section.items and not section.notes:
+        if not section.items and not section.notes and not section.flags:
             continue
         out.append(f"## {section.title}\n")
         for item in section.items:
@@ -169,6 +181,8 @@ def render(study: Study, sections: list[Section]) -> str:
                 out.append(f"*Table {n_tab}. {item.caption}* ([{rel}]({rel}))\n")
                 if item.path.stat().st_size < 20_000 and item.path.name != "samples.md":
                     out.append(item.path.read_text())
+        for flag in section.flags:
+            out.append(f"> **flagged:** {flag}\n")
         for note in section.notes:
             out.append(f"> skipped: {note}\n")
     return "\n".join(out)
@@ -181,6 +195,9 @@ def build_report(study: Study, n_boot: int = 200) -> Path:
         runs_section(study, tabdir),
         curves.build(study, figdir, tabdir),
         scaling.build(study, figdir, tabdir, n_boot=n_boot),
+        isoflop.build(study, figdir, tabdir, n_boot=n_boot),
+        parametric.build(study, figdir, tabdir, n_boot=n_boot),
+        epochs.build(study, figdir, tabdir),
         lr_sweep.build(study, figdir, tabdir),
         cost.build(study, figdir, tabdir),
         samples.build(study, figdir, tabdir),

@@ -22,12 +22,13 @@ X_VARS = {  # stem: (column, axis label, symbol)
 
 
 def best_points(study: Study) -> pd.DataFrame:
-    """Per label, the finished run with the lowest best validation loss."""
+    """Per label, the seed mean of the best validation loss (loss), its spread over seeds
+    (loss_std) and the number of seeds (n_seeds); the other columns are the first seed's."""
     ok = study.ok.copy()
     loss = "best_val_loss" if "best_val_loss" in ok else "final_val_loss"
     ok["loss"] = ok[loss].fillna(ok.get("final_val_loss"))
     ok = ok.dropna(subset=["loss"])
-    return ok.loc[ok.groupby("label")["loss"].idxmin()] if len(ok) else ok
+    return common.seed_mean(ok, "loss")
 
 
 def compute_frontier(curves: pd.DataFrame) -> pd.DataFrame:
@@ -57,6 +58,8 @@ def _draw_fit(ax: object, fit: PowerLawFit, symbol: str) -> None:
         if fit.band is not None:
             ax.fill_between(grid, *fit.band, color="0.5", alpha=0.25, lw=0, zorder=1)
     text = fit.describe(symbol) if fit.ok else fit.note
+    if fit.ok and fit.flags:
+        text += "\nflagged, not a result:\n" + "\n".join(f.split(":")[0] for f in fit.flags)
     ax.text(
         0.98,
         0.97,
@@ -83,6 +86,8 @@ def plot_scaling(
         fit = fit_power_law(pts[column], pts["loss"], n_boot=n_boot)
     fig, ax = style.new_figure(height=4.6)
     style.scatter_runs(fig, ax, study, pts, column, "loss")
+    spread = pts[pts["loss_std"].notna()]
+    ax.errorbar(spread[column], spread["loss"], yerr=spread["loss_std"], fmt="none", ecolor="0.2")
     ax.set_xscale("log")
     lo, hi = float(pts["loss"].min()), float(pts["loss"].max())
     _log_y(fig, ax, *style.padded(lo, hi, 0.1, 0.25))
@@ -156,7 +161,7 @@ def fits_table(fits: dict[str, PowerLawFit]) -> pd.DataFrame:
         row = {"fit": name, "points": f.n_points, "E": f.E, "A": f.A, "alpha": f.alpha}
         for k in ("E", "A", "alpha"):
             row[f"{k}_lo"], row[f"{k}_hi"] = f.ci.get(k, (np.nan, np.nan))
-        row.update({"bootstrap": f.n_boot, "note": f.note})
+        row.update({"bootstrap": f.n_boot, "note": f.note, "flags": "; ".join(f.flags)})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -168,7 +173,8 @@ def _fit_words(fit: PowerLawFit, what: str = "") -> str:
     words = f"dashed: power law fitted{what}"
     if fit.band is not None:
         words += f", grey: 95% bootstrap band ({fit.n_boot} resamples)"
-    return words + (f"; {fit.note}" if fit.note else "")
+    words += f"; {fit.note}" if fit.note else ""
+    return words + (f"; FLAGGED: {'; '.join(fit.flags)}" if fit.flags else "")
 
 
 def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Section:
@@ -190,11 +196,12 @@ def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Sectio
                 "figure",
                 path,
                 f"Best validation loss per architecture vs "
-                f"{xlabel} (log-log); {_fit_words(fig.fit)}.",
+                f"{xlabel} (log-log), {common.seeds_words(pts)}; {_fit_words(fig.fit)}.",
             )
         )
         if not fig.fit.ok:
             section.notes.append(f"loss vs {column}: {fig.fit.note}")
+        section.flags += [f"loss vs {column}: {f}" for f in fig.fit.flags]
     if common.missing_columns(study.curves, ["flops", "val_loss"]):
         section.notes.append("curves.csv has no flops column: compute frontier skipped")
     elif not (study.curves["flops"] > 0).any():
@@ -202,6 +209,7 @@ def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Sectio
     else:
         fig = plot_frontier(study, n_boot=n_boot)
         fits["frontier: loss vs flops"] = fig.fit
+        section.flags += [f"frontier fit: {f}" for f in fig.fit.flags]
         path = style.save(fig, figdir, "compute_frontier")
         section.items.append(
             Item(
@@ -222,13 +230,15 @@ def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Sectio
                 else common.fmt_num(v, 4)
                 for v, lo, hi in zip(table[k], table[f"{k}_lo"], table[f"{k}_hi"])
             ]
-        shown = shown[["fit", "points", "E", "A", "alpha", "bootstrap", "note"]]
+        shown = shown[["fit", "points", "E", "A", "alpha", "bootstrap", "note", "flags"]]
         common.add_table(
             section,
             tabdir,
             "scaling_fits",
             shown,
-            "Power-law fits L = E + A*X^-alpha: value [95% bootstrap interval over runs].",
+            "Power-law fits L = E + A*X^-alpha: value [95% bootstrap interval over runs]; "
+            "flags: estimates on a bound of the fit or on the edge of (or outside) their own "
+            "interval, which are not results.",
             raw=table,
         )
     return section

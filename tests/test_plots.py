@@ -144,7 +144,7 @@ def test_same_label_same_colour_everywhere(loaded: dict[str, common.Study]) -> N
 @pytest.mark.parametrize(
     "module, stems",
     [
-        (curves, ["curves_step", "curves_tokens"]),
+        (curves, ["curves_step", "curves_tokens", "curves_train_s"]),
         (
             cost,
             [
@@ -248,7 +248,7 @@ def test_report_on_partial_study(studies) -> None:
         line.split("](")[1].split(")")[0] for line in text.splitlines() if line.startswith("![")
     ]:
         assert (study / ref).is_file() and (study / ref).with_suffix(".pdf").is_file()
-    assert text.count("![") == 14
+    assert text.count("![") == 15  # 14 + loss vs train_s
     missing = text.split("## What is missing")[1].split("\n## ")[0]
     assert "L16-H16-C512-T256" in missing and "no result yet" in missing
     assert "status error: RuntimeError" in missing
