@@ -531,7 +531,7 @@ COVERAGE_DRAWS = 100
 def test_bootstrap_intervals_cover_the_true_exponent_at_about_their_rate() -> None:
     """100 synthetic data sets (15 points over 3 decades, 1% multiplicative noise, a known
     alpha): the 95% percentile-bootstrap interval must hold the true alpha in at least 85 of
-    them (a true 95% rate gives fewer than 85 about once in 5,000 studies). The draws are
+    them (a true 95% rate gives fewer than 85 about once in 27,000 such tests). The draws are
     seeded, so the count is the same on every run."""
     covered = usable = 0
     for draw in range(COVERAGE_DRAWS):
