@@ -168,6 +168,26 @@ def worker_pids(run_dir: Path) -> list[int]:
     return pids
 
 
+def dying_or_gone(pid: int) -> bool:
+    """True when pid has exited, is a zombie, is exiting, or has a SIGKILL pending: a process
+    in any of these states never runs its own code again."""
+    proc = Path("/proc") / str(pid)
+    try:
+        stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        status = (proc / "status").read_text()
+    except OSError:
+        return True
+    state, flags = stat[0], int(stat[6])
+    pf_exiting = 0x4
+    sigkill = 1 << (signal.SIGKILL - 1)
+    pending = [
+        int(line.split()[1], 16)
+        for line in status.splitlines()
+        if line.startswith(("SigPnd:", "ShdPnd:"))
+    ]
+    return state in ("Z", "X", "x") or bool(flags & pf_exiting) or any(p & sigkill for p in pending)
+
+
 def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -527,13 +547,12 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     files = sorted(p.name for p in in_flight.iterdir())
     # The worker must die with its runner (the kernel kills it at once), not linger until it
     # notices by itself: a lingering one writes into a directory a resumed runner reuses.
-    deadline = time.monotonic() + 2
-    while worker_pids(in_flight) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    seen["orphans"] = worker_pids(in_flight)
+    # No deadline decides this: the kernel sends the SIGKILL as the runner exits, so by the
+    # time runner.wait() returned the worker is gone, a zombie, exiting, or has it pending.
+    seen["orphans"] = [] if dying_or_gone(worker) else [worker]
     if seen["orphans"]:  # do not leave it running whatever the test says
         os.kill(worker, signal.SIGKILL)
-    time.sleep(1.0)
+    wait_for(lambda: not worker_pids(in_flight), 120, "the worker to be gone")
     seen["in_flight_files"] = (files, sorted(p.name for p in in_flight.iterdir()))
     seen["after_kill_rows"] = read_csv(root / "runs.csv")[1]
     seen["mtime"] = done.stat().st_mtime_ns
@@ -958,6 +977,9 @@ def test_ctrl_c_exits_130_and_the_study_resumes(tmp_path: Path) -> None:
             env=cli_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
+            # as from a terminal: a suite started in the background (`&`, nohup) ignores SIGINT,
+            # and its children would inherit that
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             curve = root / "runs" / first.run_id / "curve.csv"
