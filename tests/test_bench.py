@@ -175,6 +175,7 @@ def test_plot_script_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content,
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_plot_script_does_not_import_torch(tmp_path):
     src = _synthetic_json(tmp_path / "a.json")
     code = (
@@ -263,6 +264,7 @@ def test_benchmarks_collect_and_run_in_quick_mode(tmp_path: Path) -> None:
         assert cases == {(i, p) for i in ("manual", "sdpa") for p in ("fwd", "fwd+bwd")}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_bench_device_cuda_without_cuda_is_one_usage_error():
     cmd = [

@@ -43,6 +43,7 @@ def test_split_loss_is_the_mean_over_every_position() -> None:
     assert model.training  # left as it was found
 
 
+@pytest.mark.slow
 def test_cli_scores_a_fresh_checkpoint(text_file: Path, tmp_path: Path) -> None:
     run = RunConfig.from_dict(
         {
@@ -79,6 +80,7 @@ def test_cli_scores_a_fresh_checkpoint(text_file: Path, tmp_path: Path) -> None:
     assert bad.stderr.count("\n") == 1 and "not in the vocabulary" in bad.stderr
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_missing_checkpoint(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "chargpt.evaluate", str(tmp_path / "no.pt")],

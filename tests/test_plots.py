@@ -166,6 +166,7 @@ def test_scripts_write_png_and_pdf(module, stems, warns, studies, tmp_path, caps
     assert ("L2-H2-C64-T64" in capsys.readouterr().err) == warns  # run without curve
 
 
+@pytest.mark.slow
 def test_scaling_script_writes_figures_and_fits_table(studies, tmp_path) -> None:
     assert scaling.main([str(studies["scaling"]), "--out", str(tmp_path), "--n-boot", "0"]) == 0
     for stem in (
@@ -241,6 +242,7 @@ def test_tables_cli_formats_columns_sort_and_several_studies(studies, tmp_path, 
 # --- report --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_on_partial_study(studies) -> None:
     path = report.build_report(common.load_study(studies["scaling"]), n_boot=N_BOOT)
     text = path.read_text()
@@ -351,6 +353,7 @@ def test_bad_input_exits_2_with_one_line(module, studies, tmp_path, capsys) -> N
         assert err.count("\n") == 1 and message in err and str(path) in err
 
 
+@pytest.mark.slow
 def test_cli_runs_as_module_without_torch(studies, tmp_path) -> None:
     """`python -m plots.report DIR` works from the repo root and never imports torch."""
     study = write_results(tmp_path, "cli", kind="lr_sweep", samples=False)
@@ -383,6 +386,7 @@ def test_cli_runs_as_module_without_torch(studies, tmp_path) -> None:
     assert bad.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_every_module_runs_with_dash_m() -> None:
     """Each figure family, the tables and the report answer `python -m plots.X --help`."""
     names = ["report", "tables", "curves", "scaling", "cost", "lr_sweep", "samples", "bench"]

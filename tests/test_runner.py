@@ -838,6 +838,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_chargpt_imports_without_fcntl() -> None:
     """Windows has no fcntl: nothing in chargpt may need it at import (filelock locks there)."""
     code = (

@@ -131,6 +131,7 @@ def test_same_config_and_seed_give_identical_losses(corpus: str) -> None:
     assert losses(a) != losses(c)
 
 
+@pytest.mark.slow
 def test_small_model_approaches_the_synthetic_entropy_floor(one_thread: None) -> None:
     """The synthetic chain's entropy rate is the best possible loss; get within 0.15 nats."""
     floor = synthetic_spec(SYNTHETIC_SEED).entropy_rate
@@ -186,6 +187,7 @@ def test_load_checkpoint_rejects_foreign_files(tmp_path: Path) -> None:
         load_checkpoint(junk)
 
 
+@pytest.mark.slow
 def test_sampling_cli_on_a_fresh_checkpoint(corpus: str, tmp_path: Path) -> None:
     train(tiny_run(corpus, train={"save_checkpoint": True}), out_dir=tmp_path)
     cmd = [
@@ -264,6 +266,7 @@ def test_compilation_is_timed_apart_from_training(corpus: str) -> None:
     assert compiled.final_val_loss == pytest.approx(plain.final_val_loss, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_mfu_on_a_model_whose_matmuls_dominate(corpus: str) -> None:
     """A model 256 wide on batches of 32 x 64 tokens spends its time in matmuls: its MFU is
     tens of percent (27% measured on a loaded 2-core machine), not the ~1% of the tiny runs,
@@ -440,6 +443,7 @@ def test_lean_adamw_matches_torch_adamw_step_by_step() -> None:
     assert not torch.equal(ours.lm_head.weight, GPT(cfg).lm_head.weight)
 
 
+@pytest.mark.slow
 def test_training_process_stays_lean(text_file: Path) -> None:
     """No pandas, plotting or torch._dynamo in a training process: they cost peak memory."""
     code = (
