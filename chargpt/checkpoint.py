@@ -67,7 +67,15 @@ def load_checkpoint(
         model = GPT(model_config)
         model.load_state_dict(payload["model"])
     except (KeyError, ConfigError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: damaged checkpoint ({exc})") from None
+        # one line: torch's state-dict errors span several
+        raise CheckpointError(
+            f"{path}: damaged checkpoint ({' '.join(str(exc).split())})"
+        ) from None
+    # torch.load does not notice overwritten tensor bytes (tests/test_evaluate.py shows it),
+    # but bytes turned to NaN or inf are caught here rather than scored or sampled from.
+    bad = [name for name, t in model.state_dict().items() if not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{path}: damaged checkpoint (non-finite values in {bad[0]})")
     model.to(device).eval()
     return model, tokenizer, run, payload
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,3 +84,22 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smoke_study(
+    tmp_path_factory: pytest.TempPathFactory, _session_cache: None
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """studies/smoke.yaml run once through the CLI, as a user would: (the process, its results
+    directory). Shared by the runner's and the plots' tests; tests that change it copy it."""
+    out = tmp_path_factory.mktemp("smoke") / "results"
+    proc = subprocess.run(
+        [sys.executable, "run_study.py", str(REPO / "studies" / "smoke.yaml"), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        # one torch thread per worker: tiny models on a shared 2-core machine crawl with more
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        timeout=600,
+    )
+    return proc, out / "smoke"

@@ -175,6 +175,7 @@ def test_plot_script_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content,
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_plot_script_does_not_import_torch(tmp_path):
     src = _synthetic_json(tmp_path / "a.json")
     code = (
@@ -190,27 +191,80 @@ def test_plot_script_does_not_import_torch(tmp_path):
 
 
 # ----- the benchmark files themselves ----------------------------------------------------------
-def test_benchmarks_collect_and_run_in_quick_mode():
+@pytest.mark.slow
+def test_benchmarks_collect_and_run_in_quick_mode(tmp_path: Path) -> None:
+    """Every benchmark under --quick (tiny sizes, one round), with its JSON: each result has
+    the shape pytest-benchmark writes and the extra_info plots/bench.py reads, and the derived
+    figures follow from the timing and the counts (no speed is asserted)."""
+    from chargpt.model import ModelConfig, count_params
+
+    out_json = tmp_path / "quick.json"
     cmd = [
         sys.executable,
         "-m",
         "pytest",
         "bench",
         "--quick",
-        "--benchmark-disable",
+        f"--benchmark-json={out_json}",
         "--bench-threads",
         "1",
         "-q",
         "-p",
         "no:cacheprovider",
     ]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = out.stdout.strip().splitlines()[-1]
     assert "passed" in summary and "failed" not in summary and "skipped" not in summary
-    assert int(summary.split()[0]) >= 20
+    passed = int(summary.split()[0])
+    assert passed >= 20
+
+    data = json.loads(out_json.read_text())
+    assert data["machine_info"]["chargpt"]["quick"] is True
+    assert data["machine_info"]["chargpt"]["threads"] == 1
+    results = data["benchmarks"]
+    assert len(results) == passed  # one result per benchmark that ran
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        info, stats = r["extra_info"], r["stats"]
+        groups.setdefault(info["group"], []).append(r)
+        assert stats["rounds"] == 1  # quick: one round each
+        median = stats["median"]
+        assert median > 0 and info["ms_per_call"] == pytest.approx(median * 1e3, rel=1e-12)
+        assert info["tokens"] == info["batch_size"] * info["block_size"]
+        assert info["peak_mem_bytes"] >= 0 and info["peak_mem_method"]
+        assert info["device"] == "cpu"
+        if info["group"] == "model_step":
+            cfg = ModelConfig(
+                n_layer=info["n_layer"],
+                n_head=info["n_head"],
+                n_embd=info["n_embd"],
+                block_size=info["block_size"],
+                vocab_size=65,
+            )
+            counts = count_params(cfg)
+            assert info["n_params"] == counts["n_params"]
+            assert info["flops_per_token"] == counts["flops_per_token"]
+            assert info["tokens_per_s"] == pytest.approx(info["tokens"] / median, rel=1e-12)
+            per_s = info["tokens"] * info["flops_per_token"] / median
+            assert info["flops_per_s"] == pytest.approx(per_s, rel=1e-12)
+        else:
+            B, T, C = info["batch_size"], info["block_size"], info["n_embd"]
+            backward = info["pass"] == "fwd+bwd"
+            assert info["flops"] == benchlib.attention_flops(B, T, C, backward=backward)
+            causal = benchlib.attention_flops(B, T, C, causal=True, backward=backward)
+            assert info["flops_causal"] == causal
+            assert info["head_size"] * info["n_head"] == C
+            assert info["flops_per_s"] == pytest.approx(info["flops"] / median, rel=1e-12)
+    assert set(groups) == {"model_step", "block_size", "width"}
+    steps = {(r["extra_info"]["attn_impl"], r["extra_info"]["dtype"]) for r in groups["model_step"]}
+    assert steps == {(i, d) for i in ("manual", "sdpa") for d in ("float32", "bfloat16")}
+    for family in ("block_size", "width"):
+        cases = {(r["extra_info"]["attn_impl"], r["extra_info"]["pass"]) for r in groups[family]}
+        assert cases == {(i, p) for i in ("manual", "sdpa") for p in ("fwd", "fwd+bwd")}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_bench_device_cuda_without_cuda_is_one_usage_error():
     cmd = [

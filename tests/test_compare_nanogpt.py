@@ -121,6 +121,7 @@ def test_a_nanogpt_checkpoint_loads_as_a_chargpt_model(tmp_path: Path) -> None:
     assert torch.equal(loaded(idx)[0], model(idx)[0])
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_folder_that_is_not_a_checkout(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*CLI, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
@@ -141,6 +142,7 @@ def test_each_child_gets_its_own_wall_time_and_peak_rss(tmp_path: Path) -> None:
     assert compare.run_measured(fail, tmp_path, tmp_path / "fail.log")[2] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", ["300", "100", "0"])
 def test_cli_refuses_steps_nanogpt_would_not_checkpoint_at(tmp_path: Path, steps: str) -> None:
     (tmp_path / "train.py").write_text("")

@@ -319,6 +319,7 @@ def test_cli_bad_input_exits_2_with_one_line(
     assert len(lines) == 1 and message in lines[0], captured.err
 
 
+@pytest.mark.slow
 def test_python_m_chargpt_describe_entry_point(tmp_path: Path) -> None:
     env = {
         **os.environ,

@@ -43,6 +43,7 @@ def test_split_loss_is_the_mean_over_every_position() -> None:
     assert model.training  # left as it was found
 
 
+@pytest.mark.slow
 def test_cli_scores_a_fresh_checkpoint(text_file: Path, tmp_path: Path) -> None:
     run = RunConfig.from_dict(
         {
@@ -79,6 +80,7 @@ def test_cli_scores_a_fresh_checkpoint(text_file: Path, tmp_path: Path) -> None:
     assert bad.stderr.count("\n") == 1 and "not in the vocabulary" in bad.stderr
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_missing_checkpoint(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "chargpt.evaluate", str(tmp_path / "no.pt")],
@@ -88,3 +90,49 @@ def test_cli_rejects_a_missing_checkpoint(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'no.pt'}: no such checkpoint file"
+
+
+def damage(kind: str, good: Path, out: Path) -> Path:
+    """A checkpoint as a broken copy, a partial download or a foreign file leaves it."""
+    data = good.read_bytes()
+    if kind == "truncated":
+        out.write_bytes(data[: len(data) // 2])
+    elif kind == "nan_bytes":  # tensor bytes overwritten (0xff: NaN); torch.load loads them
+        mid = len(data) // 2
+        out.write_bytes(data[:mid] + b"\xff" * 64 + data[mid + 64 :])
+    elif kind == "foreign":
+        torch.save({"hello": torch.zeros(1)}, out)
+    elif kind == "wrong_weights":  # a chargpt checkpoint whose weights miss a tensor
+        payload = torch.load(good, weights_only=True)
+        payload["model"].pop(next(iter(payload["model"])))
+        torch.save(payload, out)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["truncated", "nan_bytes", "foreign", "wrong_weights"])
+def test_a_damaged_checkpoint_is_one_line_and_exit_2(
+    kind: str, text_file: Path, tmp_path: Path
+) -> None:
+    run = RunConfig.from_dict(
+        {
+            "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 8},
+            "train": {"batch_size": 8, "eval_interval": 5, "eval_iters": 1, "threads": 1},
+            "budget": {"max_steps": 5},
+            "data": {"corpus": str(text_file)},
+        }
+    )
+    train(run, out_dir=tmp_path)
+    bad = damage(kind, tmp_path / "ckpt.pt", tmp_path / "damaged.pt")
+    for module in ("chargpt.evaluate", "chargpt.sample"):
+        proc = subprocess.run(
+            [sys.executable, "-m", module, str(bad)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 2, (module, proc.stderr)
+        assert "Traceback" not in proc.stderr, (module, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (module, proc.stderr)
+        assert str(bad) in lines[0], (module, lines[0])

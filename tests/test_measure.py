@@ -34,6 +34,7 @@ def test_probe_is_cached_with_when_and_how_loaded(_test_cache: Path) -> None:
     assert measure.measure_peak_flops(CPU, seconds=0.05) == first  # from the cache
 
 
+@pytest.mark.slow
 def test_old_entries_and_forget_measure_again(_test_cache: Path) -> None:
     measure.measure_peak_flops(CPU, seconds=0.05)
     path = cache_file(_test_cache)
@@ -54,6 +55,7 @@ def test_old_entries_and_forget_measure_again(_test_cache: Path) -> None:
     assert json.loads(path.read_text())[key]["flops"] > 1e8
 
 
+@pytest.mark.slow
 def test_concurrent_probes_keep_every_entry(_test_cache: Path) -> None:
     """Three processes, three thread counts (three cache keys), one cache file: none is lost."""
     code = (

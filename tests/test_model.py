@@ -312,3 +312,62 @@ def test_yaml_style_exponent_strings_are_floats() -> None:
     assert isinstance(optim.lr, float) and optim.lr == 1e-3 and optim.min_lr == 1e-5
     with pytest.raises(ConfigError, match="optim.lr: expected a number"):
         OptimConfig.from_dict({"lr": "fast"})
+
+
+def test_gpt2_small_has_the_published_parameter_count() -> None:
+    """GPT-2 small (124M): the count published with the model, not one derived from this code."""
+    gpt2 = ModelConfig(
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        block_size=1024,
+        vocab_size=50257,
+        bias=True,
+        tie_weights=True,
+    )
+    assert count_params(gpt2)["n_params"] == 124_439_808
+
+
+@pytest.mark.parametrize("bias, tie", [(True, True), (False, False)])
+def test_flops_per_token_against_torch_flop_counter_on_the_whole_model(
+    bias: bool, tie: bool
+) -> None:
+    """One forward + backward of the whole model under FlopCounterMode against
+    flops_per_token x tokens. The counter sees matmuls only (mm, addmm, bmm), and so does the
+    formula, with one stated difference:
+    - every Linear weight (the tied head included: wte is the LM head's matrix) costs 2 FLOPs
+      per token forward and 4 backward (input and weight gradients): 6N on both sides;
+    - attention's QK^T and AV are full T x T batched matmuls in the manual path (the causal
+      mask zeroes half of the scores after they are computed), so the counter's attention work
+      is exactly the formula's unhalved 12 * n_layer * n_embd * T per token;
+    - the lookups (wte forward, wpe) are no matmuls: the formula leaves wpe out of N, and wte
+      counts only as the tied head;
+    - LayerNorm gains and biases sit in N (6 FLOPs each per token) but are elementwise work
+      the counter does not see, as are softmax, GELU, the residual adds and the loss.
+    So counter == flops_per_token * tokens - 6 * tokens * (LayerNorm and bias parameters)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = tiny(bias=bias, tie_weights=tie, n_layer=3, n_embd=24, n_head=3)
+    model = make_model(bias=bias, tie_weights=tie, n_layer=3, n_embd=24, n_head=3)
+    B, T = 3, cfg.block_size  # the formula assumes full-length sequences
+    idx, targets = random_ids((B, T), 11, seed=1), random_ids((B, T), 11, seed=2)
+    with FlopCounterMode(display=False) as counter:
+        _, loss = model(idx, targets)
+        assert loss is not None
+        loss.backward()
+    counted = counter.get_total_flops()
+
+    elementwise = sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if name.endswith(".bias") or ".ln_" in name or name.startswith("transformer.ln_f")
+    )
+    # LayerNorms: 2 per layer + the final one, each n_embd gains (+ n_embd biases)
+    layer_norms = (2 * cfg.n_layer + 1) * cfg.n_embd
+    linear_biases = cfg.n_layer * (3 + 1 + 4 + 1) * cfg.n_embd if bias else 0  # qkv, proj, fc, proj
+    assert elementwise == layer_norms * (2 if bias else 1) + linear_biases
+    tokens = B * T
+    expected = model.flops_per_token() * tokens - 6 * tokens * elementwise
+    assert counted == expected
+    # The stated difference is small next to the whole: the formula is the matmul count.
+    assert counted / (model.flops_per_token() * tokens) > 0.9

@@ -142,9 +142,9 @@ def test_same_label_same_colour_everywhere(loaded: dict[str, common.Study]) -> N
 
 
 @pytest.mark.parametrize(
-    "module, stems",
+    "module, stems, warns",
     [
-        (curves, ["curves_step", "curves_tokens", "curves_train_s"]),
+        (curves, ["curves_step", "curves_tokens", "curves_train_s"], True),  # a run without curves
         (
             cost,
             [
@@ -154,17 +154,19 @@ def test_same_label_same_colour_everywhere(loaded: dict[str, common.Study]) -> N
                 "cost_mfu_vs_params",
                 "cost_throughput_vs_block_size",
             ],
+            False,  # cost plots need runs.csv only: the missing curve is no concern of theirs
         ),
     ],
 )
-def test_scripts_write_png_and_pdf(module, stems, studies, tmp_path, capsys) -> None:
+def test_scripts_write_png_and_pdf(module, stems, warns, studies, tmp_path, capsys) -> None:
     assert module.main([str(studies["scaling"]), "--out", str(tmp_path)]) == 0
     for stem in stems:
         assert (tmp_path / f"{stem}.png").stat().st_size > 1000
         assert (tmp_path / f"{stem}.pdf").stat().st_size > 1000
-    assert "L2-H2-C64-T64" in capsys.readouterr().err or module is cost  # run without curve
+    assert ("L2-H2-C64-T64" in capsys.readouterr().err) == warns  # run without curve
 
 
+@pytest.mark.slow
 def test_scaling_script_writes_figures_and_fits_table(studies, tmp_path) -> None:
     assert scaling.main([str(studies["scaling"]), "--out", str(tmp_path), "--n-boot", "0"]) == 0
     for stem in (
@@ -240,6 +242,7 @@ def test_tables_cli_formats_columns_sort_and_several_studies(studies, tmp_path, 
 # --- report --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_on_partial_study(studies) -> None:
     path = report.build_report(common.load_study(studies["scaling"]), n_boot=N_BOOT)
     text = path.read_text()
@@ -350,6 +353,7 @@ def test_bad_input_exits_2_with_one_line(module, studies, tmp_path, capsys) -> N
         assert err.count("\n") == 1 and message in err and str(path) in err
 
 
+@pytest.mark.slow
 def test_cli_runs_as_module_without_torch(studies, tmp_path) -> None:
     """`python -m plots.report DIR` works from the repo root and never imports torch."""
     study = write_results(tmp_path, "cli", kind="lr_sweep", samples=False)
@@ -382,6 +386,7 @@ def test_cli_runs_as_module_without_torch(studies, tmp_path) -> None:
     assert bad.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_every_module_runs_with_dash_m() -> None:
     """Each figure family, the tables and the report answer `python -m plots.X --help`."""
     names = ["report", "tables", "curves", "scaling", "cost", "lr_sweep", "samples", "bench"]
@@ -449,3 +454,98 @@ def test_power_law_fit_is_skipped_without_a_falling_trend_or_a_spread() -> None:
     assert "spans only a factor" in fit_power_law(x, np.array([2.0, 1.9, 2.1, 1.8, 2.2])).note
     rising = fit_power_law(np.logspace(5, 7, 6), np.linspace(1.6, 2.5, 6))
     assert not rising.ok and "does not fall" in rising.note
+
+
+# --- on real runner output -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_report(smoke_study, tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The smoke study as the runner wrote it, then `python -m plots.report` on a copy."""
+    import shutil
+
+    proc, finished = smoke_study
+    assert proc.returncode == 0, proc.stderr
+    root = tmp_path_factory.mktemp("smoke_report") / "smoke"
+    shutil.copytree(finished, root)
+    report_proc = subprocess.run(
+        [sys.executable, "-m", "plots.report", str(root), "--n-boot", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return report_proc, root
+
+
+@pytest.mark.slow
+def test_report_on_real_runner_output(smoke_report) -> None:
+    proc, root = smoke_report
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    text = (root / "REPORT.md").read_text()
+    images = [
+        line.split("](")[1].split(")")[0] for line in text.splitlines() if line.startswith("![")
+    ]
+    assert images, text
+    for ref in images:
+        png = root / ref
+        assert png.suffix == ".png" and png.stat().st_size > 1000
+        assert png.with_suffix(".pdf").stat().st_size > 1000
+    assert {p.suffix for p in (root / "figures").iterdir()} == {".png", ".pdf"}
+    for table in ("runs.md", "runs.csv", "env.md"):
+        assert (root / "tables" / table).stat().st_size > 0
+    for label in ("tiny", "deeper", "wider"):  # every run of the study is in the report
+        assert label in (root / "tables" / "runs.md").read_text()
+    assert "no result yet" not in text  # the study finished: nothing reported missing
+
+
+@pytest.mark.slow
+def test_figures_of_real_runner_output_have_labels(smoke_report) -> None:
+    _, root = smoke_report
+    study = common.load_study(root)
+    figs = [
+        curves.plot_curves(study, "step"),
+        curves.plot_curves(study, "tokens"),
+        scaling.plot_scaling(study, "params", n_boot=0),
+        cost.plot_cost(study, "throughput", "params"),
+        cost.plot_cost(study, "memory", "params"),
+        cost.plot_cost(study, "mfu", "params"),
+    ]
+    for fig in figs:
+        _check_figure(fig)
+        lines = [line for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata())]
+        collections = [c for ax in fig.axes for c in ax.collections]
+        assert lines or collections, "a figure without data"
+    assert figs[0].axes[0].get_ylabel() == common.LOSS
+
+
+# --- bootstrap coverage ----------------------------------------------------------------------
+
+COVERAGE_DRAWS = 100
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding (issue 16): plots.powerlaw's 95% pairs-bootstrap intervals hold the true "
+    "alpha in 84 of 100 seeded draws at n_boot=40 (86 at n_boot=50): they undercover; "
+    "remove this marker once the fit's intervals are fixed",
+)
+def test_bootstrap_intervals_cover_the_true_exponent_at_about_their_rate() -> None:
+    """100 synthetic data sets (15 points over 3 decades, 1% multiplicative noise, a known
+    alpha): the 95% percentile-bootstrap interval must hold the true alpha in at least 85 of
+    them (a true 95% rate gives fewer than 85 about once in 27,000 such tests). The draws are
+    seeded, so the count is the same on every run."""
+    covered = usable = 0
+    for draw in range(COVERAGE_DRAWS):
+        rng = np.random.default_rng(1000 + draw)
+        x = np.geomspace(1e4, 1e7, 15)
+        y = (1.3 + 40.0 * x**-0.35) * np.exp(rng.normal(0, 0.01, x.size))
+        fit = scaling.fit_power_law(x, y, n_boot=N_BOOT, seed=draw)
+        if "alpha" in fit.ci:
+            usable += 1
+            lo, hi = fit.ci["alpha"]
+            covered += lo <= 0.35 <= hi
+    assert usable == COVERAGE_DRAWS
+    assert covered >= 85, f"{covered} of {COVERAGE_DRAWS} 95% intervals hold the true alpha"

