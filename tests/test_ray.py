@@ -26,6 +26,7 @@ from chargpt.data import SHAKESPEARE_SHA256
 from chargpt.study.spec import load_study
 
 ray = pytest.importorskip("ray", reason='the ray extra is not installed (pip install -e ".[ray]")')
+pytestmark = pytest.mark.slow  # a real two-node cluster: minutes, not seconds
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "studies" / "smoke.yaml"
