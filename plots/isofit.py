@@ -135,6 +135,7 @@ def _flags(fit: IsoFlopFit) -> list[str]:
     return flags + bound_flags({"a": fit.a, "b": fit.b}, fit.ci, {})
 
 
+@common.one_blas_thread
 def fit_isoflop(runs: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> IsoFlopFit:
     """Approach 2 on finished runs with COLUMNS; the bootstrap redraws each budget's runs
     (seeds included) with replacement, and refits everything downstream of them."""

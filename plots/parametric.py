@@ -106,6 +106,7 @@ def _params(x: np.ndarray) -> dict[str, float]:
     }
 
 
+@common.one_blas_thread
 def fit_parametric(
     n: np.ndarray, d: np.ndarray, loss: np.ndarray, n_boot: int = 200, seed: int = 0
 ) -> ParametricFit:

@@ -122,6 +122,7 @@ def _solve(
     return float(e), float(np.exp(log_b) * x0**alpha), float(alpha)
 
 
+@common.one_blas_thread
 def fit_power_law(
     x: np.ndarray,
     y: np.ndarray,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -549,3 +550,23 @@ def test_bootstrap_intervals_cover_the_true_exponent_at_about_their_rate() -> No
             covered += lo <= 0.35 <= hi
     assert usable == COVERAGE_DRAWS
     assert covered >= 85, f"{covered} of {COVERAGE_DRAWS} 95% intervals hold the true alpha"
+
+
+def test_importing_plots_leaves_the_environment_alone() -> None:
+    """Thread settings must not leak from plots into a process (or the workers it starts):
+    they once made every later training run in the test process single-threaded."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
+    code = (
+        "import os, plots.report, plots.isoflop, plots.parametric; "
+        "print([os.environ.get(k) for k in "
+        "('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[None, None, None]"
