@@ -106,6 +106,18 @@ def cli(
     )
 
 
+def start_runner(study: Path, out: Path, log: Any, **popen: Any) -> subprocess.Popen[bytes]:
+    """`run_study.py STUDY --out OUT` in the background, its output into the open file log."""
+    return subprocess.Popen(
+        [sys.executable, "run_study.py", str(study), "--out", str(out)],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        **popen,
+    )
+
+
 def main(capsys: pytest.CaptureFixture[str], *args: Any) -> tuple[int, str, str]:
     """The CLI's main() in this process (torch is already imported): (code, stdout, stderr)."""
     capsys.readouterr()
@@ -458,13 +470,7 @@ def test_a_worker_killed_without_oom_evidence_is_killed_not_oom(tmp_path: Path) 
     (victim,) = load_study(study).runs
     run_dir = tmp_path / "results" / "victim" / "runs" / victim.run_id
     with open(tmp_path / "runner.log", "w") as log:
-        runner = subprocess.Popen(
-            [sys.executable, "run_study.py", str(study), "--out", str(tmp_path / "results")],
-            cwd=REPO,
-            env=cli_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        runner = start_runner(study, tmp_path / "results", log)
         try:
             (worker,) = wait_for(lambda: worker_pids(run_dir), 120, "the victim's worker")
             wait_for(lambda: (run_dir / "curve.csv").exists(), 120, "training to start")
@@ -526,13 +532,7 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     first, second = load_study(study).runs
     seen: dict[str, Any] = {"study": study, "root": root, "plan": (first, second)}
     with open(tmp / "runner.log", "w") as log:
-        runner = subprocess.Popen(
-            [sys.executable, "run_study.py", str(study), "--out", str(root.parent)],
-            cwd=REPO,
-            env=cli_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        runner = start_runner(study, root.parent, log)
         try:
             done = root / "runs" / first.run_id / "result.json"
             wait_for(done.exists, 120, "the first run to finish")
@@ -597,13 +597,7 @@ def test_a_run_killed_mid_way_resumes_from_its_state_with_the_same_losses(tmp_pa
     cut, whole = tmp_path / "cut", tmp_path / "whole"
     run_dir = cut / "long" / "runs" / run.run_id
     with open(tmp_path / "runner.log", "w") as log:
-        runner = subprocess.Popen(
-            [sys.executable, "run_study.py", str(study), "--out", str(cut)],
-            cwd=REPO,
-            env=cli_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        runner = start_runner(study, cut, log)
         try:
             wait_for((run_dir / "state.pt").exists, 120, "a saved state")
             os.kill(runner.pid, signal.SIGKILL)
@@ -972,14 +966,12 @@ def test_ctrl_c_exits_130_and_the_study_resumes(tmp_path: Path) -> None:
     first, second = load_study(study).runs
     root = tmp_path / "results" / "ctrlc"
     with open(tmp_path / "runner.log", "w+") as log:
-        runner = subprocess.Popen(
-            [sys.executable, "run_study.py", str(study), "--out", str(root.parent)],
-            cwd=REPO,
-            env=cli_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # as from a terminal: a suite started in the background (`&`, nohup) ignores SIGINT,
-            # and its children would inherit that
+        # as from a terminal: a suite started in the background (`&`, nohup) ignores SIGINT,
+        # and its children would inherit that
+        runner = start_runner(
+            study,
+            root.parent,
+            log,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
