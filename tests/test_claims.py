@@ -304,3 +304,39 @@ def test_dry_run_writes_nothing_and_unknown_only_is_exit_2(
     assert "--threads must be a positive integer" in capsys.readouterr().err
     assert cli.main(["check", "--claims", str(path), "--max-seconds", "-1"]) == 2
     assert not out.exists()
+
+
+def test_a_study_claim_is_re_run_whole_through_the_runner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = tmp_path / "two.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "name": "two",
+                "base": {
+                    **{k: v for k, v in TINY_RECIPE.items() if k != "budget"},
+                    "budget": {"max_steps": 4},
+                    "data": {"corpus": "synthetic"},
+                    "sample": {"prompts": ["a"], "max_new_tokens": 2},
+                },
+                "runs": [{"label": "one"}, {"label": "two", "model.n_embd": 32}],
+            }
+        )
+    )
+    claim = tiny_claim(id="study-wall", study=study.name, claimed={"time_s": 20.0})
+    del claim["recipe"]
+    path = write_claims(tmp_path, claim)
+    out = tmp_path / "out"
+    args = ["check", "--claims", str(path), "--out", str(out), "--device", "cpu", "--json"]
+    assert cli.main(args) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    full = json.loads((out / "checks" / "study-wall" / "full.json").read_text())
+    assert full["status"] == "ok" and full["runs"] == 2 and full["steps"] == 8
+    # The wall is the whole command's: it holds both runs' training and evaluation and more.
+    assert full["wall_s"] > full["train_s"] + full["eval_s"]
+    runs = (out / "runs" / "study-wall" / "two" / "runs.csv").read_text().splitlines()
+    assert len(runs) == 3 and all(",ok," in r for r in runs[1:])
+    assert entry["measured_here_s"] == full["wall_s"]  # count_eval: the whole wall is compared
+    assert entry["verdict_reason"].startswith("full run:")  # no loss claimed: time decides
+    assert entry["verdict"] in (REPRODUCED, CONTRADICTED)

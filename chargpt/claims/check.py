@@ -173,7 +173,7 @@ def _full(
     done = None if opts.fresh else store.done(claim.id, "full", fkey)
     if done is not None:
         return done
-    why = full_mod.full_blocker(claim.hardware.kind, opts.device, claim.corpus, len(claim.runs))
+    why = full_mod.full_blocker(claim.hardware.kind, opts.device, claim.corpus)
     if not why and (probe is None or probe.get("status") != "ok"):
         why = "no probe to predict its time"
     if not why and probe is not None and probe["predicted_here_s"] > opts.max_seconds:
@@ -184,8 +184,11 @@ def _full(
         log.info("claim %s: full run on %s", claim.id, opts.device)
         out = store.root / "runs" / claim.id
         try:
-            run = opts.with_threads(resolved(claim.runs[0], vocab_of(claim)))
-            record = probe_mod.isolated(full_mod.full_run, run, opts.device, str(out))
+            if claim.study is not None:  # word for word, as its claim was made (no --threads)
+                record = full_mod.full_study(claim.study, str(out))
+            else:
+                run = opts.with_threads(resolved(claim.runs[0], vocab_of(claim)))
+                record = probe_mod.isolated(full_mod.full_run, run, opts.device, str(out))
         except Exception as exc:
             record = {"status": "error", "reason": " ".join(str(exc).split())[:300]}
     record |= _stamp("full", fkey)

@@ -74,7 +74,7 @@ class Claim:
     hardware: Hardware
     runs: tuple[RunConfig, ...]
     labels: tuple[str, ...]
-    study: str | None
+    study: str | None  # the study file's path, for a study claim
     accum: int  # micro-batches per optimizer step, over all devices
     count_eval: bool  # the claimed time includes the recipe's evaluation passes
     corpus: str | None  # a corpus chargpt has; None when the data is random tokens
@@ -228,7 +228,7 @@ def parse_claim(c: Any, path: str, base: Path) -> Claim:
         hardware=_hardware(c["hardware"], f"{path}.hardware"),
         runs=runs,
         labels=labels,
-        study=c.get("study"),
+        study=str(base / c["study"]) if "study" in c else None,
         accum=accum,
         count_eval=count_eval,
         corpus=corpus,
