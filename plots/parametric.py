@@ -22,6 +22,8 @@ from plots.powerlaw import bound_flags
 NAMES = ("E", "A", "B", "alpha", "beta")
 DELTA = 1e-3  # Huber threshold on log-loss residuals, as Hoffmann et al. 2022
 EXP_BOUNDS = (0.0, 2.5)  # alpha, beta: beyond 2.5 a term is a step, not a power law
+LOG_COEF_BOUNDS = (-5.0, 60.0)  # log A, log B
+LOG_E_MIN = -6.0  # log E: E is searched in [e^-6, lowest loss]
 MIN_RUNS = 6  # five parameters
 # Starting grid (log A, log B, log E, alpha, beta): 2^5 corners of the region where char-level
 # fits land. Hoffmann et al. use a finer grid; on the runs here every corner but a few reaches
@@ -77,7 +79,13 @@ def _solve(
     ln: np.ndarray, ld: np.ndarray, ll: np.ndarray, starts: list[np.ndarray]
 ) -> np.ndarray | None:
     """Best L-BFGS-B optimum over the starts, E kept below the lowest loss."""
-    bounds = [(-5.0, 60.0), (-5.0, 60.0), (-6.0, float(ll.min())), EXP_BOUNDS, EXP_BOUNDS]
+    bounds = [
+        LOG_COEF_BOUNDS,
+        LOG_COEF_BOUNDS,
+        (LOG_E_MIN, float(ll.min())),
+        EXP_BOUNDS,
+        EXP_BOUNDS,
+    ]
     best = None
     for x0 in starts:
         x0 = np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds])
@@ -142,10 +150,16 @@ def fit_parametric(
         fit.n_boot = len(boots)
     elif n_boot > 0:
         fit.note = f"bootstrap skipped: only {len(boots)} usable resamples"
+    # The solver's own bounds on E and the exponents (E's lower one is e^-6, not 0). A and B
+    # are left out: bound_flags scales its tolerance by the bound range, e^60 for them.
     fit.flags = bound_flags(
         fit.params,
         fit.ci,
-        {"E": (0.0, float(loss[keep].min())), "alpha": EXP_BOUNDS, "beta": EXP_BOUNDS},
+        {
+            "E": (float(np.exp(LOG_E_MIN)), float(loss[keep].min())),
+            "alpha": EXP_BOUNDS,
+            "beta": EXP_BOUNDS,
+        },
     )
     return fit
 

@@ -2,7 +2,8 @@
 
 Loss data here is generated from a known law L = E + A/N^alpha + B/D^beta (E = 1.281 nats/char,
 the synthetic corpus's entropy rate) with multiplicative noise, in the documented runs.csv
-layout, so every fit has a right answer to recover."""
+layout, so every fit has a right answer to recover. The last tests fit real runs of
+studies/isoflop_synthetic.yaml, trained by the runner on the synthetic corpus itself."""
 
 from __future__ import annotations
 
@@ -15,8 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import run_study
+from chargpt.data import synthetic_spec
 from plots import common, epochs, isofit, parametric, report
+from plots.isoflop import isoflop_runs
 from plots.powerlaw import bound_flags, fit_power_law
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHETIC_STUDY = REPO / "studies" / "isoflop_synthetic.yaml"
 
 LAW = {"E": 1.281, "A": 30.0, "alpha": 0.35, "B": 60.0, "beta": 0.3}
 SIZES = [(1, 24), (1, 32), (2, 32), (2, 48), (2, 64), (3, 80), (4, 96)]  # (n_layer, n_embd)
@@ -143,6 +150,13 @@ def test_parametric_fit_recovers_the_entropy_rate_within_its_interval() -> None:
     assert abs(fit.params["beta"] - LAW["beta"]) < 0.1
 
 
+def test_parametric_fit_flags_e_on_its_lower_bound() -> None:
+    runs = law_runs(seeds=(0,))
+    floorless = runs["final_val_loss"] - LAW["E"]  # no floor: E goes to the solver's e^-6
+    fit = parametric.fit_parametric(runs["n_params"], runs["tokens"], floorless, n_boot=20)
+    assert any(f.startswith("E = ") and "lower bound" in f for f in fit.flags), fit.flags
+
+
 def test_parametric_fit_is_skipped_without_enough_runs() -> None:
     fit = parametric.fit_parametric([1e4, 2e4], [1e6, 2e6], [2.0, 1.9], n_boot=0)
     assert not fit.ok and "skipped" in fit.note
@@ -180,3 +194,47 @@ def test_cli_modules_and_compare(tmp_path: Path) -> None:
     assert (tmp_path / "c" / "compare_a_vs_b.png").is_file()
     bad = subprocess.run([*cmd[:3], str(a), str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def synthetic_fit(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[pd.DataFrame, parametric.ParametricFit]:
+    """studies/isoflop_synthetic.yaml trained by the runner, then the report's approach-3 fit."""
+    out = tmp_path_factory.mktemp("results")
+    argv = [str(SYNTHETIC_STUDY), "--out", str(out), "--jobs", "2", "--quiet"]
+    assert run_study.main(argv) == 0
+    runs = isoflop_runs(common.load_study(out / "isoflop_synthetic"))
+    fit = parametric.fit_parametric(runs["n_params"], runs["tokens"], runs["final_val_loss"], 100)
+    return runs, fit
+
+
+@pytest.mark.slow
+def test_real_synthetic_runs_the_fit_covers_the_entropy_rate_and_flags_itself(
+    synthetic_fit: tuple[pd.DataFrame, parametric.ParametricFit],
+) -> None:
+    runs, fit = synthetic_fit
+    assert len(runs) == 6 and runs["n_params"].nunique() == 2 and runs["tokens"].nunique() == 3
+    entropy = synthetic_spec().entropy_rate  # 1.2812 nats/char, exact
+    assert fit.ok and fit.n_boot >= 50
+    lo, hi = fit.ci["E"]
+    assert lo < entropy < hi, (fit.params, fit.ci)  # the interval is honest: it covers the truth
+    assert fit.params["E"] <= runs["final_val_loss"].min()
+    # The loss here is a plateau then a drop, not a power law (see the study file): the fit
+    # cannot pin all five parameters and must say so, so the report does not call it a result.
+    assert fit.flags, (fit.params, fit.ci)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="runs this cheap do not resolve E: measured E = 1.25 [0.0025, 1.30], A and B flagged "
+    "(see studies/isoflop_synthetic.yaml); passing means the grid now resolves it: update both",
+)
+def test_real_synthetic_runs_resolve_the_entropy_rate(
+    synthetic_fit: tuple[pd.DataFrame, parametric.ParametricFit],
+) -> None:
+    _, fit = synthetic_fit
+    lo, hi = fit.ci["E"]
+    entropy = synthetic_spec().entropy_rate
+    assert fit.flags == [] and abs(fit.params["E"] - entropy) < 0.05 and hi - lo < 0.2
