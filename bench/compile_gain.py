@@ -37,9 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.steps < 1:
-        print("error: --rounds and --steps must be >= 1", file=sys.stderr)
-        return 2
+    for name in ("rounds", "steps", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"error: --{name} must be >= 1, got {value}", file=sys.stderr)
+            return 2
     try:
         run = load_recipe(args.recipe, {"train.compile": True, "train.device": "cpu"})
     except (StudyError, CorpusError) as exc:

@@ -68,3 +68,21 @@ def test_auto_compiles_when_compiling_costs_nothing(
     result = train(tiny_run(str(text_file), train={"compile": "auto"}))
     assert result.status == "ok" and result.compiled is True and result.compile_s > 0
     assert result.compile_reason.startswith("auto: compiled")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["/no/such/recipe.yaml"], "no such file"),
+        (["--rounds", "0"], "--rounds must be >= 1"),
+        (["--threads", "0"], "--threads must be >= 1"),
+    ],
+)
+def test_compile_gain_bad_input_is_one_line_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import compile_gain
+
+    assert compile_gain.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
