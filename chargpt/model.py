@@ -37,31 +37,28 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape  # batch, time (sequence length), channels (n_embd)
-        nh, hs = self.n_head, self.head_size
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         if self.attn_impl == "sdpa":
-            q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
-            q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-            k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-            v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
             y = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
             )  # (B, nh, T, hs)
         else:
-            # Heads into the batch dimension with ONE copy of the fused QKV output:
-            # (B, T, 3, nh, hs) -> (3, B*nh, T, hs). Splitting first and flattening q, k and v
-            # one by one copies three times forward and again backward (plus a cat), ~3% of a
-            # step of the baby GPT on CPU; unbind's backward is one stack.
-            qkv = self.c_attn(x).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv.reshape(3, B * nh, T, hs).unbind(0)  # 3 x (B*nh, T, hs)
+            scale = 1.0 / math.sqrt(self.head_size)
             # Scores of every query against every key, scaled and masked in one batched
-            # matmul: att = mask + scale * q @ k^T (k^T is a strided view: no copy).
+            # matmul: att = mask + scale * q @ k^T (baddbmm wants 3-D operands: (B*nh, T, hs)).
             att = torch.baddbmm(
-                self.mask[:T, :T], q, k.transpose(1, 2), alpha=1.0 / math.sqrt(hs)
+                self.mask[:T, :T],
+                q.reshape(B * self.n_head, T, self.head_size),
+                k.reshape(B * self.n_head, T, self.head_size).transpose(1, 2),
+                alpha=scale,
             )  # (B*nh, T, T)
             att = torch.softmax(att, dim=-1)  # each row: weights over the past, summing to 1
             att = self.attn_dropout(att)
             # Each output is the attention-weighted mix of the values it may see.
-            y = torch.bmm(att, v).view(B, nh, T, hs)  # (B*nh, T, T) @ (B*nh, T, hs)
+            y = att.view(B, self.n_head, T, T) @ v  # (B, nh, T, T) @ (B, nh, T, hs): (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble the heads side by side: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
