@@ -72,6 +72,10 @@ VARIANTS = {  # name -> python -m bench.recipe flags
     "sdpa": ["--attn-impl", "sdpa"],
     "bf16": ["--dtype", "bfloat16"],
     "sdpa-bf16": ["--attn-impl", "sdpa", "--dtype", "bfloat16"],
+    # torch.compile'd float32 against nanoGPT's eager (its CPU recipe has --compile=False);
+    # compilation is off the tokens/s clock on both sides, and in chargpt's compile_s.
+    "compiled": ["--compile", "true"],
+    "auto": ["--compile", "auto"],  # what train.compile auto picks for this recipe here
 }
 
 

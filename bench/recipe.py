@@ -1,7 +1,7 @@
 """Train a recipe (default: nanoGPT's CPU baby GPT) and print its speed, memory and loss.
 
     python -m bench.recipe [studies/recipes/nanogpt_cpu_baby.yaml] [--attn-impl sdpa]
-                           [--threads N] [--steps N] [--dtype bfloat16] [--compile]
+                           [--threads N] [--steps N] [--dtype bfloat16] [--compile auto]
                            [--json OUT.json]
 
 Runs in this process (fresh, so peak RSS is the training process's own; nothing heavier than
@@ -33,7 +33,11 @@ def _parser() -> Any:
     parser.add_argument("--attn-impl", choices=["manual", "sdpa"])
     parser.add_argument("--threads", type=int)
     parser.add_argument("--steps", type=int)
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--compile",
+        choices=["true", "false", "auto"],
+        help="override train.compile (auto: compile when the run is long enough to pay)",
+    )
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "auto"])
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     return parser
@@ -69,6 +73,7 @@ def _report(
         [
             f"recipe      {recipe} ({run.model.attn_impl} attention, {threads} threads, "
             f"compile={run.train.compile})",
+            f"compiled    {r.compiled} ({r.compile_reason})",
             f"hardware    {r.hardware}, torch {torch.__version__}",
             f"steps       {r.steps} ({r.stop_reason}), {r.tokens:,} tokens",
             f"train_s     {r.train_s:.2f} s ({r.train_s / r.steps * 1e3:.2f} ms/step); "
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "model.attn_impl": args.attn_impl,
         "train.threads": args.threads,
         "train.dtype": args.dtype,
-        "train.compile": args.compile or None,
+        "train.compile": {"true": True, "false": False, "auto": "auto", None: None}[args.compile],
         "budget": None if args.steps is None else {"max_steps": args.steps},
     }
     try:

@@ -35,7 +35,9 @@ def coerce(value: Any, annotation: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return coerce(value, inner[0], path)
+        if bool in inner and isinstance(value, bool):  # bool | str: true, false or a word
+            return value
+        return coerce(value, inner[-1] if isinstance(value, str) else inner[0], path)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             _fail(path, f"expected a list, got {value!r}")
@@ -183,6 +185,7 @@ class OptimConfig(_Section):
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "bfloat16", "auto")  # auto: bfloat16 only where natively faster
+COMPILES = (True, False, "auto")  # auto: torch.compile only where it pays (chargpt.compiling)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,7 +199,7 @@ class TrainConfig(_Section):
     seed: int = 1337
     device: str = "auto"
     dtype: str = "float32"
-    compile: bool = False
+    compile: bool | str = False  # true, false or auto (compile when the run is long enough)
     threads: int | None = None  # None: leave torch's default (one per physical core)
     save_checkpoint: bool = True
     save_best: bool = False
@@ -223,6 +226,7 @@ class TrainConfig(_Section):
         self._check(self.seed >= 0, "seed", "must be >= 0")
         self._check(self.device in DEVICES, "device", f"must be one of {DEVICES}")
         self._check(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}")
+        self._check(self.compile in COMPILES, "compile", "must be true, false or auto")
         if self.threads is not None:
             self._check(self.threads > 0, "threads", "must be a positive integer")
 

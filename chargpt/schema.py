@@ -35,6 +35,8 @@ class RunResult:
     train_flops: float
     train_s: float
     eval_s: float
+    compiled: bool  # whether it trained torch.compile'd (train.compile with `auto` resolved)
+    compile_reason: str  # why: `auto`'s predicted saving against the compile time
     compile_s: float  # torch.compile's first-call compilation, kept out of train_s
     wall_s: float  # the whole run, summed over the processes that trained it
     resumes: int  # how often it went on from a saved state after its process was killed

@@ -23,6 +23,7 @@ import torch
 
 from chargpt import measure, schema
 from chargpt.checkpoint import CheckpointError, load_state, save_checkpoint, save_state
+from chargpt.compiling import choose_compile, predicted_eager_s
 from chargpt.config import RunConfig, SampleConfig
 from chargpt.data import BatchSampler, CharTokenizer, Splits, corpus_fingerprint, load_splits
 from chargpt.evaluate import FixedBatchEval, batches_loss
@@ -72,6 +73,8 @@ class Setup:
     splits: Splits
     model: GPT
     step_model: torch.nn.Module  # the model, or its torch.compile'd wrapper
+    compiled: bool  # train.compile, with `auto` resolved
+    compile_reason: str  # why (chargpt.compiling.choose_compile)
     train_step: TrainStep
     sampler: BatchSampler
     evaluator: FixedBatchEval
@@ -82,11 +85,11 @@ class Setup:
 
 
 def build_train_step(
-    model: GPT, run: RunConfig, device: torch.device, dtype: str
+    model: GPT, run: RunConfig, device: torch.device, dtype: str, compiled: bool
 ) -> tuple[torch.nn.Module, TrainStep]:
-    """The model as it steps (torch.compile'd when train.compile) and its TrainStep (AdamW,
+    """The model as it steps (torch.compile'd when compiled) and its TrainStep (AdamW,
     clipping, autocast for the resolved dtype): setup uses it, and so does the claims probe."""
-    step_model = torch.compile(model) if run.train.compile else model
+    step_model = torch.compile(model) if compiled else model
     autocast = autocast_for(device, dtype)
     step = TrainStep(step_model, make_optimizer(model, run.optim), run.optim.grad_clip, autocast)
     return step_model, step
@@ -105,10 +108,12 @@ def setup(run: RunConfig) -> Setup:
         )
     mcfg = dataclasses.replace(run.model, vocab_size=vocab_size)
     counts = count_params(mcfg)
-    model = GPT(mcfg).to(device)
-    step_model, train_step = build_train_step(model, run, device, dtype)
     B, T = run.train.batch_size, mcfg.block_size
     flops_per_step = counts["flops_per_token"] * B * T
+    total_steps = budget_steps(run.budget, B * T, flops_per_step)
+    compiled, compile_reason = decide_compile(run, device, dtype, total_steps, flops_per_step)
+    model = GPT(mcfg).to(device)
+    step_model, train_step = build_train_step(model, run, device, dtype, compiled)
     return Setup(
         run=run,
         run_id=run.run_id(corpus_fingerprint(run.data.corpus)),
@@ -117,6 +122,8 @@ def setup(run: RunConfig) -> Setup:
         splits=splits,
         model=model,
         step_model=step_model,
+        compiled=compiled,
+        compile_reason=compile_reason,
         train_step=train_step,
         sampler=BatchSampler(splits.train, T, B, seed=run.train.seed, device=device),
         evaluator=FixedBatchEval(
@@ -125,8 +132,31 @@ def setup(run: RunConfig) -> Setup:
         counts=counts,
         tokens_per_step=B * T,
         flops_per_step=flops_per_step,
-        total_steps=budget_steps(run.budget, B * T, flops_per_step),
+        total_steps=total_steps,
     )
+
+
+def decide_compile(
+    run: RunConfig,
+    device: torch.device,
+    dtype: str,
+    total_steps: int | None,
+    flops_per_step: float,
+) -> tuple[bool, str]:
+    """train.compile resolved: `auto` predicts the eager training time from the budget and
+    the measured (cached) matmul peak, and compiles only where that pays (chargpt.compiling)."""
+    eager_s = math.nan
+    if run.train.compile == "auto":
+        peak = measure.measure_peak_flops(
+            device, torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        )
+        eager_s = predicted_eager_s(
+            device.type, total_steps, run.budget.max_seconds, flops_per_step, peak
+        )
+    compiled, reason = choose_compile(run.train.compile, device.type, eager_s)
+    if run.train.compile == "auto":
+        log.info("train.compile %s", reason)
+    return compiled, reason
 
 
 # ----- stage 2: compile, off the clock ----------------------------------------------------
@@ -409,6 +439,8 @@ def finish(s: Setup, t: Trainer, out_dir: Path | None, compile_s: float) -> RunR
         train_flops=train_flops,
         train_s=train_s,
         eval_s=t.eval_s,
+        compiled=s.compiled,
+        compile_reason=s.compile_reason,
         compile_s=compile_s,
         wall_s=t.wall_before + time.perf_counter() - t.wall_start,
         resumes=t.resumes,
@@ -443,7 +475,7 @@ def train(
         if run.train.threads is not None:
             torch.set_num_threads(run.train.threads)
         s = setup(run)
-        compile_s = warm_up_compile(s) if run.train.compile else 0.0
+        compile_s = warm_up_compile(s) if s.compiled else 0.0
         trainer = Trainer(s, list(sinks), out_dir, progress, wall_start)
         trainer.resume()
         trainer.fit()

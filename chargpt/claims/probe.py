@@ -97,7 +97,7 @@ def _probe(
     dtype = torch.bfloat16 if dtype_name == "bfloat16" else torch.float32
     # Measured now, not cached: the peak and the steps then share the machine's current load.
     peak = measure.measure_peak_flops(device, dtype, use_cache=False)
-    compiled = run.train.compile and device.type == "cuda"
+    compiled = run.train.compile in (True, "auto") and device.type == "cuda"
     budget = memory_budget_mb(device) if budget_mb is None else budget_mb
     b = micro_batch(run, budget, peak)
     m = run.model
@@ -125,7 +125,7 @@ def _probe(
     torch.manual_seed(run.train.seed)
     model = GPT(m).to(device)
     model.train()
-    _, step = build_train_step(model, probe_cfg, device, dtype_name)
+    _, step = build_train_step(model, probe_cfg, device, dtype_name, compiled)
     x = torch.randint(m.vocab_size, (b, m.block_size), device=device)
     y = torch.randint(m.vocab_size, (b, m.block_size), device=device)
     if device.type == "cuda":

@@ -1,0 +1,61 @@
+"""`train.compile: auto`: torch.compile a run only when its predicted saving beats the compile."""
+
+from __future__ import annotations
+
+import math
+
+# The rule: compile when  eager_s * (1 - 1/STEP_GAIN) > COMPILE_S, where eager_s is the
+# predicted eager training time: steps * flops_per_step / (EAGER_MFU * measured peak), or
+# budget.max_seconds when that is shorter.
+#
+# CPU figures, `python -m bench.compile_gain --threads 1` on the nanoGPT baby-GPT recipe,
+# torch 2.13, a 2-core AMD EPYC (AVX-512) shared with other jobs:
+# - compile_s 200 s cold (empty TORCHINDUCTOR_CACHE_DIR; load average ~7, eager steps at
+#   157 ms against 110 ms at load ~2), 68 s warm (the same cache directory, load ~8, eager
+#   at 309 ms). COMPILE_S is the cold figure scaled by the eager slowdown (200 / 1.43), as a
+#   study's first run, and any new model shape, pays the cold price; warm hits are a bonus.
+# - gain per step compiled/eager: 1.13x interleaved in one process on an idle machine
+#   (docs/nanogpt-comparison.md); 1.01-1.07x (medians) on the loaded one here. STEP_GAIN
+#   takes 1.13, the favourable figure: with it, compiling pays after ~1,200 s of eager
+#   training, some 20 minutes; the 2000-step recipe (~75 s at 2 threads) stays eager.
+# - EAGER_MFU 0.4: the eager float32 baby-GPT step runs at ~40% of the matmul probe's peak.
+# CUDA: not measured here (no GPU in this session): assumptions. Small models are launch-bound
+# there, so compiled steps are commonly 1.5x or more faster and a ~1 min compile pays within
+# a few hundred steps; EAGER_MFU 0.1 keeps predicted step times low, so auto errs to eager.
+# MPS and anything else: always eager.
+COMPILE_S = {"cpu": 140.0, "cuda": 60.0}
+STEP_GAIN = {"cpu": 1.13, "cuda": 1.5}
+EAGER_MFU = {"cpu": 0.4, "cuda": 0.1}
+
+
+def predicted_eager_s(
+    device_type: str,
+    total_steps: int | None,
+    max_seconds: float | None,
+    flops_per_step: float,
+    peak_flops: float,
+) -> float:
+    """Predicted seconds of eager training: the step budget at EAGER_MFU, or max_seconds if
+    that ends the run first (inf when neither bounds it)."""
+    mfu = EAGER_MFU.get(device_type, EAGER_MFU["cpu"])
+    by_steps = (
+        math.inf if total_steps is None else total_steps * flops_per_step / (mfu * peak_flops)
+    )
+    return min(by_steps, math.inf if max_seconds is None else max_seconds)
+
+
+def choose_compile(setting: bool | str, device_type: str, eager_s: float) -> tuple[bool, str]:
+    """Whether to torch.compile, and why (the run records both): true and false are kept,
+    auto compiles where COMPILE_S is known and the predicted saving exceeds it."""
+    if setting is True or setting is False:
+        return setting, f"train.compile is {str(setting).lower()}"
+    if device_type not in COMPILE_S:
+        return False, f"auto: eager on {device_type} (torch.compile is not used there)"
+    saving = eager_s * (1 - 1 / STEP_GAIN[device_type])
+    cost = COMPILE_S[device_type]
+    chosen = saving > cost
+    return chosen, (
+        f"auto: {'compiled' if chosen else 'eager'}; ~{eager_s:,.0f} s of eager training, "
+        f"compiling would save ~{saving:,.0f} s {'>' if chosen else '<='} ~{cost:,.0f} s "
+        f"to compile on {device_type}"
+    )
