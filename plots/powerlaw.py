@@ -106,6 +106,13 @@ def _solve(
         log_e = np.log(p[0]) if p[0] > 0 else -np.inf
         return np.logaddexp(log_e, p[1] - p[2] * lx) - ly
 
+    def jacobian(p: np.ndarray) -> np.ndarray:
+        # exact, so the optimiser spends no residual calls on finite differences (the
+        # bootstrap solves this thousands of times)
+        term = np.exp(p[1] - p[2] * lx)
+        m = p[0] + term
+        return np.column_stack([1.0 / m, term / m, -lx * term / m])
+
     lower = np.array([0.0, -50.0, ALPHA_BOUNDS[0]])
     upper = np.array([ymin, 50.0, ALPHA_BOUNDS[1]])
     best = None
@@ -113,7 +120,14 @@ def _solve(
         b0 = np.mean(np.maximum(y - e0, 1e-3 * ymin) * np.exp(a0 * lx))
         p0 = np.clip([e0, np.log(b0), a0], lower + 1e-9, upper - 1e-9 * max(ymin, 1))
         try:
-            res = least_squares(residuals, p0, bounds=(lower, upper), loss="soft_l1", f_scale=0.05)
+            res = least_squares(
+                residuals,
+                p0,
+                jac=jacobian,
+                bounds=(lower, upper),
+                loss="soft_l1",
+                f_scale=0.05,
+            )
         except (ValueError, FloatingPointError):
             continue
         if res.success and np.isfinite(res.cost) and (best is None or res.cost < best.cost):
