@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 from scipy.optimize import least_squares
 
 from plots import common
@@ -17,7 +18,8 @@ ALPHA_BOUNDS = (1e-3, 5.0)  # the optimiser's box for alpha; E lies in [0, the l
 
 @dataclass
 class PowerLawFit:
-    """L = E + A * x**-alpha with 95% bootstrap intervals; alpha is NaN when skipped."""
+    """L = E + A * x**-alpha with 95% intervals from the bootstrap's standard errors (t with
+    n - 3 degrees of freedom); alpha is NaN when skipped."""
 
     n_points: int
     E: float = np.nan
@@ -49,7 +51,7 @@ class PowerLawFit:
             band = f"  [{common.fmt_num(lo)}, {common.fmt_num(hi)}]" if np.isfinite(lo) else ""
             lines.append(f"${tex}$ = {common.fmt_num(value)}{band}")
         if self.n_boot:
-            lines.append(f"95% bootstrap, {self.n_boot} resamples")
+            lines.append(f"95%: t x bootstrap s.e., {self.n_boot} resamples")
         return "\n".join(lines)
 
 
@@ -104,6 +106,13 @@ def _solve(
         log_e = np.log(p[0]) if p[0] > 0 else -np.inf
         return np.logaddexp(log_e, p[1] - p[2] * lx) - ly
 
+    def jacobian(p: np.ndarray) -> np.ndarray:
+        # exact, so the optimiser spends no residual calls on finite differences (the
+        # bootstrap solves this thousands of times)
+        term = np.exp(p[1] - p[2] * lx)
+        m = p[0] + term
+        return np.column_stack([1.0 / m, term / m, -lx * term / m])
+
     lower = np.array([0.0, -50.0, ALPHA_BOUNDS[0]])
     upper = np.array([ymin, 50.0, ALPHA_BOUNDS[1]])
     best = None
@@ -111,7 +120,14 @@ def _solve(
         b0 = np.mean(np.maximum(y - e0, 1e-3 * ymin) * np.exp(a0 * lx))
         p0 = np.clip([e0, np.log(b0), a0], lower + 1e-9, upper - 1e-9 * max(ymin, 1))
         try:
-            res = least_squares(residuals, p0, bounds=(lower, upper), loss="soft_l1", f_scale=0.05)
+            res = least_squares(
+                residuals,
+                p0,
+                jac=jacobian,
+                bounds=(lower, upper),
+                loss="soft_l1",
+                f_scale=0.05,
+            )
         except (ValueError, FloatingPointError):
             continue
         if res.success and np.isfinite(res.cost) and (best is None or res.cost < best.cost):
@@ -122,6 +138,62 @@ def _solve(
     return float(e), float(np.exp(log_b) * x0**alpha), float(alpha)
 
 
+def _log_model(x: np.ndarray, e: float, a: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """log(E + A x^-alpha) at x and its Jacobian in (E, log A, alpha), one row per point."""
+    term = a * x**-alpha
+    m = e + term
+    jac = np.column_stack([1.0 / m, term / m, -np.log(x) * term / m])
+    return np.log(m), jac
+
+
+def t_interval(
+    estimate: np.ndarray | float,
+    boots: np.ndarray,
+    n_points: int,
+    bounds: tuple[float, float] = (-np.inf, np.inf),
+    level: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray]:
+    """estimate -/+ t(n_points - 3) x the bootstrap standard error (axis 0 of boots: the
+    resamples), clipped to the fit's bounds: a `level` interval for a three-parameter fit.
+
+    Why not the percentiles of the resamples: with tens of resamples the 2.5th and 97.5th
+    are the two most extreme draws and scatter widely, while their standard deviation is
+    steady; and a bootstrap draws from one estimate of the noise, so it ignores how
+    uncertain that estimate is, which with 15 points (12 degrees of freedom) is the gap
+    between the normal and the t quantile (1.96 against 2.18). On 100 synthetic draws the
+    pairs-percentile intervals held the true exponent 84 times, these 90 (tests/test_plots.py;
+    that draw set scatters 12% more than its law predicts: +/-1.96 true standard errors hold
+    it 88 times)."""
+    half = stats.t.ppf(0.5 + level / 2, max(n_points - 3, 1)) * np.std(boots, axis=0, ddof=1)
+    lo, hi = np.clip(estimate - half, *bounds), np.clip(estimate + half, *bounds)
+    return lo, hi
+
+
+def residual_resampler(
+    x: np.ndarray, y: np.ndarray, params: tuple[float, float, float]
+) -> Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]:
+    """Residual bootstrap on log-loss with leverage-corrected residuals (Davison & Hinkley
+    1997, algorithm 6.3, linearised for this nonlinear model).
+
+    Why not resample the points: x is the study's design (sizes chosen, not drawn), so the
+    interval should hold x fixed and redraw only the noise. Why the correction: fitted
+    residuals are smaller than the noise, by a factor sqrt(1 - h_i) at a point of leverage
+    h_i (the hat matrix of the linearised fit), and three parameters on ~15 points make that
+    bias large."""
+    fitted, jac = _log_model(x, *params)
+    resid = np.log(y) - fitted
+    # pinv: a parameter on its bound (E = 0) leaves J^T J singular; its leverage is then 0
+    hat = np.einsum("ij,jk,ik->i", jac, np.linalg.pinv(jac.T @ jac), jac)
+    # (a point with h = 1 is fitted exactly and carries no information on the noise)
+    modified = resid / np.sqrt(np.clip(1.0 - hat, 1e-3, None))
+    modified -= modified.mean()
+
+    def resample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return x, np.exp(fitted + rng.choice(modified, len(x), replace=True))
+
+    return resample
+
+
 @common.one_blas_thread
 def fit_power_law(
     x: np.ndarray,
@@ -130,7 +202,7 @@ def fit_power_law(
     seed: int = 0,
     resample: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> PowerLawFit:
-    """Fit L = E + A*x^-alpha; bootstrap over points (or over runs via `resample`).
+    """Fit L = E + A*x^-alpha; residual bootstrap (or over runs via `resample`).
 
     n_boot <= 0: no bootstrap (no intervals, no band)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -161,12 +233,8 @@ def fit_power_law(
     elif fit.alpha > 4.99:
         fit.note = "alpha at its bound 5: the law is not identified by these points"
     rng = np.random.default_rng(seed)
-    if resample is None:
-
-        def resample(r: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-            idx = r.integers(0, len(x), len(x))
-            return x[idx], y[idx]
-
+    if resample is None:  # one independent point per x: redraw the noise, keep the design
+        resample = residual_resampler(x, y, params)
     grid = np.geomspace(x.min(), x.max(), 80)
     boots, curves = [], []
     for _ in range(n_boot):
@@ -179,13 +247,19 @@ def fit_power_law(
             boots.append(p)
             curves.append(p[0] + p[1] * grid ** -p[2])
     if len(boots) >= 20:
-        arr = np.array(boots)
+        # in the coordinates the fit solves in (E, log A, alpha; log-loss for the band), so
+        # that A and the band stay positive and their intervals follow the fit's error model
+        arr, n = np.array(boots), len(x)
+        e_ci = t_interval(fit.E, arr[:, 0], n, (0.0, float(y.min())))
+        log_a_ci = t_interval(np.log(fit.A), np.log(arr[:, 1]), n)
+        alpha_ci = t_interval(fit.alpha, arr[:, 2], n, ALPHA_BOUNDS)
         fit.ci = {
-            k: (float(np.percentile(arr[:, i], 2.5)), float(np.percentile(arr[:, i], 97.5)))
-            for i, k in enumerate(("E", "A", "alpha"))
+            k: (float(lo), float(hi))
+            for k, (lo, hi) in (("E", e_ci), ("A", np.exp(log_a_ci)), ("alpha", alpha_ci))
         }
+        log_band = t_interval(np.log(fit.predict(grid)), np.log(np.array(curves)), n)
         fit.grid = grid
-        fit.band = (np.percentile(curves, 2.5, axis=0), np.percentile(curves, 97.5, axis=0))
+        fit.band = (np.exp(log_band[0]), np.exp(log_band[1]))
         fit.n_boot = len(boots)
     elif n_boot > 0:
         fit.note = f"bootstrap skipped: only {len(boots)} usable resamples"

@@ -527,17 +527,13 @@ COVERAGE_DRAWS = 100
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (issue 16): plots.powerlaw's 95% pairs-bootstrap intervals hold the true "
-    "alpha in 84 of 100 seeded draws at n_boot=40 (86 at n_boot=50): they undercover; "
-    "remove this marker once the fit's intervals are fixed",
-)
 def test_bootstrap_intervals_cover_the_true_exponent_at_about_their_rate() -> None:
     """100 synthetic data sets (15 points over 3 decades, 1% multiplicative noise, a known
-    alpha): the 95% percentile-bootstrap interval must hold the true alpha in at least 85 of
-    them (a true 95% rate gives fewer than 85 about once in 27,000 such tests). The draws are
-    seeded, so the count is the same on every run."""
+    alpha): the 95% interval must hold the true alpha in at least 85 of them (a true 95% rate
+    gives fewer than 85 about once in 27,000 such tests). The draws are seeded, so the count
+    is the same on every run: 90 (the percentile intervals this replaced: 84). These draws
+    scatter more than their law predicts (alpha's sd 0.0162 against 0.0144; 400 other seeds
+    give 0.0146), so even +/-1.96 true standard errors hold alpha only 88 times here."""
     covered = usable = 0
     for draw in range(COVERAGE_DRAWS):
         rng = np.random.default_rng(1000 + draw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -148,9 +149,14 @@ def training_pids(marker: str) -> list[int]:
 # ----- the same study under both executors ---------------------------------------------
 
 
-def test_smoke_study_is_the_same_under_both_executors(cluster: str, tmp_path: Path) -> None:
-    local = cli(SMOKE, "--out", tmp_path / "local")
+def test_smoke_study_is_the_same_under_both_executors(
+    cluster: str, tmp_path: Path, smoke_study: tuple[subprocess.CompletedProcess[str], Path]
+) -> None:
+    """The local side is the session's smoke study (the same CLI, one torch thread per run),
+    not a second local run of it."""
+    local, finished = smoke_study
     assert local.returncode == 0, local.stderr
+    shutil.copytree(finished, tmp_path / "local" / "smoke")
     remote = cli(SMOKE, "--out", tmp_path / "ray", "--executor", "ray", "--ray-address", cluster)
     assert remote.returncode == 0, remote.stderr
 

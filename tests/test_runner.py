@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import shutil
@@ -774,61 +775,59 @@ BAD_CASES: dict[str, tuple[Any, list[str], list[str]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def bad_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Every bad-input case through the CLI, all started at once (each is a short process)."""
-    tmp = tmp_path_factory.mktemp("bad")
-    empty_data, empty_cache = tmp / "empty_data", tmp / "empty_cache"
-    empty_data.mkdir()
-    empty_cache.mkdir()
-    started = {}
-    for case, (content, args, _) in BAD_CASES.items():
-        path = tmp / f"{case}.yaml"
-        if isinstance(content, str):
-            path.write_text(content)
-        else:
-            text = yaml.safe_dump(content, sort_keys=False)
-            path.write_text(text.replace("NOPE", str(tmp / "no-such-corpus.txt")))
-        env = cli_env()
-        if case == "missing_shakespeare":
-            env.update(
-                CHARGPT_DATA_DIR=str(empty_data),
-                XDG_CACHE_HOME=str(empty_cache),
-                CHARGPT_NO_DOWNLOAD="1",
-            )
-        out = tmp / f"out_{case}"
-        started[case] = (
-            path,
-            out,
-            subprocess.Popen(
-                [sys.executable, "run_study.py", str(path), "--out", str(out), *args],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            ),
-        )
-    results = {}
-    for case, (path, out, proc) in started.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        results[case] = (path, out, proc.returncode, stdout, stderr)
-    return results
+def write_bad_case(case: str, tmp: Path) -> Path:
+    """BAD_CASES[case]'s study file under tmp (a missing corpus named inside tmp)."""
+    content = BAD_CASES[case][0]
+    path = tmp / f"{case}.yaml"
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        text = yaml.safe_dump(content, sort_keys=False)
+        path.write_text(text.replace("NOPE", str(tmp / "no-such-corpus.txt")))
+    return path
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", list(BAD_CASES))
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(
-    case: str, bad_results: dict[str, Any]
-) -> None:
-    path, out, code, stdout, stderr = bad_results[case]
-    assert code == 2, stderr
+def assert_one_error_line(path: Path, case: str, stderr: str) -> None:
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     assert lines[0].startswith(f"error: {path}: "), lines[0]
     for part in BAD_CASES[case][2]:
         assert part in lines[0], (part, lines[0])
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    case: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each case through the CLI's main() in this process (one process per case cost ~1 s of
+    imports each); the test below runs one case as a real process, for the entry point."""
+    path, out = write_bad_case(case, tmp_path), tmp_path / "out"
+    if case == "missing_shakespeare":  # no copy anywhere, and no download allowed
+        for name, value in (("CHARGPT_DATA_DIR", "empty_data"), ("XDG_CACHE_HOME", "cache")):
+            (tmp_path / value).mkdir()
+            monkeypatch.setenv(name, str(tmp_path / value))
+        monkeypatch.setenv("CHARGPT_NO_DOWNLOAD", "1")
+    caplog.set_level(logging.INFO)  # what basicConfig in a real process would print
+    code, _, stderr = main(capsys, path, "--out", out, *BAD_CASES[case][1])
+    assert code == 2, stderr
+    assert_one_error_line(path, case, stderr)
+    # in a process, log records would be stderr lines too: there must be none
+    assert not caplog.records, caplog.text
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_bad_input_through_the_real_entry_point(tmp_path: Path) -> None:
+    """`python run_study.py` itself: exit code 2 and one line on stderr, nothing written."""
+    path, out = write_bad_case("unknown_key", tmp_path), tmp_path / "out"
+    proc = cli(path, "--out", out)
+    assert proc.returncode == 2, proc.stderr
+    assert_one_error_line(path, "unknown_key", proc.stderr)
     assert not out.exists()
 
 
@@ -1035,14 +1034,20 @@ def test_one_job_or_two_give_the_same_losses(tmp_path: Path) -> None:
     cores = os.cpu_count() or 1
     per_job = max(1, cores // 2)
     other = 1 if per_job > 1 else 2
+    first = load_study(study).runs[0].run_id
     rows = {}
-    for name, jobs, threads in (("same", 1, per_job), ("other", 1, other), ("two", 2, None)):
+    # (at the other thread count one run is enough to show the loss drift and the record)
+    for name, jobs, threads, only in (
+        ("same", 1, per_job, ()),
+        ("other", 1, other, ("--only", first)),
+        ("two", 2, None, ()),
+    ):
         env = cli_env(OMP_NUM_THREADS=str(threads)) if threads else cli_env()
-        proc = cli(study, "--out", tmp_path / name, "--jobs", jobs, env=env)
+        proc = cli(study, "--out", tmp_path / name, "--jobs", jobs, *only, env=env)
         assert proc.returncode == 0, proc.stderr
         rows[name] = read_csv(tmp_path / name / "jobs" / "runs.csv")[1]
     assert [r["run_id"] for r in rows["same"]] == [r["run_id"] for r in rows["two"]]
-    assert [r["run_id"] for r in rows["other"]] == [r["run_id"] for r in rows["two"]]
+    assert [r["run_id"] for r in rows["other"]] == [first] == [rows["two"][0]["run_id"]]
     assert {r["threads"] for r in rows["two"]} == {str(per_job)}
     assert {r["threads"] for r in rows["same"]} == {str(per_job)}
     assert {r["threads"] for r in rows["other"]} == {str(other)}
