@@ -8,6 +8,16 @@ import sys
 from pathlib import Path
 
 
+def _jobs(text: str) -> int | str:
+    """--jobs: a whole number (checked >= 1 with the other inputs) or auto."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number >= 1 or auto, got {text!r}") from None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from chargpt.cli import ArgumentParser
 
@@ -29,7 +39,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--retry-failed", action="store_true", help="run failed runs (oom, error, timeout) again"
     )
-    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=1,
+        help="runs at once (default 1), or auto: by each run's size and the cores (see README)",
+    )
     p.add_argument(
         "--timeout",
         type=float,

@@ -1,4 +1,5 @@
-"""The local executor: each run in a fresh worker process, with progress lines, timeouts, kill."""
+"""The local executor: each run in a worker process of its own, with progress lines, timeouts,
+kill (a fork of a warm zygote here, see forked.py; a fresh interpreter on Ray nodes)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from chargpt.schema import ERROR, KILLED, OOM, TIMEOUT
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): get SIGKILL when the runner dies, so no orphan
-    keeps training into a directory that a resumed runner is about to reuse."""
+def die_with_parent() -> None:
+    """In a run's process (Linux): get SIGKILL when its parent dies, so no orphan keeps
+    training into a directory that a resumed runner is about to reuse."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -68,7 +69,7 @@ class WorkerProcess:
             text=True,
             env=env,
             start_new_session=True,  # Ctrl-C reaches the runner, which stops workers
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.started = time.monotonic()
         self._reader = threading.Thread(target=self._read, args=(events,), daemon=True)
@@ -117,12 +118,19 @@ class WorkerProcess:
 
 
 class LocalExecutor:
-    """Runs each run as a WorkerProcess on this machine (the runner's default executor)."""
+    """Runs each run on this machine, forked from a warm zygote (the runner's default executor);
+    WorkerProcess (a fresh interpreter per run) stays for the Ray executor's nodes."""
 
-    worker = WorkerProcess
+    def __init__(self) -> None:
+        from chargpt.study.forked import ForkedWorker, start_zygote
+
+        start_zygote()  # it imports torch while the runner describes the study
+        self.worker = ForkedWorker
 
     def close(self) -> None:
-        pass  # nothing held between runs
+        from chargpt.study.forked import stop_zygote
+
+        stop_zygote()
 
 
 def failure(
