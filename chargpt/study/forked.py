@@ -31,7 +31,13 @@ from chargpt.measure import oom_kill_count, reset_peak_rss
 from chargpt.study.local import die_with_parent
 
 # What the zygote imports before it forks: everything a run needs before its first step.
-PRELOAD = ["torch", "chargpt.train", "chargpt.study.worker", "chargpt.study.forked"]
+PRELOAD = [
+    "chargpt.study.zygote",  # first: the zygote dies with the runner from here on
+    "torch",
+    "chargpt.train",
+    "chargpt.study.worker",
+    "chargpt.study.forked",
+]
 ENDED = "_ended"  # the last event of a child: its progress pipe closed (it exited)
 
 
