@@ -133,6 +133,16 @@ class LocalExecutor:
         stop_zygote()
 
 
+class FreshExecutor:
+    """Each run in a fresh interpreter (`python -m chargpt.study.worker`), as before the zygote:
+    what bench.startup_overhead compares the zygote against."""
+
+    worker = WorkerProcess
+
+    def close(self) -> None:
+        pass  # nothing held between runs
+
+
 def failure(
     code: int,
     killed_for_timeout: bool,

@@ -163,9 +163,15 @@ def plan_table(
     )
 
 
-def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | None = None) -> int:
+def run_study(
+    study_path: str | Path,
+    opts: Options,
+    reporter: LogReporter | None = None,
+    executor: Any = None,
+) -> int:
     """Run (or resume) a study. Returns 0 when every planned run finished ok or diverged,
-    1 when some failed; raises spec.StudyError / InputError for bad input (nothing written)."""
+    1 when some failed; raises spec.StudyError / InputError for bad input (nothing written).
+    executor: what starts the runs instead of the one opts names (benchmarks compare two)."""
     study = spec.load_study(study_path)
     runs, corpora = check_inputs(study, opts)
     vocab = {name: facts["vocab_size"] for name, facts in corpora.items()}
@@ -178,7 +184,7 @@ def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | Non
         return 0
 
     reporter = reporter or LogReporter()
-    executor = _executor(opts)
+    executor = executor or _executor(opts)
     try:
         store.lock()
     except OSError as exc:
