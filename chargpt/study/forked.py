@@ -32,7 +32,7 @@ from typing import Any
 from chargpt.config import RunConfig
 from chargpt.data import corpus_fingerprint, load_corpus
 from chargpt.measure import oom_kill_count, reset_peak_rss
-from chargpt.study.local import die_with_parent
+from chargpt.study.local import RunProcess, die_with_parent, read_progress
 
 # What the zygote imports before it forks: everything a run needs before its first step.
 PRELOAD = [
@@ -84,7 +84,7 @@ def _child(
     sys.exit(main(argv))
 
 
-class ForkedWorker:
+class ForkedWorker(RunProcess):
     """One run in a child of the zygote; the same interface as local.WorkerProcess."""
 
     def __init__(
@@ -126,44 +126,23 @@ class ForkedWorker:
 
     def _read(self, stream: Any, events: queue.Queue[tuple[str, dict[str, Any]]]) -> None:
         with stream:
-            for line in stream:
-                try:
-                    events.put((self.run_id, json.loads(line)))
-                except ValueError:
-                    pass  # a stray print in the worker is not progress
+            read_progress(self.run_id, stream, events)
         # Its output closed as it exited: once the zygote has its exit status too, wake
         # the runner at once (not at its next poll).
         multiprocessing.connection.wait([self._sentinel], timeout=5)
         events.put((self.run_id, {ENDED: True}))
 
-    def poll(self) -> int | None:
-        """The exit code once the child has ended (killing it first if it ran past its time)."""
-        if self._code is not None:
-            return self._code
-        code = self.proc.exitcode
-        if code is None and self.timeout_s is not None and self.elapsed() > self.timeout_s:
-            self.killed_for_timeout = True
-            self.stop()
-            code = self.proc.exitcode
-        if code is not None:
-            self._reader.join(timeout=5)
+    def returncode(self) -> int | None:
+        return self._code if self._code is not None else self.proc.exitcode
+
+    def release(self) -> None:
+        if self._code is None:
+            self._code = self.proc.exitcode
             self.proc.close()  # its sentinel: a long study must not run out of descriptors
-            self._code = code
-        return code
-
-    def oom_kills(self) -> int | None:
-        """How far the cgroup's OOM-kill counter rose since this run started (None: unknown)."""
-        now = oom_kill_count()
-        if now is None or self.oom_kills_before is None:
-            return None
-        return now - self.oom_kills_before
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM to the run's process group, then SIGKILL if it does not end within grace_s."""
-        if self._code is not None or self.proc.exitcode is not None:
+        if self.returncode() is not None:
             return
         self._signal(signal.SIGTERM)
         self.proc.join(grace_s)

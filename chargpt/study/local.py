@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,60 @@ def die_with_parent() -> None:
         pass  # not Linux: the worker also polls its parent at every progress report
 
 
-class WorkerProcess:
+def read_progress(
+    run_id: str, lines: Iterable[str], events: queue.Queue[tuple[str, dict[str, Any]]]
+) -> None:
+    """A run's progress: each JSON line its worker prints, as an event for the runner."""
+    for line in lines:
+        try:
+            events.put((run_id, json.loads(line)))
+        except ValueError:
+            pass  # a stray print in the worker is not progress
+
+
+class RunProcess:
+    """What every local run's process has: a timeout, OOM evidence, its elapsed time."""
+
+    timeout_s: float | None
+    killed_for_timeout: bool
+    oom_kills_before: int | None
+    started: float
+    _reader: threading.Thread
+
+    def returncode(self) -> int | None:
+        """The exit code, None while it runs (no waiting)."""
+        raise NotImplementedError
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Free what the ended process held (log, descriptors)."""
+
+    def poll(self) -> int | None:
+        """The exit code once the run has ended (killing it first if it ran past its time)."""
+        code = self.returncode()
+        if code is None and self.timeout_s is not None and self.elapsed() > self.timeout_s:
+            self.killed_for_timeout = True
+            self.stop()
+            code = self.returncode()
+        if code is not None:
+            self._reader.join(timeout=5)
+            self.release()
+        return code
+
+    def oom_kills(self) -> int | None:
+        """How far the cgroup's OOM-kill counter rose since this run started (None: unknown)."""
+        now = oom_kill_count()
+        if now is None or self.oom_kills_before is None:
+            return None
+        return now - self.oom_kills_before
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class WorkerProcess(RunProcess):
     """A running `python -m chargpt.study.worker` for one run."""
 
     def __init__(
@@ -72,38 +125,17 @@ class WorkerProcess:
             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.started = time.monotonic()
-        self._reader = threading.Thread(target=self._read, args=(events,), daemon=True)
+        assert self.proc.stdout is not None
+        self._reader = threading.Thread(
+            target=read_progress, args=(run_id, self.proc.stdout, events), daemon=True
+        )
         self._reader.start()
 
-    def _read(self, events: queue.Queue[tuple[str, dict[str, Any]]]) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                events.put((self.run_id, json.loads(line)))
-            except ValueError:
-                pass  # a stray print in the worker is not progress
+    def returncode(self) -> int | None:
+        return self.proc.poll()
 
-    def poll(self) -> int | None:
-        """The exit code once the worker has ended (killing it first if it ran past its time)."""
-        code = self.proc.poll()
-        if code is None and self.timeout_s is not None and self.elapsed() > self.timeout_s:
-            self.killed_for_timeout = True
-            self.stop()
-            code = self.proc.returncode
-        if code is not None:
-            self._reader.join(timeout=5)
-            self._log.close()
-        return code
-
-    def oom_kills(self) -> int | None:
-        """How far the cgroup's OOM-kill counter rose since this worker started (None: unknown)."""
-        now = oom_kill_count()
-        if now is None or self.oom_kills_before is None:
-            return None
-        return now - self.oom_kills_before
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
+    def release(self) -> None:
+        self._log.close()
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM, then SIGKILL if it does not end within grace_s."""
