@@ -270,7 +270,10 @@ def _execute(
     events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
     active: dict[str, tuple[spec.PlannedRun, WorkerProcess]] = {}
     pending = list(todo)
-    started, fixed_s = time.monotonic(), []  # the summary line's figures
+    # The summary line: each run's wall time on the runner's clock (from starting it to holding
+    # its record) minus its train_s and eval_s is that run's fixed cost; runs skipped as done
+    # are not in todo, and runs that left no train_s (failures) are not averaged.
+    started, fixed_s = time.monotonic(), []
     try:
         while pending or active:
             while pending and _fits(slots[pending[0].run_id], [slots[i] for i in active]):
