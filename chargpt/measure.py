@@ -56,8 +56,33 @@ def maxrss_mb(ru_maxrss: int) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB."""
+    """Peak resident set size of this process so far (since reset_peak_rss), in MiB.
+
+    Linux: VmHWM of /proc/self/status, the figure reset_peak_rss resets (ru_maxrss is the
+    same figure but cannot be reset). Elsewhere: getrusage's ru_maxrss.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux: "5" to /proc/self/clear_refs).
+
+    A child forked from a warm parent starts with the parent's high-water mark; after this
+    its peak_rss_mb is what it has resident now (the parent's pages it maps) plus whatever
+    it grows to, as for a fresh process. False where the kernel does not allow it.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def peak_gpu_mb(device: torch.device) -> float | None:

@@ -79,11 +79,13 @@ STUDY_CURVE_COLUMNS = ["run_id", "label", *CURVE_COLUMNS]
 
 
 def _result_columns() -> list[str]:
-    """runs.csv: identity and status, the resolved config, then what the run measured."""
+    """runs.csv: identity and status, the resolved config, then what the run measured and how
+    the runner placed it (jobs; threads is the config column, filled in with what it used)."""
     head = ["run_id", "label", "status", "stop_reason"]
     # The config's device may be "auto"; the device column is the one the run really used.
     config = [k for k in RunConfig().to_flat_dict() if k != "device"]
     measured = [f.name for f in dataclasses.fields(RunResult)]
+    measured.insert(measured.index("error"), "jobs")  # the runner's placement (--jobs)
     return head + config + [c for c in measured if c not in head and c not in config]
 
 

@@ -166,7 +166,8 @@ def by_label(runs: tuple[PlannedRun, ...]) -> dict[str, PlannedRun]:
 
 
 def worker_pids(run_dir: Path) -> list[int]:
-    """Live (non-zombie) worker processes training into run_dir."""
+    """Live (non-zombie) processes training into run_dir: a fresh worker names it on its
+    command line; a run forked from the zygote has its worker.log as stderr."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -176,9 +177,19 @@ def worker_pids(run_dir: Path) -> list[int]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"chargpt.study.worker" in cmdline and str(run_dir).encode() in cmdline and state != "Z":
+        try:
+            stderr = os.readlink(proc / "fd" / "2")
+        except OSError:  # gone, or not ours to look into
+            stderr = ""
+        fresh = b"chargpt.study.worker" in cmdline and str(run_dir).encode() in cmdline
+        if (fresh or stderr == str(run_dir / "worker.log")) and state != "Z":
             pids.append(int(proc.name))
     return pids
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of a live process (its runner, or the zygote it was forked from)."""
+    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def dying_or_gone(pid: int) -> bool:
@@ -539,6 +550,7 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             wait_for(done.exists, 120, "the first run to finish")
             in_flight = root / "runs" / second.run_id
             (worker,) = wait_for(lambda: worker_pids(in_flight), 60, "the second run's worker")
+            zygote = parent_pid(worker)
             os.kill(runner.pid, signal.SIGKILL)
             runner.wait(timeout=10)
         finally:
@@ -550,7 +562,9 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # notices by itself: a lingering one writes into a directory a resumed runner reuses.
     # No deadline decides this: the kernel sends the SIGKILL as the runner exits, so by the
     # time runner.wait() returned the worker is gone, a zombie, exiting, or has it pending.
-    seen["orphans"] = [] if dying_or_gone(worker) else [worker]
+    # A run forked from the zygote dies as the zygote does, which dies with the runner: then
+    # its parent, the zygote, is the one found dying here.
+    seen["orphans"] = [] if dying_or_gone(worker) or dying_or_gone(zygote) else [worker]
     if seen["orphans"]:  # do not leave it running whatever the test says
         os.kill(worker, signal.SIGKILL)
     wait_for(lambda: not worker_pids(in_flight), 120, "the worker to be gone")

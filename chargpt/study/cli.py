@@ -8,6 +8,14 @@ import sys
 from pathlib import Path
 
 
+def _jobs(text: str) -> int | str:
+    """--jobs: a whole number, else the text (auto; the runner checks it with the other inputs)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from chargpt.cli import ArgumentParser
 
@@ -29,7 +37,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--retry-failed", action="store_true", help="run failed runs (oom, error, timeout) again"
     )
-    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=1,
+        help="runs at once (default 1), or auto: by each run's size and the cores (see README)",
+    )
     p.add_argument(
         "--timeout",
         type=float,

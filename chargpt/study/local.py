@@ -1,4 +1,5 @@
-"""The local executor: each run in a fresh worker process, with progress lines, timeouts, kill."""
+"""The local executor: each run in a worker process of its own, with progress lines, timeouts,
+kill (a fork of a warm zygote here, see forked.py; a fresh interpreter on Ray nodes)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from chargpt.schema import ERROR, KILLED, OOM, TIMEOUT
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): get SIGKILL when the runner dies, so no orphan
-    keeps training into a directory that a resumed runner is about to reuse."""
+def die_with_parent() -> None:
+    """In a run's process (Linux): get SIGKILL when its parent dies, so no orphan keeps
+    training into a directory that a resumed runner is about to reuse."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -32,7 +33,60 @@ def _die_with_parent() -> None:
         pass  # not Linux: the worker also polls its parent at every progress report
 
 
-class WorkerProcess:
+def read_progress(
+    run_id: str, lines: Iterable[str], events: queue.Queue[tuple[str, dict[str, Any]]]
+) -> None:
+    """A run's progress: each JSON line its worker prints, as an event for the runner."""
+    for line in lines:
+        try:
+            events.put((run_id, json.loads(line)))
+        except ValueError:
+            pass  # a stray print in the worker is not progress
+
+
+class RunProcess:
+    """What every local run's process has: a timeout, OOM evidence, its elapsed time."""
+
+    timeout_s: float | None
+    killed_for_timeout: bool
+    oom_kills_before: int | None
+    started: float
+    _reader: threading.Thread
+
+    def returncode(self) -> int | None:
+        """The exit code, None while it runs (no waiting)."""
+        raise NotImplementedError
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Free what the ended process held (log, descriptors)."""
+
+    def poll(self) -> int | None:
+        """The exit code once the run has ended (killing it first if it ran past its time)."""
+        code = self.returncode()
+        if code is None and self.timeout_s is not None and self.elapsed() > self.timeout_s:
+            self.killed_for_timeout = True
+            self.stop()
+            code = self.returncode()
+        if code is not None:
+            self._reader.join(timeout=5)
+            self.release()
+        return code
+
+    def oom_kills(self) -> int | None:
+        """How far the cgroup's OOM-kill counter rose since this run started (None: unknown)."""
+        now = oom_kill_count()
+        if now is None or self.oom_kills_before is None:
+            return None
+        return now - self.oom_kills_before
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class WorkerProcess(RunProcess):
     """A running `python -m chargpt.study.worker` for one run."""
 
     def __init__(
@@ -68,41 +122,20 @@ class WorkerProcess:
             text=True,
             env=env,
             start_new_session=True,  # Ctrl-C reaches the runner, which stops workers
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.started = time.monotonic()
-        self._reader = threading.Thread(target=self._read, args=(events,), daemon=True)
+        assert self.proc.stdout is not None
+        self._reader = threading.Thread(
+            target=read_progress, args=(run_id, self.proc.stdout, events), daemon=True
+        )
         self._reader.start()
 
-    def _read(self, events: queue.Queue[tuple[str, dict[str, Any]]]) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                events.put((self.run_id, json.loads(line)))
-            except ValueError:
-                pass  # a stray print in the worker is not progress
+    def returncode(self) -> int | None:
+        return self.proc.poll()
 
-    def poll(self) -> int | None:
-        """The exit code once the worker has ended (killing it first if it ran past its time)."""
-        code = self.proc.poll()
-        if code is None and self.timeout_s is not None and self.elapsed() > self.timeout_s:
-            self.killed_for_timeout = True
-            self.stop()
-            code = self.proc.returncode
-        if code is not None:
-            self._reader.join(timeout=5)
-            self._log.close()
-        return code
-
-    def oom_kills(self) -> int | None:
-        """How far the cgroup's OOM-kill counter rose since this worker started (None: unknown)."""
-        now = oom_kill_count()
-        if now is None or self.oom_kills_before is None:
-            return None
-        return now - self.oom_kills_before
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
+    def release(self) -> None:
+        self._log.close()
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM, then SIGKILL if it does not end within grace_s."""
@@ -117,7 +150,24 @@ class WorkerProcess:
 
 
 class LocalExecutor:
-    """Runs each run as a WorkerProcess on this machine (the runner's default executor)."""
+    """Runs each run on this machine, forked from a warm zygote (the runner's default executor);
+    WorkerProcess (a fresh interpreter per run) stays for the Ray executor's nodes."""
+
+    def __init__(self) -> None:
+        from chargpt.study.forked import ForkedWorker, start_zygote
+
+        start_zygote()  # it imports torch while the runner describes the study
+        self.worker = ForkedWorker
+
+    def close(self) -> None:
+        from chargpt.study.forked import stop_zygote
+
+        stop_zygote()
+
+
+class FreshExecutor:
+    """Each run in a fresh interpreter (`python -m chargpt.study.worker`), as before the zygote:
+    what bench.startup_overhead compares the zygote against."""
 
     worker = WorkerProcess
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import shutil
 import time
@@ -15,7 +14,9 @@ from chargpt.config import DataConfig
 from chargpt.files import write_atomic, write_json
 from chargpt.schema import DIVERGED, FAILED, FINISHED, OK, base_record
 from chargpt.study import spec
+from chargpt.study.forked import ENDED
 from chargpt.study.local import LocalExecutor, WorkerProcess, failure
+from chargpt.study.packing import Slot, auto_slot, fixed_slot, step_flops, usable_cores
 from chargpt.study.progress import LogReporter
 from chargpt.study.store import ResultsUnwritable, StudyStore, csv_text
 
@@ -38,7 +39,7 @@ class Options:
     only: tuple[str, ...] = ()
     fresh: bool = False
     retry_failed: bool = False
-    jobs: int = 1
+    jobs: int | str = 1  # runs at once, or "auto" (chargpt.study.packing)
     timeout_s: float | None = None
     reprobe: bool = False  # measure the peak FLOP/s again instead of using the cached figure
     executor: str = "local"  # local: worker processes here; ray: Ray tasks on a cluster
@@ -67,7 +68,9 @@ def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun
     from chargpt.measure import resolve_device
 
     source = str(study.path or study.name)
-    if opts.jobs < 1:
+    if isinstance(opts.jobs, str) and opts.jobs != "auto":
+        raise InputError(f"--jobs must be a number >= 1 or auto, got {opts.jobs}")
+    if isinstance(opts.jobs, int) and opts.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {opts.jobs}")
     if opts.timeout_s is not None and opts.timeout_s <= 0:
         raise InputError(f"--timeout must be > 0 seconds, got {opts.timeout_s:g}")
@@ -160,9 +163,15 @@ def plan_table(
     )
 
 
-def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | None = None) -> int:
+def run_study(
+    study_path: str | Path,
+    opts: Options,
+    reporter: LogReporter | None = None,
+    executor: Any = None,
+) -> int:
     """Run (or resume) a study. Returns 0 when every planned run finished ok or diverged,
-    1 when some failed; raises spec.StudyError / InputError for bad input (nothing written)."""
+    1 when some failed; raises spec.StudyError / InputError for bad input (nothing written).
+    executor: what starts the runs instead of the one opts names (benchmarks compare two)."""
     study = spec.load_study(study_path)
     runs, corpora = check_inputs(study, opts)
     vocab = {name: facts["vocab_size"] for name, facts in corpora.items()}
@@ -175,7 +184,7 @@ def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | Non
         return 0
 
     reporter = reporter or LogReporter()
-    executor = _executor(opts)
+    executor = executor or _executor(opts)
     try:
         store.lock()
     except OSError as exc:
@@ -193,7 +202,7 @@ def run_study(study_path: str | Path, opts: Options, reporter: LogReporter | Non
             _describe_study(study, store, corpora)
         except OSError as exc:
             raise _unwritable(store, exc) from None
-        return _execute(study, runs, store, opts, reporter, executor)
+        return _execute(study, runs, store, opts, reporter, executor, vocab)
     finally:
         reporter.close()
         store.unlock()
@@ -241,6 +250,7 @@ def _execute(
     opts: Options,
     reporter: LogReporter,
     executor: Any,
+    vocab: dict[str, int],
 ) -> int:
     order = [r.run_id for r in study.runs]
     labels = {r.run_id: r.label for r in study.runs}
@@ -250,19 +260,29 @@ def _execute(
     reporter.start(len(runs), len(runs) - len(todo))
     if any(store.status(r.run_id) in FAILED for r in runs) and not opts.retry_failed:
         log.info("failed runs are kept as they are; --retry-failed runs them again")
-    threads = max(1, (os.cpu_count() or 1) // opts.jobs) if opts.jobs > 1 else None
+    slots = _slots(todo, opts, vocab)
+    if len(todo) > 1 and any(slot.jobs > 1 for slot in slots.values()):
+        log.warning(
+            "--jobs %s: runs train side by side, so their timings (train_s, tokens_per_s, "
+            "mfu) are not isolated; timing studies should use --jobs 1",
+            opts.jobs,
+        )
     events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
     active: dict[str, tuple[spec.PlannedRun, WorkerProcess]] = {}
     pending = list(todo)
+    # The summary line: each run's wall time on the runner's clock (from starting it to holding
+    # its record) minus its train_s and eval_s is that run's fixed cost; runs skipped as done
+    # are not in todo, and runs that left no train_s (failures) are not averaged.
+    started, fixed_s = time.monotonic(), []
     try:
         while pending or active:
-            while pending and len(active) < opts.jobs:
+            while pending and _fits(slots[pending[0].run_id], [slots[i] for i in active]):
                 r = pending.pop(0)
                 run_dir = store.prepare_run_dir(r.run_id, r.config.to_dict())
-                active[r.run_id] = (
-                    r,
-                    executor.worker(r.run_id, r.label, run_dir, threads, opts.timeout_s, events),
-                )
+                threads = slots[r.run_id].threads
+                timeout_s = opts.timeout_s
+                worker = executor.worker(r.run_id, r.label, run_dir, threads, timeout_s, events)
+                active[r.run_id] = (r, worker)
                 reporter.run_started(r.run_id, r.label)
             _drain(events, active, reporter, wait_s=0.2)
             for run_id, (r, worker) in list(active.items()):
@@ -271,9 +291,11 @@ def _execute(
                     continue
                 _drain(events, active, reporter, wait_s=0.0)
                 del active[run_id]
-                record = _record(store, r, worker, code, opts)
+                record = _record(store, r, worker, code, opts, slots[run_id].jobs)
                 store.append_run(record)
                 reporter.run_finished(run_id, r.label, record)
+                if record.get("train_s") is not None:
+                    fixed_s.append(worker.elapsed() - record["train_s"] - record["eval_s"])
     except KeyboardInterrupt:
         _stop(active)
         store.rebuild_csvs(order, labels)
@@ -287,6 +309,13 @@ def _execute(
         _stop(active)
         raise _unwritable(store, exc) from None
     store.rebuild_csvs(order, labels)  # plan order again, now that all have finished
+    if todo:
+        log.info(
+            "%d runs in %.1f s: %s s per run beyond training and evaluation",
+            len(todo),
+            time.monotonic() - started,
+            f"{sum(fixed_s) / len(fixed_s):.2f}" if fixed_s else "?",
+        )
     statuses = [store.status(r.run_id) for r in runs]
     bad = sum(s not in FINISHED for s in statuses)
     log.info(
@@ -317,18 +346,42 @@ def _should_run(status: str | None, opts: Options) -> bool:
     return not (status in FINISHED or (status in FAILED and not opts.retry_failed))
 
 
+def _slots(runs: list[spec.PlannedRun], opts: Options, vocab: dict[str, int]) -> dict[str, Slot]:
+    """Each run's placement: --jobs N for all alike, or --jobs auto by the run's size."""
+    cores = usable_cores()
+    if opts.jobs != "auto":
+        return {r.run_id: fixed_slot(int(opts.jobs), cores) for r in runs}
+    return {
+        r.run_id: auto_slot(step_flops(r.config, vocab[r.config.data.corpus]), cores) for r in runs
+    }
+
+
+def _fits(slot: Slot, active: list[Slot]) -> bool:
+    """Whether a run may start now: fewer runs train than it and each of them allow."""
+    return len(active) < min([slot.jobs, *(a.jobs for a in active)])
+
+
 def _record(
-    store: StudyStore, r: spec.PlannedRun, worker: WorkerProcess, code: int, opts: Options
+    store: StudyStore,
+    r: spec.PlannedRun,
+    worker: WorkerProcess,
+    code: int,
+    opts: Options,
+    jobs: int,
 ) -> dict[str, Any]:
-    """The run's result.json, or the failure record the runner writes when there is none."""
+    """The run's result.json, or the failure record the runner writes when there is none;
+    either way with the jobs it ran among (the runner's placement, unknown to the worker)."""
     record = store.result(r.run_id)
+    if record is not None and record.get("jobs") != jobs:
+        record["jobs"] = jobs
+        store.write_result(r.run_id, record)
     if record is None:
         status, error = failure(
             code, worker.killed_for_timeout, opts.timeout_s, worker.oom_kills(), worker.log_path
         )
         record = base_record(r.run_id, r.label, r.config)
         record.update(status=status, stop_reason=status, error=error, wall_s=worker.elapsed())
-        record.update(hostname=worker.hostname)
+        record.update(hostname=worker.hostname, jobs=jobs)
         store.write_result(r.run_id, record)
     return record
 
@@ -349,6 +402,8 @@ def _drain(
         try:
             run_id, info = events.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
+            return
+        if ENDED in info:  # a run's process ended: let the runner record it now
             return
         if run_id in active:
             reporter.progress(run_id, active[run_id][0].label, info)

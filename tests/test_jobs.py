@@ -1,0 +1,88 @@
+"""--jobs: the auto rule (small runs side by side on one thread each, large ones alone on every
+core), the jobs and threads columns, the warning about timings, bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_runner import cli, main, read_csv, write_study
+
+from chargpt.study.packing import (
+    SMALL_STEP_FLOPS,
+    Slot,
+    auto_slot,
+    fixed_slot,
+    step_flops,
+    usable_cores,
+)
+from chargpt.study.runner import _fits
+from chargpt.study.spec import load_study
+
+WARNING = (
+    "timings (train_s, tokens_per_s, mfu) are not isolated; timing studies should use --jobs 1"
+)
+
+
+def test_auto_puts_small_runs_side_by_side_and_large_ones_alone() -> None:
+    assert auto_slot(SMALL_STEP_FLOPS / 10, cores=8) == Slot(jobs=8, threads=1)
+    assert auto_slot(SMALL_STEP_FLOPS * 10, cores=8) == Slot(jobs=1, threads=8)
+    assert auto_slot(SMALL_STEP_FLOPS, cores=8) == Slot(jobs=1, threads=8)  # the bound is large
+    assert auto_slot(SMALL_STEP_FLOPS / 10, cores=1) == Slot(jobs=1, threads=1)
+
+
+def test_a_fixed_jobs_shares_the_cores_and_one_job_keeps_torchs_default() -> None:
+    assert fixed_slot(1, cores=8) == Slot(jobs=1, threads=None)
+    assert fixed_slot(2, cores=8) == Slot(jobs=2, threads=4)
+    assert fixed_slot(16, cores=8) == Slot(jobs=16, threads=1)
+
+
+def test_a_large_run_waits_for_the_small_ones_and_then_trains_alone() -> None:
+    small, large = Slot(jobs=2, threads=1), Slot(jobs=1, threads=2)
+    assert _fits(small, []) and _fits(small, [small])
+    assert not _fits(small, [small, small])  # the cores are taken
+    assert not _fits(large, [small]) and _fits(large, [])
+    assert not _fits(small, [large])  # nothing beside a large run
+
+
+def test_step_flops_of_the_scaling_shapes_split_at_the_bound() -> None:
+    """studies/scaling.yaml: A-C (1-2k tokens a step of small models) count as small,
+    D-F as large (the README's rule)."""
+    study = load_study(Path(__file__).resolve().parent.parent / "studies" / "scaling.yaml")
+    small = [r.label[0] for r in study.runs if step_flops(r.config, 65) < SMALL_STEP_FLOPS]
+    assert small == ["A", "B", "C"]
+
+
+@pytest.mark.slow
+def test_jobs_auto_records_jobs_and_threads_and_warns(tmp_path: Path) -> None:
+    study = write_study(tmp_path / "auto.yaml", "auto", grid={"optim.lr": [1e-3, 2e-3]})
+    proc = cli(study, "--out", tmp_path / "results", "--jobs", "auto")
+    assert proc.returncode == 0, proc.stderr
+    header, rows = read_csv(tmp_path / "results" / "auto" / "runs.csv")
+    assert {"jobs", "threads"} <= set(header)
+    cores = usable_cores()
+    assert {(r["jobs"], r["threads"]) for r in rows} == {(str(cores), "1")}
+    warned = [line for line in proc.stderr.splitlines() if WARNING in line]
+    assert len(warned) == (1 if cores > 1 else 0), proc.stderr
+
+
+@pytest.mark.slow
+def test_one_job_records_jobs_1_and_does_not_warn(tmp_path: Path) -> None:
+    study = write_study(tmp_path / "one.yaml", "one", grid={"optim.lr": [1e-3, 2e-3]})
+    proc = cli(study, "--out", tmp_path / "results")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_csv(tmp_path / "results" / "one" / "runs.csv")[1]
+    assert {r["jobs"] for r in rows} == {"1"}
+    assert WARNING not in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "many", "1.5"])
+def test_a_bad_jobs_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    study = write_study(tmp_path / "bad.yaml", "bad")
+    code, _, stderr = main(capsys, study, "--out", tmp_path / "results", "--jobs", value)
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "--jobs" in lines[0], stderr
+    assert not (tmp_path / "results").exists()

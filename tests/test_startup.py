@@ -1,0 +1,97 @@
+"""Runs forked from the warm zygote: the same losses as in-process training, a peak RSS of
+their own, and the same stop/kill behaviour as a fresh worker process."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_runner import TINY_BASE, cli, read_csv, worker_pids, write_study
+
+from chargpt import measure
+from chargpt.study.spec import load_study
+from chargpt.train import train
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+
+
+@linux
+def test_reset_peak_rss_forgets_an_earlier_peak() -> None:
+    """What a forked run relies on: after the reset the peak is what is resident now, not the
+    high-water mark this process (or the parent it was forked from) reached before."""
+    before = measure.peak_rss_mb()
+    x = torch.ones(64 * 2**20)  # 256 MiB, touched
+    high = measure.peak_rss_mb()
+    assert high >= before + 200
+    del x  # a large block goes back to the OS
+    assert measure.reset_peak_rss()
+    assert measure.peak_rss_mb() < high - 200
+
+
+@pytest.mark.slow
+def test_a_forked_run_trains_as_train_does_in_process(tmp_path: Path) -> None:
+    """The study runner's forked child and train() here give bit-identical losses (one
+    thread each, so float sums add up in the same order)."""
+    keys = {"train.threads": 1, "model.dropout": 0.1}
+    study = write_study(tmp_path / "same.yaml", "same", runs=[{"label": "one", **keys}])
+    (run,) = load_study(study).runs
+    proc = cli(study, "--out", tmp_path / "results")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = read_csv(tmp_path / "results" / "same" / "runs.csv")[1]
+    here = train(run.config)
+    assert row["run_id"] == here.run_id
+    assert int(row["steps"]) == here.steps
+    for key in ("final_train_loss", "final_val_loss", "best_val_loss"):
+        assert float(row[key]) == getattr(here, key), key
+
+
+@linux
+@pytest.mark.slow
+def test_each_forked_run_has_its_own_peak_rss(tmp_path: Path) -> None:
+    """A bigger model (more weights, optimizer state, activations) peaks higher than a tiny
+    one in the same study, both forked from the same zygote; and the tiny run's peak is not
+    the big one's carried over (each child's high-water mark starts at its fork)."""
+    big = {
+        "label": "big",
+        "model": {**TINY_BASE["model"], "n_layer": 2, "n_embd": 512, "block_size": 64},
+        "train.batch_size": 32,
+        "budget.max_steps": 2,
+    }
+    tiny = {"label": "tiny", "budget.max_steps": 2}
+    study = write_study(tmp_path / "rss.yaml", "rss", runs=[big, tiny])
+    proc = cli(study, "--out", tmp_path / "results")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["label"]: r for r in read_csv(tmp_path / "results" / "rss" / "runs.csv")[1]}
+    assert float(rows["big"]["peak_rss_mb"]) > float(rows["tiny"]["peak_rss_mb"]) + 50
+
+
+@pytest.mark.slow
+def test_a_forked_run_past_its_timeout_is_stopped(tmp_path: Path) -> None:
+    """An endless forked run: status timeout, and no process of it is left running."""
+    study = write_study(
+        tmp_path / "endless.yaml", "endless", runs=[{"label": "endless", "budget.max_steps": 10**8}]
+    )
+    (run,) = load_study(study).runs
+    proc = cli(study, "--out", tmp_path / "results", "--timeout", 3)
+    assert proc.returncode == 1, proc.stderr
+    (row,) = read_csv(tmp_path / "results" / "endless" / "runs.csv")[1]
+    assert row["status"] == "timeout"
+    assert worker_pids(tmp_path / "results" / "endless" / "runs" / run.run_id) == []
+
+
+@pytest.mark.slow
+def test_the_summary_line_gives_the_fixed_cost_of_the_runs_it_ran(tmp_path: Path) -> None:
+    """'N runs in W s: X s per run beyond training and evaluation', counting only the runs
+    this invocation trained: a resumed study that finds them all done prints none."""
+    study = write_study(tmp_path / "two.yaml", "two", grid={"optim.lr": [1e-3, 2e-3]})
+    proc = cli(study, "--out", tmp_path / "results")
+    assert proc.returncode == 0, proc.stderr
+    line = r"(\d+) runs in [\d.]+ s: (-?[\d.]+) s per run beyond training and evaluation"
+    found = re.findall(line, proc.stderr)
+    assert [n for n, _ in found] == ["2"], proc.stderr
+    again = cli(study, "--out", tmp_path / "results")
+    assert again.returncode == 0, again.stderr
+    assert not re.findall(line, again.stderr), again.stderr
