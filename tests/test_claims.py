@@ -199,6 +199,10 @@ def test_verdict_rule_on_constructed_results() -> None:
     assert bad_loss["verdict"] == CONTRADICTED and "1.7000 vs 1.5000" in bad_loss["verdict_reason"]
     offline = _claim(data="random (vocab 50257)")
     assert verdict(offline, ARITH, None, _full(100, 9.0), "cpu")["verdict"] == CONSISTENT
+    # A study of several runs has no one loss: its time is checked, its loss cannot be.
+    study = _full(100, 1.52) | {"best_val_loss": None, "final_val_loss": None}
+    v = verdict(_claim(), ARITH, None, study, "cpu")
+    assert v["verdict"] == CONSISTENT and "several runs" in v["verdict_reason"]
     probe = {"status": "ok", "predicted_here_s": 250.0, "peak_flops": 1e11, "mfu": 0.3}
     assert verdict(_claim(), ARITH, probe, None, "cpu")["verdict"] == CONSISTENT
     probe_slow = probe | {"predicted_here_s": 1000.0}
@@ -333,6 +337,7 @@ def test_a_study_claim_is_re_run_whole_through_the_runner(
     (entry,) = json.loads(capsys.readouterr().out)
     full = json.loads((out / "checks" / "study-wall" / "full.json").read_text())
     assert full["status"] == "ok" and full["runs"] == 2 and full["steps"] == 8
+    assert full["best_val_loss"] is None  # two runs: no one loss
     # The wall is the whole command's: it holds both runs' training and evaluation and more.
     assert full["wall_s"] > full["train_s"] + full["eval_s"]
     runs = (out / "runs" / "study-wall" / "two" / "runs.csv").read_text().splitlines()

@@ -83,9 +83,9 @@ def full_study(study_file: str, out_root: str) -> dict[str, Any]:
         "peak_gpu_mb": max(float(r["peak_gpu_mb"] or 0) for r in rows) or None,
         "peak_flops": peak,
         "mfu": total("train_flops") / train_s / peak,
-        # A study's runs have losses of their own (runs.csv); the claim is about its time.
-        "final_val_loss": None,
-        "best_val_loss": None,
+        # A study of several runs has no one loss (each run's is in runs.csv).
+        "final_val_loss": float(rows[0]["final_val_loss"]) if len(rows) == 1 else None,
+        "best_val_loss": float(rows[0]["best_val_loss"]) if len(rows) == 1 else None,
         "device": rows[0]["device"],
         "hardware": rows[0]["hardware"],
         "results": str(Path(out_root) / name),

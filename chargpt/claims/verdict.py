@@ -80,15 +80,22 @@ def _verdict(
         adj = "" if peak_c is None else " (rescaled to the claimed hardware)"
         times = f"{_fmt_s(compare)}{adj} vs claimed {_fmt_s(claimed_s)}"
         loss_c = claim.get("claimed_loss")
-        if loss_c is None or claim["data"].startswith("random"):
-            why = "no loss claimed" if loss_c is None else "loss not checkable (data offline)"
+        key = "best_val_loss" if claim["loss_kind"] == "best_val" else "final_val_loss"
+        if loss_c is None:
+            why = "no loss claimed"
+        elif claim["data"].startswith("random"):
+            why = "loss not checkable (data offline)"
+        elif full.get(key) is None:
+            why = "loss not checkable (a study of several runs has no one loss)"
+        else:
+            why = ""
+        if why:
             if time_ok:
                 return out | {
                     "verdict": REPRODUCED if loss_c is None else CONSISTENT,
                     "verdict_reason": f"full run: {times}; {why}",
                 }
             return out | {"verdict": CONTRADICTED, "verdict_reason": f"full run: {times}"}
-        key = "best_val_loss" if claim["loss_kind"] == "best_val" else "final_val_loss"
         loss = float(full[key])
         loss_ok = abs(loss - float(loss_c)) <= float(claim["loss_tol"])
         losses = f"{claim['loss_kind']} loss {loss:.4f} vs {float(loss_c):.4f}"
