@@ -49,6 +49,20 @@ def auto_slot(step_flops: float, cores: int) -> Slot:
     return Slot(jobs=1, threads=cores)
 
 
+def auto_slots(flops: list[float], cores: int) -> list[Slot]:
+    """--jobs auto for a study's runs in plan order (their step FLOPs): small runs side by side
+    in whole groups of `cores`, one thread each; the k small runs left over (k < cores, the
+    last ones) share the cores as k jobs of cores // k threads. Measured on
+    studies/scaling.yaml (2 cores): A and B side by side, then C alone on one thread, left a
+    core idle for C's 237 s while D-F waited, and the study took longer than with --jobs 1."""
+    slots = [auto_slot(f, cores) for f in flops]
+    small = [i for i, slot in enumerate(slots) if slot.jobs > 1]
+    left = small[len(small) // cores * cores :]
+    for i in left:
+        slots[i] = Slot(jobs=len(left), threads=cores // len(left))
+    return slots
+
+
 def step_flops(run: RunConfig, vocab_size: int) -> float:
     """Training FLOPs of one step of a run: flops_per_token x batch_size x block_size."""
     from chargpt.model import count_params

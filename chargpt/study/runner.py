@@ -16,7 +16,7 @@ from chargpt.schema import DIVERGED, FAILED, FINISHED, OK, base_record
 from chargpt.study import spec
 from chargpt.study.forked import ENDED
 from chargpt.study.local import LocalExecutor, WorkerProcess, failure
-from chargpt.study.packing import Slot, auto_slot, fixed_slot, step_flops, usable_cores
+from chargpt.study.packing import Slot, auto_slots, fixed_slot, step_flops, usable_cores
 from chargpt.study.progress import LogReporter
 from chargpt.study.store import ResultsUnwritable, StudyStore, csv_text
 
@@ -351,9 +351,8 @@ def _slots(runs: list[spec.PlannedRun], opts: Options, vocab: dict[str, int]) ->
     cores = usable_cores()
     if opts.jobs != "auto":
         return {r.run_id: fixed_slot(int(opts.jobs), cores) for r in runs}
-    return {
-        r.run_id: auto_slot(step_flops(r.config, vocab[r.config.data.corpus]), cores) for r in runs
-    }
+    flops = [step_flops(r.config, vocab[r.config.data.corpus]) for r in runs]
+    return {r.run_id: slot for r, slot in zip(runs, auto_slots(flops, cores))}
 
 
 def _fits(slot: Slot, active: list[Slot]) -> bool:
