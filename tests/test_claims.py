@@ -205,6 +205,10 @@ def test_verdict_rule_on_constructed_results() -> None:
     assert v["verdict"] == CONSISTENT and "several runs" in v["verdict_reason"]
     probe = {"status": "ok", "predicted_here_s": 250.0, "peak_flops": 1e11, "mfu": 0.3}
     assert verdict(_claim(), ARITH, probe, None, "cpu")["verdict"] == CONSISTENT
+    # The check's own threads load the machine up to its cores: only more is "slow".
+    for load, slow in ((2.0, False), (3.5, True)):
+        loaded = probe | {"load_avg_1m": load, "cpu_count": 2}
+        assert ("slow]" in verdict(_claim(), ARITH, loaded, None, "cpu")["verdict_reason"]) == slow
     probe_slow = probe | {"predicted_here_s": 1000.0}
     assert verdict(_claim(), ARITH, probe_slow, None, "cpu")["verdict"] == CONTRADICTED
     # A GPU claim on this CPU: not checkable, the model's prediction rescaled by the peaks.

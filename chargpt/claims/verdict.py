@@ -23,11 +23,13 @@ def to_claimed_hw(here_s: float, peak_here: float, claimed_peak: float | None, c
 
 
 def _load_note(record: dict[str, Any] | None) -> str:
-    """A warning when the check ran with more runnable work than cores: its times read slow."""
+    """A warning when the check ran beside other work: its times read slow. The load average
+    counts the check's own threads too (up to one per core), so only more than cores + 1
+    runnable threads means something else was running."""
     if not record or record.get("load_avg_1m") in (None, "") or not record.get("cpu_count"):
         return ""
     load, cores = float(record["load_avg_1m"]), int(record["cpu_count"])
-    return f" [load average {load:.1f} on {cores} cores: slow]" if load > cores else ""
+    return f" [load average {load:.1f} on {cores} cores: slow]" if load > cores + 1 else ""
 
 
 def verdict(
