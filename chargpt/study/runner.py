@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import queue
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,8 +277,11 @@ def _execute(
     # its record) minus its train_s and eval_s is that run's fixed cost; runs skipped as done
     # are not in todo, and runs that left no train_s (failures) are not averaged.
     started, fixed_s = time.monotonic(), []
+    ctrl_c, restore = _catch_ctrl_c()
     try:
         while pending or active:
+            if ctrl_c.is_set():
+                raise KeyboardInterrupt
             while pending and _fits(slots[pending[0].run_id], [slots[i] for i in active]):
                 r = pending.pop(0)
                 run_dir = store.prepare_run_dir(r.run_id, r.config.to_dict())
@@ -297,6 +303,7 @@ def _execute(
                 if record.get("train_s") is not None:
                     fixed_s.append(worker.elapsed() - record["train_s"] - record["eval_s"])
     except KeyboardInterrupt:
+        restore()
         _stop(active)
         store.rebuild_csvs(order, labels)
         log.warning(
@@ -308,6 +315,8 @@ def _execute(
     except OSError as exc:  # results can no longer be written: stop, keep what is on disk
         _stop(active)
         raise _unwritable(store, exc) from None
+    finally:
+        restore()
     store.rebuild_csvs(order, labels)  # plan order again, now that all have finished
     if todo:
         log.info(
@@ -339,6 +348,18 @@ def _unwritable(store: StudyStore, exc: OSError) -> ResultsUnwritable:
         "finished runs are kept: free space or fix the folder, then run the same command to "
         "resume",
     )
+
+
+def _catch_ctrl_c() -> tuple[threading.Event, Callable[[], None]]:
+    """While runs train, Ctrl-C (SIGINT) only sets an event that the runner's loop turns into
+    KeyboardInterrupt at its next turn: raised inside whatever the loop was calling, Ray's
+    client code can turn it into an error it handles, and the study would go on. Returns the
+    event and what restores the previous handler (only the main thread may set handlers)."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return event, lambda: None
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    return event, lambda: signal.signal(signal.SIGINT, previous)
 
 
 def _should_run(status: str | None, opts: Options) -> bool:
