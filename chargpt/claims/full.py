@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chargpt.config import RunConfig
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+from chargpt.study.local import PROJECT_ROOT
 
 
 def full_run(run: RunConfig, device_name: str, out_dir: str) -> dict[str, Any]:
