@@ -3,16 +3,20 @@ their own, and the same stop/kill behaviour as a fresh worker process."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from test_runner import TINY_BASE, cli, read_csv, worker_pids, write_study
+from test_runner import REPO, TINY_BASE, cli, read_csv, worker_pids, write_study
 
 from chargpt import measure
 from chargpt.study.spec import load_study
+from chargpt.study.store import StudyStore
+from chargpt.study.worker import RUNNER_GONE
 from chargpt.train import train
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
@@ -95,3 +99,26 @@ def test_the_summary_line_gives_the_fixed_cost_of_the_runs_it_ran(tmp_path: Path
     again = cli(study, "--out", tmp_path / "results")
     assert again.returncode == 0, again.stderr
     assert not re.findall(line, again.stderr), again.stderr
+
+
+def test_a_run_whose_runner_is_gone_leaves_no_result(tmp_path: Path) -> None:
+    """A worker whose progress pipe is closed (the runner was killed, its SIGKILL not yet
+    come) exits without result.json, so a re-run resumes the run instead of finding an
+    error recorded for it (this race once failed the kill-and-resume test)."""
+    study = write_study(tmp_path / "gone.yaml", "gone", runs=[{"label": "gone"}])
+    (run,) = load_study(study).runs
+    run_dir = StudyStore(tmp_path / "gone").prepare_run_dir(run.run_id, run.config.to_dict())
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read the progress
+    with open(tmp_path / "worker.log", "w") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "chargpt.study.worker", str(run_dir), "--label", "gone"],
+            cwd=REPO,
+            stdout=write_end,
+            stderr=log,
+            timeout=300,
+        )
+    os.close(write_end)
+    assert proc.returncode == RUNNER_GONE, (tmp_path / "worker.log").read_text()
+    assert not (run_dir / "result.json").exists()
+    assert "Traceback" not in (tmp_path / "worker.log").read_text()

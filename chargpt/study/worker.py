@@ -22,11 +22,25 @@ from typing import Any
 from chargpt import schema
 from chargpt.study.store import StudyStore
 
+RUNNER_GONE = 3  # exit code of a run whose runner went away: it leaves no result
+
 
 def _progress(info: dict[str, Any]) -> None:
+    """One progress line to the runner; exit (no result) once the runner is gone.
+
+    SystemExit passes through train()'s and main()'s error handling, so a killed runner
+    leaves the run without result.json (its state.pt stays): a re-run resumes it rather
+    than finding it recorded as an error.
+    """
     if os.getppid() == 1:  # the runner is gone (killed): stop rather than train for nobody
-        raise SystemExit(3)
-    print(json.dumps(info), flush=True)
+        raise SystemExit(RUNNER_GONE)
+    try:
+        print(json.dumps(info), flush=True)
+    except BrokenPipeError:
+        # The reading end closed: the runner died, and the SIGKILL meant to follow (parent
+        # death) has not arrived yet. Quiet stdout so the exit's own flush does not fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(RUNNER_GONE) from None
 
 
 def main(argv: list[str] | None = None) -> int:
