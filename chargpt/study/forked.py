@@ -1,9 +1,10 @@
-"""Local runs forked from a warm zygote: torch and the trainer imported once per study, not per run.
+"""Local runs forked from a warm zygote: torch and the trainer imported once, not once per run.
 
 A fresh `python -m chargpt.study.worker` spends ~2 s importing torch before its first step.
-Here a zygote (multiprocessing's forkserver, started once per study with the training modules
-preloaded) forks one child per run. The zygote only imports: it never runs torch compute, so
-no OpenMP pool or other worker threads exist when it forks (forking after them is unsafe).
+Here a zygote (multiprocessing's forkserver, started with the first study of a process, with
+the training modules preloaded) forks one child per run. The zygote only imports: it never
+runs torch compute, so no OpenMP pool or other worker threads exist when it forks (forking
+after them is unsafe).
 Each child is still a process of its own, like a fresh worker: its own session (a timeout or
 Ctrl-C stops its whole group), SIGKILL when its parent dies (the zygote, which exits when the
 runner does), stderr to run_dir/worker.log, progress as JSON lines on a pipe, and a peak RSS
@@ -45,17 +46,39 @@ PRELOAD = [
 ENDED = "_ended"  # the last event of a child: its progress pipe closed (it exited)
 
 
+# Environment variables read while the zygote imports (OpenMP and MKL size their thread
+# pools, torch and CUDA read their settings, Python its paths) rather than when a run starts.
+IMPORT_TIME_ENV = ("OMP_", "MKL_", "KMP_", "GOMP_", "TORCH", "PYTORCH", "CUDA", "PYTHON", "LD_")
+_zygote_env: tuple[tuple[str, str], ...] | None = None  # what the running zygote started with
+
+
+def _import_time_env() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(IMPORT_TIME_ENV)))
+
+
 def start_zygote() -> None:
-    """Start the zygote now (it imports in the background while the runner plans)."""
+    """Have a zygote running (it imports in the background while the runner plans).
+
+    One zygote serves every study this process runs (a notebook, the tests): each child takes
+    the runner's environment as it is at the fork. A zygote started under other import-time
+    variables (say OMP_NUM_THREADS) is replaced, since its imports have read them.
+    """
+    global _zygote_env
+    env = _import_time_env()
+    if _zygote_env is not None and env != _zygote_env:
+        stop_zygote()
     multiprocessing.set_forkserver_preload(PRELOAD)
     forkserver.ensure_running()
+    _zygote_env = env
 
 
 def stop_zygote() -> None:
-    """End the zygote, so the next study's forks see that study's environment and code."""
+    """End the zygote now (the next study starts another); it also ends with this process."""
+    global _zygote_env
     stop = getattr(forkserver._forkserver, "_stop", None)  # noqa: SLF001 (CPython >= 3.9)
     if stop is not None:
         stop()
+    _zygote_env = None
 
 
 def _child(

@@ -160,9 +160,7 @@ class LocalExecutor:
         self.worker = ForkedWorker
 
     def close(self) -> None:
-        from chargpt.study.forked import stop_zygote
-
-        stop_zygote()
+        pass  # the zygote stays for this process's next study (it ends with the process)
 
 
 class FreshExecutor:
