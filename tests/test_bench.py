@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -212,7 +213,10 @@ def test_benchmarks_collect_and_run_in_quick_mode(tmp_path: Path) -> None:
         "-p",
         "no:cacheprovider",
     ]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # Under pytest-xdist this test runs in a worker whose PYTEST_XDIST_* variables would make
+    # pytest-benchmark in the inner run think it is parallel too, and disable itself.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = out.stdout.strip().splitlines()[-1]
     assert "passed" in summary and "failed" not in summary and "skipped" not in summary

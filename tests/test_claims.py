@@ -264,6 +264,7 @@ def test_duplicate_ids_and_yaml_errors_are_named(tmp_path: Path) -> None:
         load_claims(bad)
 
 
+@pytest.mark.slow
 def test_check_runs_all_levels_then_resumes_and_fresh_redoes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -314,6 +315,7 @@ def test_dry_run_writes_nothing_and_unknown_only_is_exit_2(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_study_claim_is_re_run_whole_through_the_runner(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -172,6 +172,7 @@ def test_epochs_flag_runs_past_four(tmp_path: Path) -> None:
     assert n_past and section.flags and section.flags[0].startswith(f"{n_past} of {len(runs)}")
 
 
+@pytest.mark.slow
 def test_report_has_isoflop_parametric_and_epochs(tmp_path: Path) -> None:
     study = common.load_study(write_study(tmp_path / "law", law_runs()))
     text = report.build_report(study, n_boot=30).read_text()
@@ -182,6 +183,7 @@ def test_report_has_isoflop_parametric_and_epochs(tmp_path: Path) -> None:
     assert "N_opt ∝ C^a" in text and "| E |" in text and "see the training split more" in text
 
 
+@pytest.mark.slow
 def test_cli_modules_and_compare(tmp_path: Path) -> None:
     a = write_study(tmp_path / "a", law_runs(seeds=(0,)))
     b = write_study(tmp_path / "b", law_runs(seeds=(0, 1), seed=2))

@@ -260,7 +260,8 @@ def test_a_run_that_raises_and_a_run_that_times_out(cluster: str, tmp_path: Path
 
     slow_dir = root / "runs" / plan["slow"].run_id
     assert row["slow"]["status"] == "timeout" and f"{TIMEOUT_S} s" in row["slow"]["error"]
-    assert float(row["slow"]["wall_s"]) == pytest.approx(TIMEOUT_S, abs=5)
+    # stopped at its timeout, not before; no upper bound: a loaded machine stops it later
+    assert float(row["slow"]["wall_s"]) >= TIMEOUT_S
     assert row["slow"]["hostname"] == socket.gethostname()  # failed rows say where, too
     assert (slow_dir / "curve.csv").is_file()  # what it wrote before the stop came back
     assert training_pids(plan["slow"].run_id) == []  # stopped on its node, not left running

@@ -101,6 +101,7 @@ def test_the_summary_line_gives_the_fixed_cost_of_the_runs_it_ran(tmp_path: Path
     assert not re.findall(line, again.stderr), again.stderr
 
 
+@pytest.mark.slow
 def test_a_run_whose_runner_is_gone_leaves_no_result(tmp_path: Path) -> None:
     """A worker whose progress pipe is closed (the runner was killed, its SIGKILL not yet
     come) exits without result.json, so a re-run resumes the run instead of finding an
@@ -122,3 +123,29 @@ def test_a_run_whose_runner_is_gone_leaves_no_result(tmp_path: Path) -> None:
     assert proc.returncode == RUNNER_GONE, (tmp_path / "worker.log").read_text()
     assert not (run_dir / "result.json").exists()
     assert "Traceback" not in (tmp_path / "worker.log").read_text()
+
+
+def test_one_zygote_serves_this_process_until_an_import_time_variable_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Studies run one after another in a process fork from the same zygote; one started
+    under another OMP_NUM_THREADS (read as torch loads OpenMP) is replaced, never reused."""
+    from multiprocessing import forkserver
+
+    from chargpt.study.forked import start_zygote
+
+    def zygote_pid() -> int:
+        pid = forkserver._forkserver._forkserver_pid  # noqa: SLF001 (the one running now)
+        assert pid is not None and Path(f"/proc/{pid}").exists()
+        return pid
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    start_zygote()
+    first = zygote_pid()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # read by runs, not by imports
+    start_zygote()
+    assert zygote_pid() == first
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    start_zygote()
+    assert zygote_pid() != first
+    assert not Path(f"/proc/{first}").exists()  # stopped and reaped, not left behind
