@@ -28,6 +28,7 @@ from chargpt.config import RunConfig, SampleConfig
 from chargpt.data import BatchSampler, CharTokenizer, Splits, corpus_fingerprint, load_splits
 from chargpt.evaluate import FixedBatchEval, batches_loss
 from chargpt.files import atomic_open
+from chargpt.heap import keep_freed_memory
 from chargpt.model import GPT, count_params
 from chargpt.precision import run_device_and_dtype
 from chargpt.schedule import budget_steps, learning_rate, step_reason
@@ -470,6 +471,7 @@ def train(
 ) -> RunResult:
     """Train one run to its budget; emit a metric dict per evaluation; return what it measured."""
     wall_start = time.perf_counter()
+    keep_freed_memory()  # each step re-uses the last one's pages rather than faulting anew
     threads_before = torch.get_num_threads()  # restored: the caller's setting is its own
     try:
         if run.train.threads is not None:
