@@ -8,23 +8,24 @@ import math
 # predicted eager training time: steps * flops_per_step / (EAGER_MFU * measured peak), or
 # budget.max_seconds when that is shorter.
 #
-# CPU figures, `python -m bench.compile_gain --threads 1` on the nanoGPT baby-GPT recipe,
-# torch 2.13, a 2-core AMD EPYC (AVX-512) shared with other jobs:
-# - compile_s 200 s cold (empty TORCHINDUCTOR_CACHE_DIR; load average ~7, eager steps at
-#   157 ms against 110 ms at load ~2), 68 s warm (the same cache directory, load ~8, eager
-#   at 309 ms). COMPILE_S is the cold figure scaled by the eager slowdown (200 / 1.43), as a
-#   study's first run, and any new model shape, pays the cold price; warm hits are a bonus.
-# - gain per step compiled/eager: 1.13x interleaved in one process on an idle machine
-#   (docs/nanogpt-comparison.md); 1.01-1.07x (medians) on the loaded one here. STEP_GAIN
-#   takes 1.13, the favourable figure: with it, compiling pays after ~1,200 s of eager
-#   training, some 20 minutes; the 2000-step recipe (~75 s at 2 threads) stays eager.
+# CPU figures, `python -m bench.compile_gain` on the nanoGPT baby-GPT recipe, torch 2.13, a
+# 2-core AMD EPYC (AVX-512), idle (load average below 1), 2026-11-30, each cold (an empty
+# TORCHINDUCTOR_CACHE_DIR) unless said:
+# - compile_s 33.0 s at 2 threads, 33.7 s at 1 thread; 2.9 s warm (the same cache directory).
+#   COMPILE_S is the cold figure, rounded up: a study's first run, and any new model shape,
+#   pays it. (An earlier session measured 200 s cold at a load average of ~7: compiling is
+#   CPU work and slows with everything else on the machine.)
+# - gain per step compiled/eager, median of alternating rounds of the same TrainStep: 1.21x
+#   and 1.105x at 2 threads (cold and warm runs), 1.08x at 1 thread; 1.13x in one process in
+#   an earlier session. STEP_GAIN takes 1.1: compiling then pays after ~385 s (6.4 minutes)
+#   of eager training; the 2000-step recipe (~100 s at 2 threads) stays eager.
 # - EAGER_MFU 0.4: the eager float32 baby-GPT step runs at ~40% of the matmul probe's peak.
 # CUDA: not measured here (no GPU in this session): assumptions. Small models are launch-bound
 # there, so compiled steps are commonly 1.5x or more faster and a ~1 min compile pays within
 # a few hundred steps; EAGER_MFU 0.1 keeps predicted step times low, so auto errs to eager.
 # MPS and anything else: always eager.
-COMPILE_S = {"cpu": 140.0, "cuda": 60.0}
-STEP_GAIN = {"cpu": 1.13, "cuda": 1.5}
+COMPILE_S = {"cpu": 35.0, "cuda": 60.0}
+STEP_GAIN = {"cpu": 1.1, "cuda": 1.5}
 EAGER_MFU = {"cpu": 0.4, "cuda": 0.1}
 
 
