@@ -29,21 +29,26 @@ def keep_freed_memory() -> bool:
     """
     global _applied
     if _applied is None:
-        _applied = _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and _mallopt(
-            M_TRIM_THRESHOLD, TRIM_THRESHOLD
+        libc = _glibc()
+        _applied = libc is not None and all(
+            libc.mallopt(param, value) == 1
+            for param, value in (
+                (M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            )
         )
     return _applied
 
 
-def _mallopt(param: int, value: int) -> bool:
+def _glibc() -> ctypes.CDLL | None:
+    """This process's C library if it is glibc (musl has a mallopt too, with other settings)."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-        gnu_get_libc_version = libc.gnu_get_libc_version  # glibc only (musl has mallopt too)
-    except (OSError, AttributeError):
-        return False
-    del gnu_get_libc_version
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(param, value) == 1
+    except OSError:
+        return None
+    if not hasattr(libc, "gnu_get_libc_version"):
+        return None
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return libc
