@@ -10,7 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
+
+# One torch thread per process, set before torch loads OpenMP. The suite runs one pytest
+# process per core (-n auto), and the runs a test starts inherit this; OpenMP threads of tiny
+# models that share a busy core wait on each other at every op (a run re-done in-process took
+# 37 s beside another worker, 3 s alone). Tests about thread counts set their own.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+from chargpt import measure  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,13 +32,45 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session")
+def _session_peaks(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """peak_flops.json with this machine's float32 peak at each thread count up to its cores,
+    probed once a session in a cache of its own: every training run needs its device's peak
+    (for MFU), and probing afresh in each test's empty cache cost about 1 s a test."""
+    home = tmp_path_factory.mktemp("session_peaks")
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(home))
+        for threads in range(1, (os.cpu_count() or 1) + 1):
+            torch.set_num_threads(threads)
+            measure.measure_peak_flops(torch.device("cpu"))
+        torch.set_num_threads(before)
+        return measure._probe_cache().read_bytes()
+
+
 @pytest.fixture(autouse=True)
-def _test_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _test_cache(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
     """Each test gets its own cache directory (peak FLOP/s probe, downloads): a peak measured
-    while the suite loads the machine must never become the one later real studies use."""
+    while the suite loads the machine must never become the one later real studies use. It
+    starts with the session's probe (see _session_peaks), or empty for a test that asks for
+    the `empty_cache` fixture (the probe's own tests)."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    if "empty_cache" not in request.fixturenames:
+        probe = measure._probe_cache()
+        probe.parent.mkdir(parents=True)
+        probe.write_bytes(request.getfixturevalue("_session_peaks"))
     return cache
+
+
+@pytest.fixture
+def empty_cache(_test_cache: Path) -> Path:
+    """This test's cache directory, with nothing in it (no probed peak)."""
+    return _test_cache
 
 
 WORDS = (

@@ -20,14 +20,14 @@ def cache_file(cache_home: Path) -> Path:
     return cache_home / "chargpt" / "peak_flops.json"
 
 
-def test_each_test_has_its_own_cache(_test_cache: Path) -> None:
-    assert measure._probe_cache() == cache_file(_test_cache)
+def test_each_test_has_its_own_cache(empty_cache: Path) -> None:
+    assert measure._probe_cache() == cache_file(empty_cache)
     assert not str(measure._probe_cache()).startswith(str(Path.home() / ".cache"))
 
 
-def test_probe_is_cached_with_when_and_how_loaded(_test_cache: Path) -> None:
+def test_probe_is_cached_with_when_and_how_loaded(empty_cache: Path) -> None:
     first = measure.measure_peak_flops(CPU, seconds=0.05)
-    (entry,) = json.loads(cache_file(_test_cache).read_text()).values()
+    (entry,) = json.loads(cache_file(empty_cache).read_text()).values()
     assert entry["flops"] == first > 1e8
     assert time.time() - 60 < entry["measured_at"] <= time.time()
     assert "load_avg_1m" in entry and entry["cpu_count"] >= 1
@@ -35,9 +35,9 @@ def test_probe_is_cached_with_when_and_how_loaded(_test_cache: Path) -> None:
 
 
 @pytest.mark.slow
-def test_old_entries_and_forget_measure_again(_test_cache: Path) -> None:
+def test_old_entries_and_forget_measure_again(empty_cache: Path) -> None:
     measure.measure_peak_flops(CPU, seconds=0.05)
-    path = cache_file(_test_cache)
+    path = cache_file(empty_cache)
     entries = json.loads(path.read_text())
     (key,) = entries
     old = time.time() - (measure.PROBE_MAX_AGE_DAYS + 1) * 86400
@@ -56,7 +56,7 @@ def test_old_entries_and_forget_measure_again(_test_cache: Path) -> None:
 
 
 @pytest.mark.slow
-def test_concurrent_probes_keep_every_entry(_test_cache: Path) -> None:
+def test_concurrent_probes_keep_every_entry(empty_cache: Path) -> None:
     """Three processes, three thread counts (three cache keys), one cache file: none is lost."""
     code = (
         "import sys, torch; from chargpt import measure; "
@@ -65,7 +65,7 @@ def test_concurrent_probes_keep_every_entry(_test_cache: Path) -> None:
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(n)]) for n in (1, 2, 3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
-    entries = json.loads(cache_file(_test_cache).read_text())
+    entries = json.loads(cache_file(empty_cache).read_text())
     assert sorted(k.split("threads=")[1].split("|")[0] for k in entries) == ["1", "2", "3"]
 
 
