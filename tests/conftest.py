@@ -24,6 +24,23 @@ from chargpt import measure  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The longest modules, first: `-n auto --dist loadfile` hands whole files to the workers in
+# collection order, and one started last keeps a worker busy while the other waits (measured
+# on 2 cores: test_ray.py ~80 s, test_plots.py ~50 s; every other file under 35 s).
+LONGEST_FIRST = ("test_ray.py", "test_plots.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist orders files by their number of tests unless told otherwise: keep ours
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Module fixtures (set up before any per-test fixture) never touch the user's cache."""

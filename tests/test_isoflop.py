@@ -8,8 +8,6 @@ studies/isoflop_synthetic.yaml, trained by the runner on the synthetic corpus it
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import pytest
 
 import run_study
 from chargpt.data import synthetic_spec
-from plots import common, epochs, isofit, parametric, report
+from plots import common, compare, epochs, isofit, isoflop, parametric, report
 from plots.isoflop import isoflop_runs
 from plots.powerlaw import bound_flags, fit_power_law
 
@@ -183,19 +181,17 @@ def test_report_has_isoflop_parametric_and_epochs(tmp_path: Path) -> None:
     assert "N_opt ∝ C^a" in text and "| E |" in text and "see the training split more" in text
 
 
-@pytest.mark.slow
-def test_cli_modules_and_compare(tmp_path: Path) -> None:
+def test_cli_modules_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each module's main() in this process (test_plots runs every `python -m plots.X`)."""
     a = write_study(tmp_path / "a", law_runs(seeds=(0,)))
     b = write_study(tmp_path / "b", law_runs(seeds=(0, 1), seed=2))
-    for module in ("plots.isoflop", "plots.parametric"):
-        cmd = [sys.executable, "-m", module, str(a), "--out", str(tmp_path / "o"), "--n-boot", "20"]
-        assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
-    cmd = [sys.executable, "-m", "plots.compare", str(a), str(b), "--out", str(tmp_path / "c")]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    for module in (isoflop, parametric):
+        assert module.main([str(a), "--out", str(tmp_path / "o"), "--n-boot", "20"]) == 0
+    assert compare.main([str(a), str(b), "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "compare_a_vs_b.png").is_file()
-    bad = subprocess.run([*cmd[:3], str(a), str(tmp_path / "nope")], capture_output=True, text=True)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    capsys.readouterr()
+    assert compare.main([str(a), str(tmp_path / "nope")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 @pytest.fixture(scope="module")

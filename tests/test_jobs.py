@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_runner import cli, main, read_csv, write_study
+from test_runner import main, read_csv, run_here, write_study
 
 from chargpt.study.packing import (
     SMALL_STEP_FLOPS,
@@ -69,7 +69,7 @@ def test_step_flops_of_the_scaling_shapes_split_at_the_bound() -> None:
 @pytest.mark.slow
 def test_jobs_auto_records_jobs_and_threads_and_warns(tmp_path: Path) -> None:
     study = write_study(tmp_path / "auto.yaml", "auto", grid={"optim.lr": [1e-3, 2e-3]})
-    proc = cli(study, "--out", tmp_path / "results", "--jobs", "auto")
+    proc = run_here(study, "--out", tmp_path / "results", "--jobs", "auto")
     assert proc.returncode == 0, proc.stderr
     header, rows = read_csv(tmp_path / "results" / "auto" / "runs.csv")
     assert {"jobs", "threads"} <= set(header)
@@ -82,7 +82,7 @@ def test_jobs_auto_records_jobs_and_threads_and_warns(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_one_job_records_jobs_1_and_does_not_warn(tmp_path: Path) -> None:
     study = write_study(tmp_path / "one.yaml", "one", grid={"optim.lr": [1e-3, 2e-3]})
-    proc = cli(study, "--out", tmp_path / "results")
+    proc = run_here(study, "--out", tmp_path / "results")
     assert proc.returncode == 0, proc.stderr
     rows = read_csv(tmp_path / "results" / "one" / "runs.csv")[1]
     assert {r["jobs"] for r in rows} == {"1"}

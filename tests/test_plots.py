@@ -354,43 +354,24 @@ def test_bad_input_exits_2_with_one_line(module, studies, tmp_path, capsys) -> N
         assert err.count("\n") == 1 and message in err and str(path) in err
 
 
-@pytest.mark.slow
-def test_cli_runs_as_module_without_torch(studies, tmp_path) -> None:
-    """`python -m plots.report DIR` works from the repo root and never imports torch."""
+def test_report_main_on_an_lr_sweep(studies, tmp_path, capsys) -> None:
+    """The report's main() (smoke_report below runs `python -m plots.report` itself)."""
     study = write_results(tmp_path, "cli", kind="lr_sweep", samples=False)
-    code = (
-        "import runpy, sys; sys.argv = ['-m', sys.argv[1], '--n-boot', '0']\n"
-        "try:\n    runpy.run_module('plots.report', run_name='__main__', alter_sys=True)\n"
-        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
-        "assert 'torch' not in sys.modules and 'chargpt' not in sys.modules\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(study)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    assert report.main([str(study), "--n-boot", "0"]) == 0
     text = (study / "REPORT.md").read_text()
     assert "figures/lr_sweep.png" in text and "status diverged" in text
     assert "fit skipped: 3 distinct point(s)" in text
     assert f"`python -m plots.report {study}`" in text
-    bad = subprocess.run(
-        [sys.executable, "-m", "plots.tables", str(tmp_path / "nope")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.count("\n") == 1
+    capsys.readouterr()
+    assert tables.main([str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 @pytest.mark.slow
 def test_every_module_runs_with_dash_m() -> None:
     """Each figure family, the tables and the report answer `python -m plots.X --help`."""
     names = ["report", "tables", "curves", "scaling", "cost", "lr_sweep", "samples", "bench"]
+    names += ["isoflop", "parametric", "compare", "claims"]
     code = (
         "import contextlib, io, runpy, sys\n"
         "for name in sys.argv[1:]:\n"
@@ -462,15 +443,23 @@ def test_power_law_fit_is_skipped_without_a_falling_trend_or_a_spread() -> None:
 
 @pytest.fixture(scope="module")
 def smoke_report(smoke_study, tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """The smoke study as the runner wrote it, then `python -m plots.report` on a copy."""
+    """The smoke study as the runner wrote it, then `python -m plots.report` on a copy (in a
+    process that checks it never imports torch)."""
     import shutil
 
     proc, finished = smoke_study
     assert proc.returncode == 0, proc.stderr
     root = tmp_path_factory.mktemp("smoke_report") / "smoke"
     shutil.copytree(finished, root)
+    # `python -m plots.report ROOT --n-boot 0`, which must never import torch or chargpt
+    code = (
+        "import runpy, sys; sys.argv = ['-m', sys.argv[1], '--n-boot', '0']\n"
+        "try:\n    runpy.run_module('plots.report', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules and 'chargpt' not in sys.modules\n"
+    )
     report_proc = subprocess.run(
-        [sys.executable, "-m", "plots.report", str(root), "--n-boot", "0"],
+        [sys.executable, "-c", code, str(root)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_runner import REPO, TINY_BASE, cli, read_csv, worker_pids, write_study
+from test_runner import REPO, TINY_BASE, read_csv, run_here, worker_pids, write_study
 
 from chargpt import measure
 from chargpt.study.spec import load_study
@@ -42,7 +42,7 @@ def test_a_forked_run_trains_as_train_does_in_process(tmp_path: Path) -> None:
     keys = {"train.threads": 1, "model.dropout": 0.1}
     study = write_study(tmp_path / "same.yaml", "same", runs=[{"label": "one", **keys}])
     (run,) = load_study(study).runs
-    proc = cli(study, "--out", tmp_path / "results")
+    proc = run_here(study, "--out", tmp_path / "results")
     assert proc.returncode == 0, proc.stderr
     (row,) = read_csv(tmp_path / "results" / "same" / "runs.csv")[1]
     here = train(run.config)
@@ -66,7 +66,7 @@ def test_each_forked_run_has_its_own_peak_rss(tmp_path: Path) -> None:
     }
     tiny = {"label": "tiny", "budget.max_steps": 2}
     study = write_study(tmp_path / "rss.yaml", "rss", runs=[big, tiny])
-    proc = cli(study, "--out", tmp_path / "results")
+    proc = run_here(study, "--out", tmp_path / "results")
     assert proc.returncode == 0, proc.stderr
     rows = {r["label"]: r for r in read_csv(tmp_path / "results" / "rss" / "runs.csv")[1]}
     assert float(rows["big"]["peak_rss_mb"]) > float(rows["tiny"]["peak_rss_mb"]) + 50
@@ -79,7 +79,7 @@ def test_a_forked_run_past_its_timeout_is_stopped(tmp_path: Path) -> None:
         tmp_path / "endless.yaml", "endless", runs=[{"label": "endless", "budget.max_steps": 10**8}]
     )
     (run,) = load_study(study).runs
-    proc = cli(study, "--out", tmp_path / "results", "--timeout", 3)
+    proc = run_here(study, "--out", tmp_path / "results", "--timeout", 3)
     assert proc.returncode == 1, proc.stderr
     (row,) = read_csv(tmp_path / "results" / "endless" / "runs.csv")[1]
     assert row["status"] == "timeout"
@@ -91,12 +91,12 @@ def test_the_summary_line_gives_the_fixed_cost_of_the_runs_it_ran(tmp_path: Path
     """'N runs in W s: X s per run beyond training and evaluation', counting only the runs
     this invocation trained: a resumed study that finds them all done prints none."""
     study = write_study(tmp_path / "two.yaml", "two", grid={"optim.lr": [1e-3, 2e-3]})
-    proc = cli(study, "--out", tmp_path / "results")
+    proc = run_here(study, "--out", tmp_path / "results")
     assert proc.returncode == 0, proc.stderr
     line = r"(\d+) runs in [\d.]+ s: (-?[\d.]+) s per run beyond training and evaluation"
     found = re.findall(line, proc.stderr)
     assert [n for n, _ in found] == ["2"], proc.stderr
-    again = cli(study, "--out", tmp_path / "results")
+    again = run_here(study, "--out", tmp_path / "results")
     assert again.returncode == 0, again.stderr
     assert not re.findall(line, again.stderr), again.stderr
 
