@@ -181,6 +181,7 @@ def test_report_has_isoflop_parametric_and_epochs(tmp_path: Path) -> None:
     assert "N_opt ∝ C^a" in text and "| E |" in text and "see the training split more" in text
 
 
+@pytest.mark.slow
 def test_cli_modules_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Each module's main() in this process (test_plots runs every `python -m plots.X`)."""
     a = write_study(tmp_path / "a", law_runs(seeds=(0,)))

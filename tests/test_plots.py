@@ -354,6 +354,7 @@ def test_bad_input_exits_2_with_one_line(module, studies, tmp_path, capsys) -> N
         assert err.count("\n") == 1 and message in err and str(path) in err
 
 
+@pytest.mark.slow
 def test_report_main_on_an_lr_sweep(studies, tmp_path, capsys) -> None:
     """The report's main() (smoke_report below runs `python -m plots.report` itself)."""
     study = write_results(tmp_path, "cli", kind="lr_sweep", samples=False)
