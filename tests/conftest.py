@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+from cli_helpers import run_here  # noqa: E402
 
 from chargpt import measure  # noqa: E402
 
@@ -41,14 +41,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Module fixtures (set up before any per-test fixture) never touch the user's cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("session_cache")))
-        yield
-
-
 @pytest.fixture(scope="session")
 def _session_peaks(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """peak_flops.json with this machine's float32 peak at each thread count up to its cores,
@@ -63,6 +55,20 @@ def _session_peaks(tmp_path_factory: pytest.TempPathFactory) -> bytes:
             measure.measure_peak_flops(torch.device("cpu"))
         torch.set_num_threads(before)
         return measure._probe_cache().read_bytes()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(
+    tmp_path_factory: pytest.TempPathFactory, _session_peaks: bytes
+) -> Iterator[None]:
+    """Module fixtures (set up before any per-test fixture) never touch the user's cache; theirs
+    starts with the session's probe."""
+    cache = tmp_path_factory.mktemp("session_cache")
+    (cache / "chargpt").mkdir()
+    (cache / "chargpt" / "peak_flops.json").write_bytes(_session_peaks)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(cache))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -148,16 +154,8 @@ def one_thread() -> Iterator[None]:
 def smoke_study(
     tmp_path_factory: pytest.TempPathFactory, _session_cache: None
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """studies/smoke.yaml run once through the CLI, as a user would: (the process, its results
-    directory). Shared by the runner's and the plots' tests; tests that change it copy it."""
+    """studies/smoke.yaml run once through the CLI's main() (run_here: one torch thread a run):
+    (its exit code and output, its results directory). Shared by the runner's, the plots' and
+    the Ray tests; tests that change it copy it."""
     out = tmp_path_factory.mktemp("smoke") / "results"
-    proc = subprocess.run(
-        [sys.executable, "run_study.py", str(REPO / "studies" / "smoke.yaml"), "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        # one torch thread per worker: tiny models on a shared 2-core machine crawl with more
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-        timeout=600,
-    )
-    return proc, out / "smoke"
+    return run_here(REPO / "studies" / "smoke.yaml", "--out", out), out / "smoke"

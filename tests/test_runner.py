@@ -5,7 +5,6 @@ models; shared studies keep the process count low."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -15,12 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cli_helpers import run_here  # noqa: F401  (the other test modules import it from here)
 
 import run_study
 from chargpt.measure import oom_kill_count
@@ -106,31 +105,6 @@ def cli(
         text=True,
         env=env or cli_env(),
         timeout=timeout,
-    )
-
-
-def run_here(*args: Any, **env: str) -> subprocess.CompletedProcess[str]:
-    """What cli() does, in this process: run_study.main(ARGS) with one torch thread a run (and
-    env) set; stdout and stderr captured, the runner's log lines in stderr as its own process
-    prints them (less the time stamp). Torch is imported already, which saves a fresh
-    interpreter's ~2 s a call."""
-    out, err = io.StringIO(), io.StringIO()
-    # main()'s basicConfig does nothing here (pytest's handlers are on the root logger)
-    handler = logging.StreamHandler(err)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root, level = logging.getLogger(), logging.getLogger().level
-    with pytest.MonkeyPatch.context() as mp, redirect_stdout(out), redirect_stderr(err):
-        for key, value in {"OMP_NUM_THREADS": "1", **env}.items():
-            mp.setenv(key, value)  # what the runner's zygote, hence its runs, start with
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        try:
-            code = run_study.main([str(a) for a in args])
-        finally:
-            root.removeHandler(handler)
-            root.setLevel(level)
-    return subprocess.CompletedProcess(
-        ["run_study.py", *args], code, out.getvalue(), err.getvalue()
     )
 
 
