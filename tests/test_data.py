@@ -148,6 +148,24 @@ def test_synthetic_entropy_rate_matches_empirical_estimate() -> None:
     assert spec.entropy_rate < math.log(a) - 0.5, "the chain should be far from uniform"
 
 
+def test_window_floor_counts_the_positions_that_see_less_than_the_order() -> None:
+    """A window's first position sees one letter: its floor there is the text's bigram
+    conditional entropy (counted here from the text itself); every later position of an
+    order-2 chain reaches the entropy rate, so the floor at block_size T is their mean."""
+    spec = synthetic_spec()
+    a = len(spec.alphabet)
+    ids = np.frombuffer(synthetic_text().encode("ascii"), dtype=np.uint8) - ord(spec.alphabet[0])
+    joint = np.bincount(ids[:-1].astype(np.int64) * a + ids[1:], minlength=a * a)
+    joint = joint.reshape(a, a).astype(float)
+    cond = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1)
+    bigram = -(joint * np.log(np.where(cond > 0, cond, 1.0))).sum() / joint.sum()
+    assert abs(spec.window_floor(1) - bigram) < 0.01, (spec.window_floor(1), bigram)  # 1.949
+    for t in (2, 16, 64):
+        expected = (spec.window_floor(1) + (t - 1) * spec.entropy_rate) / t
+        assert spec.window_floor(t) == pytest.approx(expected, rel=1e-9)
+    assert spec.window_floor(16) == pytest.approx(1.3229, abs=1e-4)
+
+
 def test_synthetic_text_is_deterministic() -> None:
     fresh = synthetic_text.__wrapped__  # bypass the cache: really generate twice
     assert fresh(2000, 0) == fresh(2000, 0)

@@ -209,15 +209,17 @@ def synthetic_fit(
 
 
 @pytest.mark.slow
-def test_real_synthetic_runs_the_fit_covers_the_entropy_rate_and_flags_itself(
+def test_real_synthetic_runs_leave_e_unresolved_and_the_fit_flags_itself(
     synthetic_fit: tuple[pd.DataFrame, parametric.ParametricFit],
 ) -> None:
+    """What these runs show (see studies/isoflop_synthetic.yaml): E is not resolved, and the fit
+    says so. Its interval, [e^-6, the lowest loss], holds the entropy rate (1.281) only because
+    it holds everything below the lowest loss; the floor these evaluations can reach at
+    block_size 16 (window_floor: 1.323) lies above it. The flags keep such a fit from being
+    reported as a result."""
     runs, fit = synthetic_fit
     assert len(runs) == 6 and runs["n_params"].nunique() == 2 and runs["tokens"].nunique() == 3
-    entropy = synthetic_spec().entropy_rate  # 1.2812 nats/char, exact
     assert fit.ok and fit.n_boot >= 50
-    lo, hi = fit.ci["E"]
-    assert lo < entropy < hi, (fit.params, fit.ci)  # the interval is honest: it covers the truth
     assert fit.params["E"] <= runs["final_val_loss"].min()
     # The loss here is a plateau then a drop, not a power law (see the study file): the fit
     # cannot pin all five parameters and must say so, so the report does not call it a result.
@@ -227,13 +229,15 @@ def test_real_synthetic_runs_the_fit_covers_the_entropy_rate_and_flags_itself(
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="runs this cheap do not resolve E: measured E = 1.25 [0.0025, 1.30], A and B flagged "
-    "(see studies/isoflop_synthetic.yaml); passing means the grid now resolves it: update both",
+    reason="runs this cheap do not resolve E: measured E = 1.25 [0.0025, 1.30], which misses "
+    "the floor of these evaluations (1.323 at block_size 16), A and B flagged (see "
+    "studies/isoflop_synthetic.yaml); passing means the grid now resolves it: update both",
 )
-def test_real_synthetic_runs_resolve_the_entropy_rate(
+def test_real_synthetic_runs_resolve_the_floor_of_their_evaluation(
     synthetic_fit: tuple[pd.DataFrame, parametric.ParametricFit],
 ) -> None:
-    _, fit = synthetic_fit
+    runs, fit = synthetic_fit
+    (block_size,) = runs["block_size"].unique()
+    floor = synthetic_spec().window_floor(int(block_size))
     lo, hi = fit.ci["E"]
-    entropy = synthetic_spec().entropy_rate
-    assert fit.flags == [] and abs(fit.params["E"] - entropy) < 0.05 and hi - lo < 0.2
+    assert fit.flags == [] and lo < floor < hi and hi - lo < 0.1, (fit.params, fit.ci)
