@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
-from test_runner import TINY_BASE, main, read_csv, wait_for, write_study
+from test_runner import TINY_BASE, main, read_csv, run_here, wait_for, write_study
 
 from chargpt.data import SHAKESPEARE_SHA256
 from chargpt.study.spec import load_study
@@ -128,15 +128,10 @@ def cluster() -> Iterator[str]:
         _stop_cluster(base, address)
 
 
-def cli(*args: Any, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "run_study.py", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=timeout,
-    )
+def run_driver(*args: Any) -> subprocess.CompletedProcess[str]:
+    """`run_study.py ARGS` as a Ray driver in this process (run_here): a fresh interpreter
+    would add ~2 CPU-s of imports a study. Tests that kill or interrupt a driver start one."""
+    return run_here(*args, RAY_AUTH_MODE="disabled")
 
 
 def training_pids(marker: str) -> list[int]:
@@ -161,7 +156,8 @@ def test_smoke_study_is_the_same_under_both_executors(
     local, finished = smoke_study
     assert local.returncode == 0, local.stderr
     shutil.copytree(finished, tmp_path / "local" / "smoke")
-    remote = cli(SMOKE, "--out", tmp_path / "ray", "--executor", "ray", "--ray-address", cluster)
+    args = ("--out", tmp_path / "ray", "--executor", "ray", "--ray-address", cluster)
+    remote = run_driver(SMOKE, *args)
     assert remote.returncode == 0, remote.stderr
 
     header_l, rows_l = read_csv(tmp_path / "local" / "smoke" / "runs.csv")
@@ -198,9 +194,11 @@ def test_smoke_study_is_the_same_under_both_executors(
 # ----- nothing is read from the driver's files -----------------------------------------
 
 
-def test_runs_get_the_corpus_by_content_not_by_path(cluster: str, tmp_path: Path) -> None:
+def test_runs_get_the_corpus_by_content_not_by_path(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Control: on the worker node, the driver's corpus cannot be found by its name.
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray.init(address=cluster, log_to_driver=False)
     try:
 
@@ -225,7 +223,8 @@ def test_runs_get_the_corpus_by_content_not_by_path(cluster: str, tmp_path: Path
         base={**TINY_BASE, "data": {"corpus": "shakespeare"}},
         runs=[{"label": "a"}],
     )
-    proc = cli(study, "--out", tmp_path / "results", "--executor", "ray", "--ray-address", cluster)
+    out = tmp_path / "results"
+    proc = run_driver(study, "--out", out, "--executor", "ray", "--ray-address", cluster)
     assert proc.returncode == 0, proc.stderr
     (row,) = read_csv(tmp_path / "results" / "remote" / "runs.csv")[1]
     assert row["status"] == "ok" and row["corpus"] == "shakespeare"
@@ -249,7 +248,7 @@ def test_a_run_that_raises_and_a_run_that_times_out(cluster: str, tmp_path: Path
         ],
     )
     root = tmp_path / "results" / "failures"
-    proc = cli(
+    proc = run_driver(
         study,
         *("--out", root.parent, "--timeout", TIMEOUT_S, "--jobs", 2),
         *("--executor", "ray", "--ray-address", cluster),
@@ -370,7 +369,7 @@ def test_driver_killed_then_resumed(cluster: str, tmp_path: Path) -> None:
     assert not (root / "runs" / second.run_id / "result.json").exists()
     record, mtime = done.read_text(), done.stat().st_mtime_ns
 
-    rerun = cli(*args)
+    rerun = run_driver(*args)
     assert rerun.returncode == 0, rerun.stderr
     assert "1 already done, 1 to run" in rerun.stderr
     rows = read_csv(root / "runs.csv")[1]
