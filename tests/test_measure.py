@@ -25,6 +25,12 @@ def test_each_test_has_its_own_cache(empty_cache: Path) -> None:
     assert not str(measure._probe_cache()).startswith(str(Path.home() / ".cache"))
 
 
+def test_a_test_cache_starts_with_the_session_probe(_test_cache: Path) -> None:
+    """Tests other than the probe's own find the peak at their thread count already there."""
+    (key,) = json.loads(cache_file(_test_cache).read_text())
+    assert key == measure._probe_key(CPU, torch.float32)
+
+
 def test_probe_is_cached_with_when_and_how_loaded(empty_cache: Path) -> None:
     first = measure.measure_peak_flops(CPU, seconds=0.05)
     (entry,) = json.loads(cache_file(empty_cache).read_text()).values()
