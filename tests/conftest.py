@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated cache per test, a small structured text, single-threaded torch."""
+"""Shared fixtures: an isolated cache per test (with the session's probed peak), a small
+structured text, the smoke study; single-threaded torch and the order files are handed out in."""
 
 from __future__ import annotations
 
@@ -61,11 +62,9 @@ def _session_cache(
 ) -> Iterator[None]:
     """Module fixtures (set up before any per-test fixture) never touch the user's cache; theirs
     starts with the session's probe."""
-    cache = tmp_path_factory.mktemp("session_cache")
-    (cache / "chargpt").mkdir()
-    (cache / "chargpt" / "peak_flops.json").write_bytes(_session_peaks)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(cache))
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("session_cache")))
+        _seed_probe(_session_peaks)
         yield
 
 
@@ -82,10 +81,15 @@ def _test_cache(
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     if "empty_cache" not in request.fixturenames:
-        probe = measure._probe_cache()
-        probe.parent.mkdir(parents=True)
-        probe.write_bytes(request.getfixturevalue("_session_peaks"))
+        _seed_probe(request.getfixturevalue("_session_peaks"))
     return cache
+
+
+def _seed_probe(peaks: bytes) -> None:
+    """Write the session's peak_flops.json where chargpt now reads its cache (XDG_CACHE_HOME)."""
+    probe = measure._probe_cache()
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_bytes(peaks)
 
 
 @pytest.fixture
