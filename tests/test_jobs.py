@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_runner import main, read_csv, run_here, write_study
+from cli_helpers import run_here
+from test_runner import main, read_csv, write_study
 
 from chargpt.study.packing import (
     SMALL_STEP_FLOPS,

@@ -21,7 +21,8 @@ from typing import Any
 
 import psutil
 import pytest
-from test_runner import TINY_BASE, main, read_csv, run_here, wait_for, write_study
+from cli_helpers import run_here
+from test_runner import TINY_BASE, main, read_csv, wait_for, write_study
 
 from chargpt.data import SHAKESPEARE_SHA256
 from chargpt.study.spec import load_study

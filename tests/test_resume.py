@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import run_here
 from test_runner import (
     REPO,
     TINY_BASE,
@@ -21,7 +22,6 @@ from test_runner import (
     main,
     read_csv,
     result_mtimes,
-    run_here,
     start_runner,
     wait_for,
     worker_pids,

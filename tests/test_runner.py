@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cli_helpers import run_here  # noqa: F401  (the other test modules import it from here)
+from cli_helpers import run_here
 
 import run_study
 from chargpt.measure import oom_kill_count

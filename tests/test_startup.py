@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_runner import REPO, TINY_BASE, read_csv, run_here, worker_pids, write_study
+from cli_helpers import run_here
+from test_runner import REPO, TINY_BASE, read_csv, worker_pids, write_study
 
 from chargpt import measure
 from chargpt.study.spec import load_study
