@@ -56,8 +56,10 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({first})") from None
+        # the type names the failure when torch's text alone does not (a junk file: "174812789")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        why = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({why})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a chargpt checkpoint (no format {FORMAT!r})")
     try:
