@@ -255,7 +255,7 @@ class Budget(_Section):
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig(_Section):
-    """Which corpus (a name such as shakespeare or synthetic, or a file path) and its split."""
+    """Which corpus (shakespeare, synthetic, lexicon, or a file path) and its split."""
 
     SECTION: ClassVar[str] = "data"
     corpus: str = "shakespeare"

@@ -15,6 +15,7 @@ import torch
 
 from chargpt.config import DataConfig
 from chargpt.files import write_atomic
+from chargpt.lexicon import lexicon_fingerprint, lexicon_text
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -182,17 +183,19 @@ def provide_corpus(corpus: str, text: str, fingerprint: str) -> None:
 
 
 def load_corpus(corpus: str) -> str:
-    """Text of a corpus given by name (shakespeare, synthetic) or by the path of a UTF-8 file."""
+    """Text of a corpus given by name (shakespeare, synthetic, lexicon) or a UTF-8 file's path."""
     if corpus in _PROVIDED:
         return _PROVIDED[corpus][0]
     if corpus == "shakespeare":
         return shakespeare_path().read_text(encoding="utf-8")
     if corpus == "synthetic":
         return synthetic_text()
+    if corpus == "lexicon":
+        return lexicon_text()
     path = Path(corpus).expanduser()
     if not path.is_file():
         raise CorpusError(
-            f"corpus {corpus!r} is neither a known name (shakespeare, synthetic) "
+            f"corpus {corpus!r} is neither a known name (shakespeare, synthetic, lexicon) "
             "nor an existing file"
         )
     try:
@@ -214,7 +217,7 @@ def corpus_fingerprint(corpus: str) -> str:
 
     A file's is the sha256 of its text (as read, UTF-8), computed once per size and mtime.
     tiny shakespeare's is its known sha256 (any other content is refused when it is loaded).
-    The synthetic corpus is generated, so its generator's parameters stand for its content.
+    The generated corpora (synthetic, lexicon) are named by their generators' parameters.
     """
     if corpus in _PROVIDED:
         return _PROVIDED[corpus][1]
@@ -229,6 +232,8 @@ def corpus_fingerprint(corpus: str) -> str:
             SYNTHETIC_CONCENTRATION,
         )
         return hashlib.sha256(repr(("synthetic", *params)).encode()).hexdigest()
+    if corpus == "lexicon":
+        return lexicon_fingerprint()
     path = Path(corpus).expanduser()
     try:
         st = path.resolve().stat()

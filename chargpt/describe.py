@@ -181,7 +181,9 @@ def _parser() -> ArgumentParser:
         prog="python -m chargpt.describe",
         description="Task (a): corpus facts, one batch, costs, baselines.",
     )
-    p.add_argument("corpus", help="shakespeare, synthetic, or the path of a UTF-8 text file")
+    p.add_argument(
+        "corpus", help="shakespeare, synthetic, lexicon, or the path of a UTF-8 text file"
+    )
     p.add_argument("--block-size", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--val-fraction", type=float, default=0.1)
