@@ -151,7 +151,8 @@ def fit_parametric(
     elif n_boot > 0:
         fit.note = f"bootstrap skipped: only {len(boots)} usable resamples"
     # The solver's own bounds on E and the exponents (E's lower one is e^-6, not 0). A and B
-    # are left out: bound_flags scales its tolerance by the bound range, e^60 for them.
+    # are left out: bound_flags scales its tolerance by the bound range, e^60 for them. E, A
+    # and B are searched as logarithms, so an estimate's place in its interval is judged so.
     fit.flags = bound_flags(
         fit.params,
         fit.ci,
@@ -160,6 +161,8 @@ def fit_parametric(
             "alpha": EXP_BOUNDS,
             "beta": EXP_BOUNDS,
         },
+        log_names=("E", "A", "B"),  # the solver's own coordinates for these three
+        interval_ends=True,  # percentiles of resamples solved within the same bounds
     )
     return fit
 

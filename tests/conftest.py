@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The longest modules, first: `-n auto --dist loadfile` hands whole files to the workers in
 # collection order, and one started last keeps a worker busy while the other waits (measured
 # on 2 cores: test_ray.py ~80 s, test_plots.py ~50 s; every other file under 35 s).
-LONGEST_FIRST = ("test_ray.py", "test_plots.py")
+LONGEST_FIRST = ("test_ray.py", "test_plots.py", "test_isoflop.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
