@@ -97,7 +97,10 @@ def build_train_step(
 
 
 def setup(run: RunConfig) -> Setup:
-    """Data, model, optimizer, step, sampler and evaluation batches of a run, seeded."""
+    """Data, model, optimizer, step, sampler and evaluation batches of a run, seeded; and the
+    process's malloc set to keep freed memory, so that whatever steps this (training, or a
+    benchmark of its step) pays no page faults for activations it has just freed."""
+    keep_freed_memory()
     device, dtype = run_device_and_dtype(run)
     torch.manual_seed(run.train.seed)
     splits = load_splits(run.data)
@@ -471,7 +474,6 @@ def train(
 ) -> RunResult:
     """Train one run to its budget; emit a metric dict per evaluation; return what it measured."""
     wall_start = time.perf_counter()
-    keep_freed_memory()  # each step re-uses the last one's pages rather than faulting anew
     threads_before = torch.get_num_threads()  # restored: the caller's setting is its own
     try:
         if run.train.threads is not None:
