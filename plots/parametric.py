@@ -270,12 +270,31 @@ def build(study: Study, figdir: Path, tabdir: Path, n_boot: int = 200) -> Sectio
         "parametric_fit",
         params_table(fit),
         "Parameters of L(N, D) = E + A/N^alpha + B/D^beta [95% bootstrap interval "
-        "over runs]; flagged ones sit on a bound or on the edge of their interval.",
+        "over runs]; flagged ones sit on a bound or on the edge of their interval."
+        + known_answer(runs, fit),
     )
     if fit.note:
         section.notes.append(fit.note)
     section.flags += fit.flags
     return section
+
+
+def known_answer(runs: pd.DataFrame, fit: ParametricFit) -> str:
+    """A sentence comparing E with the exact loss floor when every run trained on the lexicon
+    corpus at one block size (its words make the floor computable: chargpt.lexicon), else ''."""
+    corpora = set(runs["corpus"].unique()) if "corpus" in runs else set()
+    if corpora != {"lexicon"} or runs["block_size"].nunique() != 1 or "E" not in fit.ci:
+        return ""
+    from chargpt.lexicon import lexicon_spec  # numpy only: the report stays torch-free
+
+    block_size = int(runs["block_size"].iloc[0])
+    floor = lexicon_spec().window_floor(block_size)
+    lo, hi = fit.ci["E"]
+    return (
+        f" Known answer: on the lexicon corpus at block_size {block_size} the least loss these "
+        f"evaluations can reach is {floor:.4f} nats/char (exact); E's interval "
+        f"{'holds' if lo <= floor <= hi else 'MISSES'} it."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

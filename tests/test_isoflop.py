@@ -164,6 +164,9 @@ def test_parametric_fit_recovers_the_entropy_rate_within_its_interval() -> None:
     assert lo < 1.281 < hi and abs(fit.params["E"] - 1.281) < 0.1
     assert abs(fit.params["alpha"] - LAW["alpha"]) < 0.1
     assert abs(fit.params["beta"] - LAW["beta"]) < 0.1
+    assert parametric.known_answer(runs, fit) == ""  # a known floor only for the lexicon
+    as_lexicon = runs.assign(corpus="lexicon", block_size=16)
+    assert parametric.known_answer(as_lexicon, fit).endswith("MISSES it.")  # 0.711 vs ~1.28
 
 
 def test_parametric_fit_flags_e_on_its_lower_bound() -> None:
@@ -246,3 +249,4 @@ def test_real_runs_on_the_lexicon_corpus_find_its_floor(
     lo, hi = fit.ci["E"]
     assert lo < floor < hi and abs(fit.params["E"] - floor) < 0.1, (fit.params, fit.ci)
     assert hi - lo < 0.5 * floor and hi < runs["final_val_loss"].min(), (fit.params, fit.ci)
+    assert parametric.known_answer(runs, fit).endswith("holds it.")  # what the report says
