@@ -208,6 +208,7 @@ class RayRun:
         self.hostname = ""  # the node's, once the task has told
         self._oom_kills: int | None = None
         self._code: int | None = None
+        self._elapsed_s: float | None = None  # the node's own clock, once the task has ended
         self.submitted = time.monotonic()
         config = json.loads((run_dir / CONFIG_FILE).read_text())
         run = RunConfig.from_dict(config)
@@ -261,6 +262,7 @@ class RayRun:
             (self.run_dir / STATE_FILE).unlink(missing_ok=True)  # finished: nothing to go on from
         self.killed_for_timeout = self.killed_for_timeout or outcome["killed_for_timeout"]
         self._oom_kills = outcome["oom_kills"]
+        self._elapsed_s = float(outcome["elapsed_s"])
         self.hostname = outcome["hostname"]
         return int(outcome["code"])
 
@@ -276,6 +278,11 @@ class RayRun:
         return self._oom_kills
 
     def elapsed(self) -> float:
+        """Seconds the run's worker has run: once the task has ended, as its node timed it (the
+        clock its timeout is kept by); before, from when the driver heard that it started,
+        which lags the node by the progress queue's delivery."""
+        if self._elapsed_s is not None:
+            return self._elapsed_s
         began = self.executor.started.get(self.run_id, self.submitted)
         return time.monotonic() - began
 
