@@ -532,11 +532,14 @@ def test_a_foreign_or_damaged_state_is_set_aside(
     assert "cannot go on from" in caplog.text and "training from the start" in caplog.text
 
 
-# What a fresh process sees over steps 10-29 of the nanoGPT CPU recipe's model (its batches
-# are random ids: only the allocations matter): minor page faults a step, with the heap
-# settings train() applies (argv[1] == "keep") or glibc's defaults.
+# What a fresh process sees over steps 10-59 of the nanoGPT CPU recipe's model (its batches
+# are random ids: only the allocations matter): the median, over ten 5-step windows, of minor
+# page faults a step, with the heap settings train() applies (argv[1] == "keep") or glibc's
+# defaults. Why a median: the heap's layout differs from process to process (address and hash
+# randomisation), and in some layouts the kept heap still grows by an activation (96 pages)
+# now and then up to about step 40; a mean over steps 5-14 once read 67 faults a step.
 FAULTS_PER_STEP = """
-import resource, sys
+import resource, statistics, sys
 import torch
 from chargpt.config import ModelConfig, OptimConfig
 from chargpt.heap import keep_freed_memory
@@ -548,11 +551,13 @@ torch.manual_seed(0)
 model = GPT(ModelConfig(n_layer=2, n_head=4, n_embd=128, block_size=64, vocab_size=65))
 step = TrainStep(model, make_optimizer(model, OptimConfig()), grad_clip=1.0)
 x, y = torch.randint(0, 65, (2, 12, 64))
-for i in range(15):
-    if i == 5:  # past the first steps' allocations (optimizer state, the allocator's pools)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+counts = []
+for i in range(60):
+    if i >= 10 and i % 5 == 0:  # past the first steps' allocations (optimizer state)
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
     step(x, y, 1e-3)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+print(statistics.median(b - a for a, b in zip(counts, counts[1:])) / 5)
 """
 
 
@@ -560,7 +565,8 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_kept_freed_memory_spares_each_step_its_page_faults(tmp_path: Path) -> None:
     """Counted page faults, not time: with the heap kept, a step re-uses the last step's
-    pages (measured 0 faults a step on this model against ~1,600 with glibc's defaults)."""
+    pages. Measured in 10 process pairs: 0 faults a step, every time, against 269-1,677
+    with glibc's defaults (whose mmap threshold adapts at different times)."""
     faults = {}
     for mode in ("keep", "default"):
         out = subprocess.run(
@@ -572,4 +578,4 @@ def test_kept_freed_memory_spares_each_step_its_page_faults(tmp_path: Path) -> N
         )
         assert out.returncode == 0, out.stderr
         faults[mode] = float(out.stdout)
-    assert faults["keep"] < 50 and faults["default"] > 10 * faults["keep"], faults
+    assert faults["keep"] < 5 and faults["default"] > 50, faults
