@@ -158,6 +158,26 @@ def cpu_native_bf16(cpuinfo: str | None = None) -> bool | None:
     return None
 
 
+# The /proc/cpuinfo flags that decide a CPU's matmul speed: x86 vector and matrix extensions,
+# and ARM's ("Features": asimd, sve, bf16, i8mm).
+SPEED_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "asimd", "sve", "bf16", "i8mm")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str] | None:
+    """The CPU's vector and matrix instruction flags (sorted), from /proc/cpuinfo (or the
+    given text of one); None where there is no such file (macOS, Windows)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            found = line.split(":", 1)[1].split()
+            return sorted({f for f in found if f.startswith(SPEED_FLAG_PREFIXES)})
+    return None
+
+
 def git_commit() -> str | None:
     """The project's git commit (with -dirty when the tree has changes), if it is a checkout."""
     root = Path(__file__).resolve().parent.parent
@@ -198,6 +218,7 @@ def fingerprint(device: torch.device | None = None) -> dict[str, Any]:
         "cpu_logical_cores": os.cpu_count(),
         "cpu_physical_cores": _physical_cores(),
         "cpu_native_bf16": cpu_native_bf16(),
+        "cpu_flags": cpu_flags(),
         "torch_threads": torch.get_num_threads(),
         "os": platform.platform(),
         "python": platform.python_version(),

@@ -41,6 +41,7 @@ ENV = {
     "cpu_logical_cores": 4,
     "cpu_physical_cores": 2,
     "cpu_native_bf16": False,
+    "cpu_flags": ["avx", "avx2", "f16c", "fma"],
     "torch_threads": 4,
     "os": "Linux-6.1.0-13-amd64-x86_64-with-glibc2.36",
     "python": "3.11.2",

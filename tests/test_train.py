@@ -382,6 +382,19 @@ def test_native_bf16_is_read_from_the_cpu_flags() -> None:
     assert cpu_native_bf16("processor\t: 0\nFeatures\t: fp asimd bf16\n") is None  # not x86
 
 
+def test_cpu_flags_keep_the_vector_and_matrix_extensions() -> None:
+    from chargpt.measure import cpu_flags
+
+    x86 = "model name\t: X\nflags\t\t: fpu sse sse2 avx2 fma avx512f avx512_bf16 amx_tile pni\n"
+    assert cpu_flags(x86) == ["amx_tile", "avx2", "avx512_bf16", "avx512f", "fma"]
+    assert cpu_flags("processor\t: 0\nFeatures\t: fp asimd sve bf16 crc32\n") == [
+        "asimd",
+        "bf16",
+        "sve",
+    ]
+    assert cpu_flags("processor\t: 0\n") is None
+
+
 def uniform_loss(corpus: str) -> float:
     """The loss of a uniform guess over the corpus's characters: training must beat it."""
     return math.log(len(set(Path(corpus).read_text())))
