@@ -6,23 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from counting import counted_entropy  # tests/ is on sys.path (pytest's default import mode)
 
 from chargpt import lexicon
 from chargpt.data import corpus_fingerprint, load_corpus
 from chargpt.lexicon import LexiconSpec, lexicon_spec, lexicon_text
-
-
-def counted_entropy(text: str, t: int) -> float:
-    """H(x_{t+1} | the t characters before it), counted from text (plug-in estimate)."""
-    ids = np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.int64)
-    a, n = 256, len(ids) - t
-    context = np.zeros(n, dtype=np.int64)
-    for i in range(t):  # the t characters before each position, as one base-256 number
-        context = context * a + ids[i : i + n]
-    pairs, joint = np.unique(context * a + ids[t : t + n], return_counts=True)
-    contexts, context_counts = np.unique(context, return_counts=True)
-    given = context_counts[np.searchsorted(contexts, pairs // a)]
-    return float(-(joint / n * np.log(joint / given)).sum())
 
 
 def test_position_entropies_match_what_the_text_shows() -> None:
