@@ -140,22 +140,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_native_bf16(cpuinfo: str | None = None) -> bool | None:
-    """Whether the CPU has bfloat16 matmul instructions (AVX512_BF16 or AMX); None if unknown.
-
-    Without them PyTorch emulates bfloat16 on the CPU, which is slower than float32. Reads
-    the x86 flags of /proc/cpuinfo (or the given text of one); other systems give None.
-    """
+def _flag_line(cpuinfo: str | None) -> tuple[str, list[str]] | None:
+    """The first flag line of /proc/cpuinfo (or the given text of one): ("flags", x86 flags)
+    or ("Features", ARM ones); None where there is none, or no such file (macOS, Windows)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return None
     for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
+        if line.startswith(("flags", "Features")):
+            key, value = line.split(":", 1)
+            return key.strip(), value.split()
     return None
+
+
+def cpu_native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether the CPU has bfloat16 matmul instructions (AVX512_BF16 or AMX); None if unknown.
+
+    Without them PyTorch emulates bfloat16 on the CPU, which is slower than float32. Reads
+    the x86 flags of /proc/cpuinfo (or the given text of one); other systems give None.
+    """
+    found = _flag_line(cpuinfo)
+    if found is None or found[0] != "flags":
+        return None
+    return bool(set(found[1]) & {"avx512_bf16", "amx_bf16"})
 
 
 # The /proc/cpuinfo flags that decide a CPU's matmul speed: x86 vector and matrix extensions,
@@ -166,16 +175,10 @@ SPEED_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "asimd", "sve", "bf16", "i8m
 def cpu_flags(cpuinfo: str | None = None) -> list[str] | None:
     """The CPU's vector and matrix instruction flags (sorted), from /proc/cpuinfo (or the
     given text of one); None where there is no such file (macOS, Windows)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            found = line.split(":", 1)[1].split()
-            return sorted({f for f in found if f.startswith(SPEED_FLAG_PREFIXES)})
-    return None
+    found = _flag_line(cpuinfo)
+    if found is None:
+        return None
+    return sorted({f for f in found[1] if f.startswith(SPEED_FLAG_PREFIXES)})
 
 
 def git_commit() -> str | None:
