@@ -11,7 +11,9 @@ round), so both see the same machine at nearly the same time, and reports the me
 per-round ratios.
 
 What each side runs, on the same pre-drawn batches of the recipe (by default nanoGPT's CPU
-baby GPT: batch 12, context 64; `--recipe` takes another recipe file, trained on the CPU):
+baby GPT: batch 12, context 64; `--recipe` takes another recipe file), on the CPU, in float32
+and eager, as nanoGPT's CPU recipe runs (a recipe's dtype and compile settings are set aside;
+its thread count is kept):
 - nanoGPT: its own `model.py` (the GPT class, loaded from the checkout; its attention uses
   PyTorch's sdpa) and `configure_optimizers` (torch.optim.AdamW as it builds it for a CPU);
   then forward, backward, `clip_grad_norm_` at 1.0, `optimizer.step()` and
@@ -39,6 +41,7 @@ from typing import Any
 import torch
 
 from chargpt.cli import ArgumentParser
+from chargpt.config import ModelConfig, OptimConfig
 from chargpt.data import CorpusError
 from chargpt.files import write_json
 from chargpt.measure import fingerprint
@@ -70,6 +73,31 @@ def load_nanogpt_model(checkout: Path) -> ModuleType:
         if not hasattr(module, name):
             raise NanoGPTError(f"{path} defines no {name}")
     return module
+
+
+def build_nanogpt(
+    module: ModuleType, m: ModelConfig, o: OptimConfig, seed: int
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """nanoGPT's GPT of chargpt's model config (with the corpus's vocab_size), and its
+    optimizer as its configure_optimizers builds it for a CPU; errors are NanoGPTError."""
+    torch.manual_seed(seed)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # configure_optimizers prints groups
+            nano = module.GPT(
+                module.GPTConfig(
+                    block_size=m.block_size,
+                    vocab_size=m.vocab_size,
+                    n_layer=m.n_layer,
+                    n_head=m.n_head,
+                    n_embd=m.n_embd,
+                    dropout=m.dropout,
+                    bias=m.bias,
+                )
+            )
+            optimizer = nano.configure_optimizers(o.weight_decay, o.lr, (o.beta1, o.beta2), "cpu")
+    except Exception as exc:  # the user's code: any error it raises is theirs to read
+        raise NanoGPTError(f"nanoGPT's GPT or optimizer: {type(exc).__name__}: {exc}") from exc
+    return nano, optimizer
 
 
 def round_ratios(times: dict[str, list[float]], reference: str) -> dict[str, dict[str, float]]:
@@ -124,26 +152,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} must be >= 1, got {value}")
     try:
         module = load_nanogpt_model(args.nanogpt.expanduser().resolve())
-        run = load_recipe(str(args.recipe), {"train.device": "cpu"})
+        overrides = {"train.device": "cpu", "train.dtype": "float32", "train.compile": False}
+        run = load_recipe(str(args.recipe), overrides)
+        if run.train.threads:
+            torch.set_num_threads(run.train.threads)
         s = setup(run)  # chargpt's model, step and sampler, exactly as training builds them
+        nano, nano_opt = build_nanogpt(module, s.model.config, run.optim, run.train.seed)
     except (NanoGPTError, StudyError, CorpusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    m, o = s.model.config, run.optim  # the model's config has the corpus's vocab_size
-    torch.manual_seed(run.train.seed)
-    with contextlib.redirect_stdout(io.StringIO()):  # configure_optimizers prints its groups
-        nano = module.GPT(
-            module.GPTConfig(
-                block_size=m.block_size,
-                vocab_size=m.vocab_size,
-                n_layer=m.n_layer,
-                n_head=m.n_head,
-                n_embd=m.n_embd,
-                dropout=m.dropout,
-                bias=m.bias,
-            )
-        )
-        nano_opt = nano.configure_optimizers(o.weight_decay, o.lr, (o.beta1, o.beta2), "cpu")
+    m, o = s.model.config, run.optim
     # contiguous, as nanoGPT's get_batch stacks them (its loss views targets flat)
     batches = [tuple(t.contiguous() for t in s.sampler()) for _ in range(N_BATCHES)]
 

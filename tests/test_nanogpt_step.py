@@ -131,3 +131,19 @@ def test_cli_refuses_zero_rounds_or_steps(
     with pytest.raises(SystemExit) as exc:
         nanogpt_step.main([str(tmp_path), flag, "0"])
     assert exc.value.code == 2 and f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_says_when_nanogpts_model_cannot_be_built(
+    tmp_path: Path, text_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "model.py").write_text(
+        "class GPTConfig:\n"
+        "    def __init__(self, **kw): pass\n"
+        "class GPT:\n"
+        "    def __init__(self, config): raise AssertionError('n_embd % n_head != 0')\n"
+    )
+    recipe = tiny_recipe(tmp_path, text_file)
+    assert nanogpt_step.main([str(tmp_path), "--recipe", str(recipe)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err == "error: nanoGPT's GPT or optimizer: AssertionError: n_embd % n_head != 0\n"
