@@ -78,25 +78,21 @@ def test_round_ratios_are_medians_of_same_round_ratios() -> None:
     }
 
 
-@pytest.mark.slow
-def test_cli_times_both_steps_in_alternating_rounds(tmp_path: Path, text_file: Path) -> None:
+def test_cli_times_both_steps_in_alternating_rounds(
+    tmp_path: Path, text_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     checkout = tmp_path / "nanoGPT"
     checkout.mkdir()
     (checkout / "model.py").write_text(STAND_IN)
     out = tmp_path / "out.json"
-    proc = subprocess.run(
-        [*CLI, str(checkout), "--rounds", "3", "--steps", "2", "--json", str(out)]
-        + ["--recipe", str(tiny_recipe(tmp_path, text_file))],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "num decayed" not in proc.stdout + proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    recipe = tiny_recipe(tmp_path, text_file)
+    args = [str(checkout), "--rounds", "3", "--steps", "2", "--json", str(out)]
+    assert nanogpt_step.main([*args, "--recipe", str(recipe)]) == 0
+    stdout, stderr = capsys.readouterr()
+    assert "num decayed" not in stdout + stderr
+    rows = [line for line in stdout.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| nanoGPT", "| chargpt"]
-    assert proc.stderr.count("round ") == 3  # a progress line per round
+    assert stderr.count("round ") == 3  # a progress line per round
     report = json.loads(out.read_text())
     assert report["rounds"] == 3 and report["steps_per_block"] == 2 and report["threads"] == 1
     assert {k: len(v) for k, v in report["ms_per_step"].items()} == {"nanoGPT": 3, "chargpt": 3}
@@ -104,6 +100,16 @@ def test_cli_times_both_steps_in_alternating_rounds(tmp_path: Path, text_file: P
     ours = report["summary"]["chargpt"]
     assert ours["speedup_min"] <= ours["speedup"] <= ours["speedup_max"]
     assert report["machine"]["cpu_flags"] == measure.cpu_flags()
+
+
+@pytest.mark.slow
+def test_the_entry_point_runs(tmp_path: Path) -> None:
+    """python -m bench.nanogpt_step, as its usage says (the other tests call main())."""
+    proc = subprocess.run(
+        [*CLI, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"error: {tmp_path} is not a nanoGPT checkout (no model.py)\n"
 
 
 @pytest.mark.parametrize(
