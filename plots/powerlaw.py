@@ -162,6 +162,13 @@ def _solve(
     return float(e), float(np.exp(log_b) * x0**alpha), float(alpha)
 
 
+def _on_a_bound(params: tuple[float, float, float], ymin: float) -> bool:
+    """Whether a solution (E, A, alpha) stopped at, or next to, the box the solver searches."""
+    e, _, alpha = params
+    lo, hi = ALPHA_BOUNDS
+    return e < 1e-6 * ymin or e > (1 - 1e-3) * ymin or alpha < 1.01 * lo or alpha > 0.998 * hi
+
+
 def _log_model(x: np.ndarray, e: float, a: float, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """log(E + A x^-alpha) at x and its Jacobian in (E, log A, alpha), one row per point."""
     term = a * x**-alpha
@@ -266,7 +273,14 @@ def fit_power_law(
         bx, by = np.asarray(bx, dtype=float), np.asarray(by, dtype=float)
         if len(np.unique(bx)) < MIN_POINTS:
             continue
-        p = _solve(bx, by, [(min(fit.E, by.min() * 0.99), fit.alpha), (0.5 * by.min(), 0.3)])
+        # A resample starts from the fit's own estimate, where it nearly always ends; a generic
+        # start joins only when that fails or stops on a bound. Against both starts every time
+        # (100 coverage draws, 13 real studies' fits): the same intervals to the 4th decimal,
+        # in half the solves.
+        own = (min(fit.E, by.min() * 0.99), fit.alpha)
+        p = _solve(bx, by, [own])
+        if p is None or _on_a_bound(p, float(by.min())):
+            p = _solve(bx, by, [own, (0.5 * by.min(), 0.3)])
         if p is not None:
             boots.append(p)
             curves.append(p[0] + p[1] * grid ** -p[2])
