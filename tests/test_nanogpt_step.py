@@ -78,6 +78,7 @@ def test_round_ratios_are_medians_of_same_round_ratios() -> None:
     }
 
 
+@pytest.mark.slow
 def test_cli_times_both_steps_in_alternating_rounds(
     tmp_path: Path, text_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
