@@ -15,7 +15,7 @@ import torch
 
 from chargpt.config import DataConfig
 from chargpt.files import write_atomic
-from chargpt.lexicon import lexicon_fingerprint, lexicon_text
+from chargpt.lexicon import LEXICON_PARAMS, lexicon_text
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -212,6 +212,11 @@ def load_corpus(corpus: str) -> str:
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
 
 
+def _generated_fingerprint(name: str, params: tuple[object, ...]) -> str:
+    """A generated corpus's fingerprint: its generator's parameters stand for its text."""
+    return hashlib.sha256(repr((name, *params)).encode()).hexdigest()
+
+
 def corpus_fingerprint(corpus: str) -> str:
     """What a corpus *is*, for run ids: a sha256 of its content, not of its name or path.
 
@@ -231,9 +236,9 @@ def corpus_fingerprint(corpus: str) -> str:
             SYNTHETIC_SEED,
             SYNTHETIC_CONCENTRATION,
         )
-        return hashlib.sha256(repr(("synthetic", *params)).encode()).hexdigest()
+        return _generated_fingerprint("synthetic", params)
     if corpus == "lexicon":
-        return lexicon_fingerprint()
+        return _generated_fingerprint("lexicon", LEXICON_PARAMS)
     path = Path(corpus).expanduser()
     try:
         st = path.resolve().stat()

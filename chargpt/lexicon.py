@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +24,15 @@ LEXICON_ZIPF = 1.4
 LEXICON_LENGTHS = (2, 6)  # shortest and longest word
 LEXICON_CHARS = 2_000_000  # long enough that 1.6M training tokens stay under one epoch
 LEXICON_SEED = 0
+# What the text is a function of: chargpt.data fingerprints the corpus by these, as run ids need.
+LEXICON_PARAMS = (
+    LEXICON_ALPHABET,
+    LEXICON_WORDS,
+    LEXICON_ZIPF,
+    LEXICON_LENGTHS,
+    LEXICON_CHARS,
+    LEXICON_SEED,
+)
 
 
 @dataclass(frozen=True)
@@ -136,16 +144,3 @@ def lexicon_text(length: int = LEXICON_CHARS, seed: int = LEXICON_SEED) -> str:
     if len(text) < length:  # the 5% margin is ~250 standard deviations: never expected
         raise RuntimeError("lexicon sample came out short; raise its margin")
     return text[:length]
-
-
-def lexicon_fingerprint() -> str:
-    """What the lexicon corpus is, for run ids: its generator's parameters stand for its text."""
-    params = (
-        LEXICON_ALPHABET,
-        LEXICON_WORDS,
-        LEXICON_ZIPF,
-        LEXICON_LENGTHS,
-        LEXICON_CHARS,
-        LEXICON_SEED,
-    )
-    return hashlib.sha256(repr(("lexicon", *params)).encode()).hexdigest()
