@@ -110,6 +110,8 @@ def test_power_law_without_a_floor_is_flagged() -> None:
     x = np.geomspace(1e4, 1e6, 8)
     pinned = fit_power_law(x, 20.0 * x**-0.2, n_boot=40)  # no floor: E goes to its bound 0
     assert any(f.startswith("E = ") and "lower bound" in f for f in pinned.flags)
+    # every resample stops on that bound, so each is solved again with the generic start
+    assert pinned.n_boot == 40 and pinned.ci["alpha"][0] < 0.2 < pinned.ci["alpha"][1]
     noise = np.exp(np.random.default_rng(0).normal(0.0, 0.003, len(x)))
     clean = fit_power_law(x, (1.3 + 20.0 * x**-0.4) * noise, n_boot=40)
     assert clean.flags == [] and abs(clean.E - 1.3) < 0.02
@@ -117,14 +119,12 @@ def test_power_law_without_a_floor_is_flagged() -> None:
 
 def test_resamples_that_stop_on_a_bound_are_solved_again_from_a_generic_start() -> None:
     """The bootstrap solves a resample from the fit's own estimate, and again together with
-    a generic start when that stops on a bound (as every resample of a floorless law does)."""
+    a generic start when that stops on a bound (as every resample of a floorless law does:
+    test_power_law_without_a_floor_is_flagged)."""
     lo, hi = ALPHA_BOUNDS
     assert not powerlaw._on_a_bound((1.0, 5.0, 0.3), 1.5)
     for stopped in ((0.0, 5.0, 0.3), (1.4999, 5.0, 0.3), (1.0, 5.0, lo), (1.0, 5.0, hi)):
         assert powerlaw._on_a_bound(stopped, 1.5), stopped
-    x = np.geomspace(1e4, 1e6, 8)
-    pinned = fit_power_law(x, 20.0 * x**-0.2, n_boot=40)
-    assert pinned.n_boot == 40 and pinned.ci["alpha"][0] < 0.2 < pinned.ci["alpha"][1]
 
 
 def test_seed_mean_reports_mean_spread_and_count() -> None:
