@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
-# The rule: compile when  eager_s * (1 - 1/STEP_GAIN) > COMPILE_S, where eager_s is the
+# The rule: compile when  eager_s * (1 - 1/STEP_GAIN) > compile_s, where eager_s is the
 # predicted eager training time: steps * flops_per_step / (EAGER_MFU * measured peak), or
-# budget.max_seconds when that is shorter.
+# budget.max_seconds when that is shorter, and compile_s is COMPILE_S (cold) for a graph this
+# machine has never compiled, else a warm compile's seconds (predicted_compile_s).
 #
 # CPU figures, `python -m bench.compile_gain` on the nanoGPT baby-GPT recipe, torch 2.13, a
 # 2-core AMD EPYC (AVX-512), idle (load average below 1), 2026-11-30, each cold (an empty
@@ -17,14 +19,21 @@ import math
 #   CPU work and slows with everything else on the machine.)
 # - gain per step compiled/eager, median of alternating rounds of the same TrainStep: 1.21x
 #   and 1.105x at 2 threads (cold and warm runs), 1.08x at 1 thread; 1.13x in one process in
-#   an earlier session. STEP_GAIN takes 1.1: compiling then pays after ~385 s (6.4 minutes)
-#   of eager training; the 2000-step recipe (~100 s at 2 threads) stays eager.
+#   an earlier session. STEP_GAIN takes 1.1: a cold compile then pays after ~385 s (6.4
+#   minutes) of eager training, a warm one after ~55 s; so the 2000-step recipe (~100 s at
+#   2 threads) runs eager where its graph was never compiled, compiled where it was. Whole
+#   runs of it gain more than these steps in one process: see README, Speed.
 # - EAGER_MFU 0.4: the eager float32 baby-GPT step runs at ~40% of the matmul probe's peak.
 # CUDA: not measured here (no GPU in this session): assumptions. Small models are launch-bound
 # there, so compiled steps are commonly 1.5x or more faster and a ~1 min compile pays within
 # a few hundred steps; EAGER_MFU 0.1 keeps predicted step times low, so auto errs to eager.
 # MPS and anything else: always eager.
 COMPILE_S = {"cpu": 35.0, "cuda": 60.0}
+# A graph this machine compiled before recompiles from inductor's cache (chargpt.compile_record
+# says which did): 2.5-3.1 s on the CPU above (bench.compile_gain run twice on one cache
+# directory, and `python -m bench.recipe --compile true` again). COMPILE_WARM_S is charged
+# until such a warm compile has been measured; after that, the measured one is.
+COMPILE_WARM_S = {"cpu": 5.0, "cuda": 10.0}
 STEP_GAIN = {"cpu": 1.1, "cuda": 1.5}
 EAGER_MFU = {"cpu": 0.4, "cuda": 0.1}
 
@@ -45,18 +54,36 @@ def predicted_eager_s(
     return min(by_steps, math.inf if max_seconds is None else max_seconds)
 
 
-def choose_compile(setting: bool | str, device_type: str, eager_s: float) -> tuple[bool, str]:
+def predicted_compile_s(device_type: str, past: dict[str, Any] | None) -> tuple[float, str]:
+    """Seconds compiling is expected to cost, and which kind: cold for a graph never compiled
+    here (`past` None, chargpt.compile_record.past_compile), else warm: its last measured warm
+    compile, or COMPILE_WARM_S until one has been measured."""
+    if past is None:
+        return COMPILE_S[device_type], "cold"
+    warm = past.get("warm_s")
+    if isinstance(warm, (int, float)) and math.isfinite(warm) and warm >= 0:
+        return float(warm), "warm, measured"
+    return COMPILE_WARM_S[device_type], "warm"
+
+
+def choose_compile(
+    setting: bool | str,
+    device_type: str,
+    eager_s: float,
+    past: dict[str, Any] | None = None,
+) -> tuple[bool, str]:
     """Whether to torch.compile, and why (the run records both): true and false are kept,
-    auto compiles where COMPILE_S is known and the predicted saving exceeds it."""
+    auto compiles where the predicted saving exceeds the predicted compile time (cold unless
+    `past` says this graph was compiled here before)."""
     if setting is True or setting is False:
         return setting, f"train.compile is {str(setting).lower()}"
     if device_type not in COMPILE_S:
         return False, f"auto: eager on {device_type} (torch.compile is not used there)"
     saving = eager_s * (1 - 1 / STEP_GAIN[device_type])
-    cost = COMPILE_S[device_type]
+    cost, kind = predicted_compile_s(device_type, past)
     chosen = saving > cost
     return chosen, (
         f"auto: {'compiled' if chosen else 'eager'}; ~{eager_s:,.0f} s of eager training, "
         f"compiling would save ~{saving:,.0f} s {'>' if chosen else '<='} ~{cost:,.0f} s "
-        f"to compile on {device_type}"
+        f"to compile on {device_type} ({kind})"
     )

@@ -23,6 +23,7 @@ import torch
 
 from chargpt import measure, schema
 from chargpt.checkpoint import CheckpointError, load_state, save_checkpoint, save_state
+from chargpt.compile_record import graph_key, past_compile, record_compile
 from chargpt.compiling import choose_compile, predicted_eager_s
 from chargpt.config import RunConfig, SampleConfig
 from chargpt.data import BatchSampler, CharTokenizer, Splits, corpus_fingerprint, load_splits
@@ -83,6 +84,7 @@ class Setup:
     tokens_per_step: int
     flops_per_step: float
     total_steps: int | None  # None: only max_seconds bounds the run
+    graph_key: str  # what torch.compile would build (chargpt.compile_record)
 
 
 def build_train_step(
@@ -115,7 +117,9 @@ def setup(run: RunConfig) -> Setup:
     B, T = run.train.batch_size, mcfg.block_size
     flops_per_step = counts["flops_per_token"] * B * T
     total_steps = budget_steps(run.budget, B * T, flops_per_step)
-    compiled, compile_reason = decide_compile(run, device, dtype, total_steps, flops_per_step)
+    key = graph_key(device, measure.hardware_name(device), dataclasses.asdict(mcfg), B, dtype)
+    past = past_compile(key) if run.train.compile == "auto" else None
+    compiled, compile_reason = decide_compile(run, device, dtype, total_steps, flops_per_step, past)
     model = GPT(mcfg).to(device)
     step_model, train_step = build_train_step(model, run, device, dtype, compiled)
     return Setup(
@@ -137,6 +141,7 @@ def setup(run: RunConfig) -> Setup:
         tokens_per_step=B * T,
         flops_per_step=flops_per_step,
         total_steps=total_steps,
+        graph_key=key,
     )
 
 
@@ -146,9 +151,11 @@ def decide_compile(
     dtype: str,
     total_steps: int | None,
     flops_per_step: float,
+    past: dict[str, Any] | None = None,
 ) -> tuple[bool, str]:
     """train.compile resolved: `auto` predicts the eager training time from the budget and
-    the measured (cached) matmul peak, and compiles only where that pays (chargpt.compiling)."""
+    the measured (cached) matmul peak, and the compile time from `past` (this graph's
+    compile_record, None if never compiled here), and compiles only where that pays."""
     eager_s = math.nan
     if run.train.compile == "auto":
         peak = measure.measure_peak_flops(
@@ -157,7 +164,7 @@ def decide_compile(
         eager_s = predicted_eager_s(
             device.type, total_steps, run.budget.max_seconds, flops_per_step, peak
         )
-    compiled, reason = choose_compile(run.train.compile, device.type, eager_s)
+    compiled, reason = choose_compile(run.train.compile, device.type, eager_s, past)
     if run.train.compile == "auto":
         log.info("train.compile %s", reason)
     return compiled, reason
@@ -479,7 +486,10 @@ def train(
         if run.train.threads is not None:
             torch.set_num_threads(run.train.threads)
         s = setup(run)
-        compile_s = warm_up_compile(s) if s.compiled else 0.0
+        compile_s = 0.0
+        if s.compiled:
+            compile_s = warm_up_compile(s)
+            record_compile(s.graph_key, compile_s)  # the next run of this graph compiles warm
         trainer = Trainer(s, list(sinks), out_dir, progress, wall_start)
         trainer.resume()
         trainer.fit()

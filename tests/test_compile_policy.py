@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
+import torch
 
-from chargpt import compiling
+from chargpt import compile_record, compiling
+from chargpt.compile_record import graph_key, past_compile, record_compile
 from chargpt.compiling import choose_compile, predicted_eager_s
 from chargpt.config import ConfigError, TrainConfig
 from chargpt.train import train
@@ -60,14 +63,100 @@ def test_a_run_with_compile_auto_records_its_choice(text_file: Path) -> None:
     assert plain.compiled is False and plain.compile_reason == "train.compile is false"
 
 
-@pytest.mark.slow
-def test_auto_compiles_when_compiling_costs_nothing(
-    text_file: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_graph_compiled_here_before_is_charged_a_warm_compile() -> None:
+    gain = compiling.STEP_GAIN["cpu"]
+    # eager seconds whose saving beats a warm compile's default cost but not a cold one's
+    eager_s = 2 * compiling.COMPILE_WARM_S["cpu"] / (1 - 1 / gain)
+    assert eager_s * (1 - 1 / gain) < compiling.COMPILE_S["cpu"]
+    cold = choose_compile("auto", "cpu", eager_s, past=None)
+    warm = choose_compile("auto", "cpu", eager_s, past={"cold_s": 30.0, "warm_s": None})
+    measured = choose_compile("auto", "cpu", eager_s, past={"cold_s": 30.0, "warm_s": 1.0})
+    assert cold[0] is False and cold[1].endswith("(cold)")
+    assert warm[0] is True and warm[1].endswith("(warm)")
+    assert measured[0] is True and measured[1].endswith("~1 s to compile on cpu (warm, measured)")
+    # a measured warm compile slower than the saving is believed: eager
+    slow = choose_compile("auto", "cpu", eager_s, past={"cold_s": 30.0, "warm_s": 1e4})
+    assert slow[0] is False
+
+
+def test_the_graph_key_follows_what_torch_compile_builds() -> None:
+    cpu = torch.device("cpu")
+    model = {"n_layer": 4, "n_embd": 128}
+    key = graph_key(cpu, "some cpu", model, 12, "float32")
+    assert key == graph_key(cpu, "some cpu", dict(model), 12, "float32")
+    others = [
+        graph_key(cpu, "another cpu", model, 12, "float32"),
+        graph_key(cpu, "some cpu", {**model, "n_embd": 96}, 12, "float32"),
+        graph_key(cpu, "some cpu", model, 16, "float32"),
+        graph_key(cpu, "some cpu", model, 12, "bfloat16"),
+        graph_key(torch.device("meta"), "some cpu", model, 12, "float32"),
+    ]
+    assert len({key, *others}) == 6
+
+
+def test_the_record_keeps_the_cold_compile_and_the_latest_warm_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(compiling.COMPILE_S, "cpu", 0.0)  # any saving now pays
-    result = train(tiny_run(str(text_file), train={"compile": "auto"}))
-    assert result.status == "ok" and result.compiled is True and result.compile_s > 0
-    assert result.compile_reason.startswith("auto: compiled")
+    inductor = tmp_path / "inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(inductor))
+    assert past_compile("k") is None
+    record_compile("k", 30.0)  # the first compile into this cache folder
+    assert past_compile("k") is None  # but inductor's folder is gone or empty: nothing cached
+    inductor.mkdir(exist_ok=True)  # (importing inductor creates it, empty)
+    assert past_compile("k") is None
+    (inductor / "fxgraph").mkdir()  # what a compile leaves there
+    assert past_compile("k") == pytest.approx(
+        {
+            "inductor_dir": str(inductor),
+            "compiles": 1,
+            "cold_s": 30.0,
+            "warm_s": None,
+            "last_at": past_compile("k")["last_at"],
+        }
+    )
+    record_compile("k", 3.0)
+    record_compile("k", 2.5)
+    past = past_compile("k")
+    assert past is not None and (past["compiles"], past["cold_s"], past["warm_s"]) == (3, 30, 2.5)
+    assert past_compile("other") is None
+    # another inductor cache does not hold these kernels: the graph counts as never compiled
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # holds files
+    assert past_compile("k") is None
+    record_compile("k", 20.0)  # its first compile there is a cold one again
+    assert (past_compile("k")["cold_s"], past_compile("k")["warm_s"]) == (20.0, None)
+
+
+def test_a_garbled_record_counts_as_no_record_and_is_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    (tmp_path / "fxgraph").mkdir()
+    path = compile_record._record_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json")
+    assert past_compile("k") is None
+    record_compile("k", 7.0)
+    assert past_compile("k")["cold_s"] == 7.0
+
+
+@pytest.mark.slow
+def test_auto_compiles_when_compiling_costs_nothing_and_then_compiles_warm(
+    text_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tiny_run(str(text_file), train={"compile": "auto"})
+    with monkeypatch.context() as m:
+        m.setitem(compiling.COMPILE_S, "cpu", 0.0)  # any saving now pays
+        first = train(run)
+    assert first.status == "ok" and first.compiled is True and first.compile_s > 0
+    assert first.compile_reason.startswith("auto: compiled") and "(cold)" in first.compile_reason
+    # the run recorded its graph; the next one is charged a warm compile, not COMPILE_S
+    monkeypatch.setitem(compiling.COMPILE_WARM_S, "cpu", 0.0)
+    second = train(run)
+    assert second.compiled is True and second.compile_reason.endswith("(warm)")
+    (key,) = json.loads(compile_record._record_file().read_text())  # one graph, both runs
+    past = past_compile(key)
+    assert past is not None and past["compiles"] == 2
+    assert (past["cold_s"], past["warm_s"]) == (first.compile_s, second.compile_s)
 
 
 @pytest.mark.parametrize(
