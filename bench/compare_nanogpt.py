@@ -68,14 +68,16 @@ EVAL_INTERVAL = 250  # from config/train_shakespeare_char.py
 NANOGPT_DATA = DataConfig(corpus="shakespeare", val_fraction=0.1)
 TOKENS_PER_ITER = 12 * 64
 VARIANTS = {  # name -> python -m bench.recipe flags
+    # the recipe as chargpt runs it by default: float32, manual attention, compile auto (which
+    # compiles where this machine has compiled the recipe's graph before: chargpt.compile_record)
     "manual": [],
+    "eager": ["--compile", "false"],  # the same, never compiled
     "sdpa": ["--attn-impl", "sdpa"],
     "bf16": ["--dtype", "bfloat16"],
     "sdpa-bf16": ["--attn-impl", "sdpa", "--dtype", "bfloat16"],
     # torch.compile'd float32 against nanoGPT's eager (its CPU recipe has --compile=False);
     # compilation is off the tokens/s clock on both sides, and in chargpt's compile_s.
     "compiled": ["--compile", "true"],
-    "auto": ["--compile", "auto"],  # what train.compile auto picks for this recipe here
 }
 
 
@@ -251,6 +253,7 @@ def run_nanogpt(
         "peak_rss_mb": rss,
         "printed_val_loss": nanogpt_val_loss(log),
         "full_val_loss": split_loss(model, val_ids)[0],
+        "compile_s": None,  # its CPU recipe runs eager
     }
 
 
@@ -282,18 +285,26 @@ def run_chargpt(variant: str, steps: int, work: Path, tag: str) -> dict[str, Any
         "peak_rss_mb": rss,
         "printed_val_loss": r["final_val_loss"],
         "full_val_loss": r["full_val_loss"],
+        "compile_s": r["compile_s"] if r["compiled"] else None,
     }
+
+
+def _compile_cell(compile_s: float | None) -> str:
+    """eager, or the seconds compiling took before the clock started."""
+    return "eager" if compile_s is None else f"{compile_s:.1f}"
 
 
 def table(rows: list[dict[str, Any]], flops_per_token: float) -> str:
     """Markdown: one line per program and round, then each program's median tokens/s."""
     out = [
-        "| round | program | tokens/s | GFLOP/s | wall s | peak RSS MiB | printed val | full val |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| round | program | compile s | tokens/s | GFLOP/s | wall s | peak RSS MiB | printed val "
+        "| full val |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
-            f"| {r['round']} | {r['program']} | {r['tokens_per_s']:,.0f} | "
+            f"| {r['round']} | {r['program']} | {_compile_cell(r.get('compile_s'))} | "
+            f"{r['tokens_per_s']:,.0f} | "
             f"{r['tokens_per_s'] * flops_per_token / 1e9:.1f} | {r['wall_s']:.1f} | "
             f"{r['peak_rss_mb']:.0f} | {r['printed_val_loss']:.4f} | "
             f"{r['full_val_loss']:.4f} |"

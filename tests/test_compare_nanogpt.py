@@ -154,3 +154,33 @@ def test_cli_refuses_steps_nanogpt_would_not_checkpoint_at(
     assert exc.value.code == 2
     assert "--steps must be a positive multiple of 250" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()  # nothing written
+
+
+def test_the_table_says_which_runs_compiled_and_gives_same_round_ratios() -> None:
+    def row(rnd: int, program: str, tokens_per_s: float, compile_s: float | None) -> dict:
+        return {
+            "round": rnd,
+            "program": program,
+            "tokens_per_s": tokens_per_s,
+            "wall_s": 90.0,
+            "peak_rss_mb": 300.0,
+            "printed_val_loss": 1.9,
+            "full_val_loss": 1.9,
+            "compile_s": compile_s,
+        }
+
+    rows = [
+        row(1, "nanoGPT", 10_000, None),
+        row(1, "chargpt manual", 15_000, 2.94),
+        row(2, "nanoGPT", 20_000, None),
+        row(2, "chargpt manual", 26_000, 3.0),
+    ]
+    text = compare.table(rows, flops_per_token=1e6)
+    lines = text.splitlines()
+    assert lines[2].startswith("| 1 | nanoGPT | eager | 10,000 | 10.0 |")
+    assert lines[3].startswith("| 1 | chargpt manual | 2.9 | 15,000 | 15.0 |")
+    # medians 15,000 and 20,500 against nanoGPT's 15,000; same-round ratios 1.5 and 1.3
+    assert lines[-1] == (
+        "- chargpt manual: median 20,500 tokens/s (1.37x nanoGPT's median; "
+        "same-round ratios 1.50, 1.30)"
+    )
