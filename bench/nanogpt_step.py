@@ -1,7 +1,7 @@
 """nanoGPT's training step and chargpt's, in one process, in alternating blocks: a steady ratio.
 
     python -m bench.nanogpt_step PATH/TO/nanoGPT [--rounds 12] [--steps 25] [--json OUT.json]
-                                 [--recipe studies/recipes/nanogpt_cpu_baby.yaml]
+                                 [--recipe studies/recipes/nanogpt_cpu_baby.yaml] [--compiled]
 
 `bench.compare_nanogpt` runs each program whole, in its own process, which is the comparison
 a user makes; but a shared VM's speed moves by 20-30% within minutes, so its same-round
@@ -19,6 +19,9 @@ its thread count is kept):
   then forward, backward, `clip_grad_norm_` at 1.0, `optimizer.step()` and
   `zero_grad(set_to_none=True)`, as its train.py does for one micro-step without a scaler.
 - chargpt: `chargpt.train.setup` on the recipe, and its training step (`chargpt.step`).
+- with `--compiled`, also "chargpt compiled": the same on a model of its own, torch.compile'd
+  as `train.compile: true` builds it, compiled before the first round (off the clock, as in
+  training; the seconds are printed).
 Each side reads its loss once a block. Data loading, logging, evaluation and start-up are
 left out: `bench.compare_nanogpt` measures those as part of each program. Both sides share
 this process's thread count and the heap settings chargpt's setup applies process-wide
@@ -34,6 +37,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,8 +49,9 @@ from chargpt.config import ModelConfig, OptimConfig
 from chargpt.data import CorpusError
 from chargpt.files import write_json
 from chargpt.measure import fingerprint
+from chargpt.step import TrainStep
 from chargpt.study.spec import StudyError, load_recipe
-from chargpt.train import setup
+from chargpt.train import setup, warm_up_compile
 
 RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
 N_BATCHES = 64  # distinct batches, cycled through by both sides
@@ -146,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25, help="steps in each timed block")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--recipe", type=Path, default=RECIPE, help="the recipe both train")
+    parser.add_argument(
+        "--compiled", action="store_true", help="also time chargpt's torch.compile'd step"
+    )
     args = parser.parse_args(argv)
     for flag, value in (("--rounds", args.rounds), ("--steps", args.steps)):
         if value < 1:
@@ -174,12 +182,18 @@ def main(argv: list[str] | None = None) -> int:
             nano_opt.zero_grad(set_to_none=True)
         loss.item()
 
-    def chargpt_steps(n: int) -> None:
+    def chargpt_steps(step: TrainStep, n: int) -> None:
         for i in range(n):
-            loss = s.train_step(*batches[i % N_BATCHES], o.lr)
+            loss = step(*batches[i % N_BATCHES], o.lr)
         loss.item()
 
-    steps = {"nanoGPT": nanogpt_steps, "chargpt": chargpt_steps}
+    steps = {"nanoGPT": nanogpt_steps, "chargpt": partial(chargpt_steps, s.train_step)}
+    compile_s = None
+    if args.compiled:
+        sc = setup(load_recipe(str(args.recipe), {**overrides, "train.compile": True}))
+        compile_s = warm_up_compile(sc)
+        print(f"chargpt compiled: compile_s {compile_s:.1f}", file=sys.stderr, flush=True)
+        steps["chargpt compiled"] = partial(chargpt_steps, sc.train_step)
     for run_steps in steps.values():  # warm-up: first allocations, optimizer state
         run_steps(10)
     times = alternate(steps, args.rounds, args.steps)
@@ -202,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps_per_block": args.steps,
             "threads": torch.get_num_threads(),
             "recipe": str(args.recipe),
+            "compile_s": compile_s,
             "ms_per_step": times,
             "summary": summary,
             "machine": fingerprint(torch.device("cpu")),

@@ -47,13 +47,13 @@ class GPT(CharGPT):
 """
 
 
-def tiny_recipe(folder: Path, corpus: Path) -> Path:
+def tiny_recipe(folder: Path, corpus: Path, block_size: int = 16, batch_size: int = 4) -> Path:
     path = folder / "recipe.yaml"
     path.write_text(
         "name: tiny\n"
         "base:\n"
-        "  model: {n_layer: 1, n_head: 2, n_embd: 16, block_size: 16}\n"
-        "  train: {batch_size: 4, device: cpu, threads: 1, save_checkpoint: false}\n"
+        f"  model: {{n_layer: 1, n_head: 2, n_embd: 16, block_size: {block_size}}}\n"
+        f"  train: {{batch_size: {batch_size}, device: cpu, threads: 1, save_checkpoint: false}}\n"
         "  budget: {max_steps: 10}\n"
         f"  data: {{corpus: {corpus}}}\n"
     )
@@ -101,6 +101,28 @@ def test_cli_times_both_steps_in_alternating_rounds(
     ours = report["summary"]["chargpt"]
     assert ours["speedup_min"] <= ours["speedup"] <= ours["speedup_max"]
     assert report["machine"]["cpu_flags"] == measure.cpu_flags()
+
+
+@pytest.mark.slow
+def test_cli_times_the_compiled_step_as_a_third_program(
+    tmp_path: Path, text_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkout = tmp_path / "nanoGPT"
+    checkout.mkdir()
+    (checkout / "model.py").write_text(STAND_IN)
+    out = tmp_path / "out.json"
+    # tests.test_train.tiny_run's shapes, which test_compile_policy compiles too: one graph
+    # for inductor's cache, whichever test compiles it first
+    recipe = tiny_recipe(tmp_path, text_file, block_size=8, batch_size=8)
+    args = [str(checkout), "--rounds", "2", "--steps", "2", "--json", str(out), "--compiled"]
+    assert nanogpt_step.main([*args, "--recipe", str(recipe)]) == 0
+    stdout, stderr = capsys.readouterr()
+    rows = [line.split(" | ")[0] for line in stdout.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| nanoGPT", "| chargpt", "| chargpt compiled"]
+    assert "chargpt compiled: compile_s" in stderr
+    report = json.loads(out.read_text())
+    assert report["compile_s"] > 0
+    assert len(report["ms_per_step"]["chargpt compiled"]) == 2
 
 
 @pytest.mark.slow
