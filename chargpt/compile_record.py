@@ -102,27 +102,22 @@ def _holds_files(folder: Path) -> bool:
         return False
 
 
-def record_compile(key: str, seconds: float) -> None:
-    """Note that this graph was compiled here, and in how long: the first compile is the cold
-    one, every later one (from inductor's cache) updates warm_s. A cache folder that cannot be
-    written costs the record, never the run."""
+def record_compile(key: str, seconds: float, warm: bool) -> None:
+    """Note that this graph was compiled here, and in how long: `warm` when past_compile found
+    it compiled before (then warm_s is updated), else this was a cold compile and starts the
+    record afresh. A cache folder that cannot be written costs the record, never the run."""
     path = _record_file()
-    inductor = inductor_cache_dir()
+    inductor = str(inductor_cache_dir())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S):
             entries = _read(path)
-            entry = entries.get(key)
-            same_cache = isinstance(entry, dict) and entry.get("inductor_dir") == str(inductor)
-            if same_cache:
-                entry = {**entry, "compiles": int(entry.get("compiles", 1)) + 1, "warm_s": seconds}
-            else:  # first compile of this graph into this cache: a cold one
-                entry = {
-                    "inductor_dir": str(inductor),
-                    "compiles": 1,
-                    "cold_s": seconds,
-                    "warm_s": None,
-                }
+            old = entries.get(key) if warm else None
+            if isinstance(old, dict) and old.get("inductor_dir") == inductor:
+                n = old.get("compiles")
+                entry = {**old, "compiles": (n if isinstance(n, int) else 1) + 1, "warm_s": seconds}
+            else:
+                entry = {"inductor_dir": inductor, "compiles": 1, "cold_s": seconds, "warm_s": None}
             entries[key] = {**entry, "last_at": time.time()}
             write_json(path, entries)
     except (OSError, Timeout) as exc:

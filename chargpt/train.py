@@ -85,6 +85,7 @@ class Setup:
     flops_per_step: float
     total_steps: int | None  # None: only max_seconds bounds the run
     graph_key: str  # what torch.compile would build (chargpt.compile_record)
+    compiled_before: bool  # whether this machine has compiled that graph before
 
 
 def build_train_step(
@@ -118,7 +119,7 @@ def setup(run: RunConfig) -> Setup:
     flops_per_step = counts["flops_per_token"] * B * T
     total_steps = budget_steps(run.budget, B * T, flops_per_step)
     key = graph_key(device, measure.hardware_name(device), dataclasses.asdict(mcfg), B, dtype)
-    past = past_compile(key) if run.train.compile == "auto" else None
+    past = past_compile(key)
     compiled, compile_reason = decide_compile(run, device, dtype, total_steps, flops_per_step, past)
     model = GPT(mcfg).to(device)
     step_model, train_step = build_train_step(model, run, device, dtype, compiled)
@@ -142,6 +143,7 @@ def setup(run: RunConfig) -> Setup:
         flops_per_step=flops_per_step,
         total_steps=total_steps,
         graph_key=key,
+        compiled_before=past is not None,
     )
 
 
@@ -489,7 +491,8 @@ def train(
         compile_s = 0.0
         if s.compiled:
             compile_s = warm_up_compile(s)
-            record_compile(s.graph_key, compile_s)  # the next run of this graph compiles warm
+            # the next run of this graph compiles warm
+            record_compile(s.graph_key, compile_s, warm=s.compiled_before)
         trainer = Trainer(s, list(sinks), out_dir, progress, wall_start)
         trainer.resume()
         trainer.fit()
