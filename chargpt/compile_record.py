@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
-from chargpt.files import write_json
+from chargpt.files import read_json_object, write_json
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +73,11 @@ def _record_file() -> Path:
     return cache_dir() / "compiles.json"
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return entries if isinstance(entries, dict) else {}
-
-
 def past_compile(key: str) -> dict[str, Any] | None:
     """This graph's record if it was compiled here before and its kernels' cache folder is
     still there (cold_s: the first compile's seconds; warm_s: the latest later one's, or
     None); None when it counts as never compiled."""
-    entry = _read(_record_file()).get(key)
+    entry = read_json_object(_record_file()).get(key)
     if not isinstance(entry, dict):
         return None
     inductor = inductor_cache_dir()
@@ -111,7 +103,7 @@ def record_compile(key: str, seconds: float, warm: bool) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S):
-            entries = _read(path)
+            entries = read_json_object(path)
             old = entries.get(key) if warm else None
             if isinstance(old, dict) and old.get("inductor_dir") == inductor:
                 n = old.get("compiles")

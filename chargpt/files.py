@@ -1,4 +1,5 @@
-"""The one way chargpt writes a file: whole (temp file, fsync, rename) or a whole append."""
+"""The one way chargpt writes a file: whole (temp file, fsync, rename) or a whole append; and
+how it reads back the JSON caches it writes."""
 
 from __future__ import annotations
 
@@ -41,6 +42,16 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 def write_json(path: Path, data: Any) -> None:
     """Write data as indented JSON atomically (values JSON cannot hold become strings)."""
     write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file as a dict; {} when it is missing, unreadable or not an object (a
+    cache: rebuilt when bad, never trusted)."""
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
 
 
 def append_whole(path: Path, data: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
-from chargpt.files import write_json
+from chargpt.files import read_json_object, write_json
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +282,7 @@ def measure_peak_flops(
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{cache}.lock", timeout=PROBE_LOCK_TIMEOUT_S):
-            entries = _read_probe_cache(cache)
+            entries = read_json_object(cache)
             entry = entries.get(key)
             if _fresh(entry):
                 return float(entry["flops"])
@@ -314,14 +313,6 @@ def forget_peak_flops() -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{cache}.lock", timeout=PROBE_LOCK_TIMEOUT_S):
         cache.unlink(missing_ok=True)
-
-
-def _read_probe_cache(cache: Path) -> dict[str, Any]:
-    try:
-        entries = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        return {}
-    return entries if isinstance(entries, dict) else {}
 
 
 def _fresh(entry: Any) -> bool:

@@ -47,6 +47,14 @@ class GPT(CharGPT):
 """
 
 
+def stand_in_checkout(folder: Path) -> Path:
+    """A folder holding STAND_IN as its model.py, as a nanoGPT checkout would."""
+    checkout = folder / "nanoGPT"
+    checkout.mkdir()
+    (checkout / "model.py").write_text(STAND_IN)
+    return checkout
+
+
 def tiny_recipe(folder: Path, corpus: Path, block_size: int = 16, batch_size: int = 4) -> Path:
     path = folder / "recipe.yaml"
     path.write_text(
@@ -82,9 +90,7 @@ def test_round_ratios_are_medians_of_same_round_ratios() -> None:
 def test_cli_times_both_steps_in_alternating_rounds(
     tmp_path: Path, text_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    checkout = tmp_path / "nanoGPT"
-    checkout.mkdir()
-    (checkout / "model.py").write_text(STAND_IN)
+    checkout = stand_in_checkout(tmp_path)
     out = tmp_path / "out.json"
     recipe = tiny_recipe(tmp_path, text_file)
     args = [str(checkout), "--rounds", "3", "--steps", "2", "--json", str(out)]
@@ -107,9 +113,7 @@ def test_cli_times_both_steps_in_alternating_rounds(
 def test_cli_times_the_compiled_step_as_a_third_program(
     tmp_path: Path, text_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    checkout = tmp_path / "nanoGPT"
-    checkout.mkdir()
-    (checkout / "model.py").write_text(STAND_IN)
+    checkout = stand_in_checkout(tmp_path)
     out = tmp_path / "out.json"
     # tests.test_train.tiny_run's shapes, which test_compile_policy compiles too: one graph
     # for inductor's cache, whichever test compiles it first
