@@ -32,7 +32,8 @@ COMPILE_S = {"cpu": 35.0, "cuda": 60.0}
 # A graph this machine compiled before recompiles from inductor's cache (chargpt.compile_record
 # says which did): 2.5-3.1 s on the CPU above (bench.compile_gain run twice on one cache
 # directory, and `python -m bench.recipe --compile true` again). COMPILE_WARM_S is charged
-# until such a warm compile has been measured; after that, the measured one is.
+# until such a warm compile has been measured; after that, the measured one is. The CUDA
+# figure is an assumption, as COMPILE_S's is (no GPU measured it).
 COMPILE_WARM_S = {"cpu": 5.0, "cuda": 10.0}
 STEP_GAIN = {"cpu": 1.1, "cuda": 1.5}
 EAGER_MFU = {"cpu": 0.4, "cuda": 0.1}
