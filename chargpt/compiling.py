@@ -83,8 +83,12 @@ def choose_compile(
     saving = eager_s * (1 - 1 / STEP_GAIN[device_type])
     cost, kind = predicted_compile_s(device_type, past)
     chosen = saving > cost
+    # auto never compiles such a run cold, so it would never learn that a warm compile pays
+    hint = ""
+    if not chosen and past is None and saving > COMPILE_WARM_S[device_type]:
+        hint = "; one run with train.compile: true would cache it and make such runs compiled"
     return chosen, (
         f"auto: {'compiled' if chosen else 'eager'}; ~{eager_s:,.0f} s of eager training, "
         f"compiling would save ~{saving:,.0f} s {'>' if chosen else '<='} ~{cost:,.0f} s "
-        f"to compile on {device_type} ({kind})"
+        f"to compile on {device_type} ({kind}){hint}"
     )
