@@ -85,7 +85,7 @@ class Setup:
     flops_per_step: float
     total_steps: int | None  # None: only max_seconds bounds the run
     graph_key: str  # what torch.compile would build (chargpt.compile_record)
-    compiled_before: bool  # whether this machine has compiled that graph before
+    compiled_before: bool  # whether this machine has compiled that graph before (if asked)
 
 
 def build_train_step(
@@ -119,7 +119,7 @@ def setup(run: RunConfig) -> Setup:
     flops_per_step = counts["flops_per_token"] * B * T
     total_steps = budget_steps(run.budget, B * T, flops_per_step)
     key = graph_key(device, measure.hardware_name(device), dataclasses.asdict(mcfg), B, dtype)
-    past = past_compile(key)
+    past = None if run.train.compile is False else past_compile(key)  # an eager run never asks
     compiled, compile_reason = decide_compile(run, device, dtype, total_steps, flops_per_step, past)
     model = GPT(mcfg).to(device)
     step_model, train_step = build_train_step(model, run, device, dtype, compiled)
