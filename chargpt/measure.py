@@ -335,10 +335,14 @@ def probe_peak_flops(
     constant.
     """
     sizes = (512, 1024, 2048) if device.type == "cpu" else (2048, 4096, 8192)
+    # Its own generator: a run probes after seeding (compile: auto asks for the peak before
+    # the model is built), and drawing from the global RNG would change the run's weights
+    # on a machine that has not cached the peak yet.
+    gen = torch.Generator(device=device).manual_seed(0)
     best = 0.0
     for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
+        a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+        b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
         a @ b  # warm-up: allocations, kernel selection
         synchronize(device)
         reps, elapsed = 0, 0.0

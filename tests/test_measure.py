@@ -40,6 +40,21 @@ def test_probe_is_cached_with_when_and_how_loaded(empty_cache: Path) -> None:
     assert measure.measure_peak_flops(CPU, seconds=0.05) == first  # from the cache
 
 
+def test_a_run_s_weights_do_not_depend_on_whether_the_peak_was_cached(
+    empty_cache: Path, text_file: Path
+) -> None:
+    """compile: auto asks for the peak after the run is seeded: probing it (no cached figure)
+    must not draw from the RNG that then initialises the model."""
+    from chargpt.train import setup
+    from tests.test_train import tiny_run
+
+    run = tiny_run(str(text_file), train={"compile": "auto"})
+    probed = setup(run).model.state_dict()  # the peak is measured here: the cache is empty
+    assert json.loads(cache_file(empty_cache).read_text())  # ... and now cached
+    cached = setup(run).model.state_dict()
+    assert all(torch.equal(probed[k], cached[k]) for k in probed)
+
+
 @pytest.mark.slow
 def test_old_entries_and_forget_measure_again(empty_cache: Path) -> None:
     measure.measure_peak_flops(CPU, seconds=0.05)
