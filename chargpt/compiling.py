@@ -8,7 +8,8 @@ from typing import Any
 # The rule: compile when  eager_s * (1 - 1/STEP_GAIN) > compile_s, where eager_s is the
 # predicted eager training time: steps * flops_per_step / (EAGER_MFU * measured peak), or
 # budget.max_seconds when that is shorter, and compile_s is COMPILE_S (cold) for a graph this
-# machine has never compiled, else a warm compile's seconds (predicted_compile_s).
+# machine has never compiled, else a warm compile's seconds (predicted_compile_s). A study's
+# runs of one graph and budget share the cold one (choose_compile's shared_by).
 #
 # CPU figures, `python -m bench.compile_gain` on the nanoGPT baby-GPT recipe, torch 2.13, a
 # 2-core AMD EPYC (AVX-512), idle (load average below 1), 2026-11-30, each cold (an empty
@@ -72,16 +73,25 @@ def choose_compile(
     device_type: str,
     eager_s: float,
     past: dict[str, Any] | None = None,
+    shared_by: int = 1,
 ) -> tuple[bool, str]:
     """Whether to torch.compile, and why (the run records both): true and false are kept,
     auto compiles where the predicted saving exceeds the predicted compile time (cold unless
-    `past` says this graph was compiled here before)."""
+    `past` says this graph was compiled here before).
+
+    shared_by: how many runs of a study (this one first) train this graph on this machine to
+    the same budget. A cold compile then also makes the other runs' compiles warm, so each of
+    them takes off what it would save beyond a warm compile (chargpt.study.runner sets it)."""
     if setting is True or setting is False:
         return setting, f"train.compile is {str(setting).lower()}"
     if device_type not in COMPILE_S:
         return False, f"auto: eager on {device_type} (torch.compile is not used there)"
     saving = eager_s * (1 - 1 / STEP_GAIN[device_type])
     cost, kind = predicted_compile_s(device_type, past)
+    if past is None and shared_by > 1:
+        later = (shared_by - 1) * max(0.0, saving - COMPILE_WARM_S[device_type])
+        cost = max(0.0, cost - later)
+        kind += f", less ~{later:,.0f} s the {shared_by - 1} later runs of this graph save"
     chosen = saving > cost
     # auto never compiles such a run cold, so it would never learn that a warm compile pays
     hint = ""

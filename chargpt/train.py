@@ -99,10 +99,11 @@ def build_train_step(
     return step_model, step
 
 
-def setup(run: RunConfig) -> Setup:
+def setup(run: RunConfig, compile_shared_by: int = 1) -> Setup:
     """Data, model, optimizer, step, sampler and evaluation batches of a run, seeded; and the
     process's malloc set to keep freed memory, so that whatever steps this (training, or a
-    benchmark of its step) pays no page faults for activations it has just freed."""
+    benchmark of its step) pays no page faults for activations it has just freed.
+    compile_shared_by: see chargpt.compiling.choose_compile (a study's runner sets it)."""
     keep_freed_memory()
     device, dtype = run_device_and_dtype(run)
     torch.manual_seed(run.train.seed)
@@ -120,7 +121,9 @@ def setup(run: RunConfig) -> Setup:
     total_steps = budget_steps(run.budget, B * T, flops_per_step)
     key = graph_key(device, measure.hardware_name(device), dataclasses.asdict(mcfg), B, dtype)
     past = None if run.train.compile is False else past_compile(key)  # an eager run never asks
-    compiled, compile_reason = decide_compile(run, device, dtype, total_steps, flops_per_step, past)
+    compiled, compile_reason = decide_compile(
+        run, device, dtype, total_steps, flops_per_step, past, compile_shared_by
+    )
     model = GPT(mcfg).to(device)
     step_model, train_step = build_train_step(model, run, device, dtype, compiled)
     return Setup(
@@ -154,10 +157,12 @@ def decide_compile(
     total_steps: int | None,
     flops_per_step: float,
     past: dict[str, Any] | None = None,
+    shared_by: int = 1,
 ) -> tuple[bool, str]:
     """train.compile resolved: `auto` predicts the eager training time from the budget and
     the measured (cached) matmul peak, and the compile time from `past` (this graph's
-    compile_record, None if never compiled here), and compiles only where that pays."""
+    compile_record, None if never compiled here; shared_by runs of a study share a cold
+    one), and compiles only where that pays."""
     eager_s = math.nan
     if run.train.compile == "auto":
         peak = measure.measure_peak_flops(
@@ -166,7 +171,7 @@ def decide_compile(
         eager_s = predicted_eager_s(
             device.type, total_steps, run.budget.max_seconds, flops_per_step, peak
         )
-    compiled, reason = choose_compile(run.train.compile, device.type, eager_s, past)
+    compiled, reason = choose_compile(run.train.compile, device.type, eager_s, past, shared_by)
     if run.train.compile == "auto":
         log.info("train.compile %s", reason)
     return compiled, reason
@@ -480,14 +485,16 @@ def train(
     sinks: Iterable[Sink] = (),
     out_dir: Path | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    compile_shared_by: int = 1,
 ) -> RunResult:
-    """Train one run to its budget; emit a metric dict per evaluation; return what it measured."""
+    """Train one run to its budget; emit a metric dict per evaluation; return what it measured.
+    compile_shared_by: see chargpt.compiling.choose_compile (a study's runner sets it)."""
     wall_start = time.perf_counter()
     threads_before = torch.get_num_threads()  # restored: the caller's setting is its own
     try:
         if run.train.threads is not None:
             torch.set_num_threads(run.train.threads)
-        s = setup(run)
+        s = setup(run, compile_shared_by)
         compile_s = 0.0
         if s.compiled:
             compile_s = warm_up_compile(s)

@@ -180,3 +180,26 @@ def test_compile_gain_bad_input_is_one_line_exit_2(
     assert compile_gain.main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_a_cold_compile_shared_by_a_study_s_runs_pays_where_one_run_alone_would_not() -> None:
+    gain, warm = compiling.STEP_GAIN["cpu"], compiling.COMPILE_WARM_S["cpu"]
+    saving = 3 * warm  # each run saves this: more than a warm compile, far less than a cold one
+    eager_s = saving / (1 - 1 / gain)
+    assert saving < compiling.COMPILE_S["cpu"]
+    alone = choose_compile("auto", "cpu", eager_s)
+    # each later run saves `saving - warm` beyond its own warm compile
+    enough = math.ceil((compiling.COMPILE_S["cpu"] - saving) / (saving - warm)) + 1
+    shared = choose_compile("auto", "cpu", eager_s, shared_by=enough + 1)
+    too_few = choose_compile("auto", "cpu", eager_s, shared_by=2)
+    assert alone[0] is False and too_few[0] is False
+    assert shared[0] is True
+    assert f"the {enough} later runs of this graph save" in shared[1]
+    # a graph already compiled here is charged its warm compile, shared or not
+    past = {"cold_s": 30.0, "warm_s": 1.0}
+    assert choose_compile("auto", "cpu", eager_s, past, shared_by=5) == choose_compile(
+        "auto", "cpu", eager_s, past
+    )
+    # runs that save less than a warm compile take nothing off the first run's cold one
+    tiny = choose_compile("auto", "cpu", warm / 2 / (1 - 1 / gain), shared_by=100)
+    assert tiny[0] is False and "less ~0 s the 99 later runs" in tiny[1]

@@ -24,6 +24,8 @@ from cli_helpers import run_here
 import run_study
 from chargpt.measure import oom_kill_count
 from chargpt.study.local import failure
+from chargpt.study.packing import Slot
+from chargpt.study.runner import _compile_shares
 from chargpt.study.spec import PlannedRun, load_study
 
 REPO = Path(__file__).resolve().parent.parent
@@ -721,6 +723,37 @@ def test_jobs_and_timeout_must_be_positive(
     assert not out.exists()  # nothing written
 
 
+def test_the_first_run_of_a_graph_shares_its_cold_compile_with_the_runs_after_it(
+    tmp_path: Path,
+) -> None:
+    """compile: auto runs of one graph and budget: the first is told how many runs its cold
+    compile would make warm, less those --jobs starts beside it (no cache yet)."""
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "compile": "auto"}}
+    study = write_study(
+        tmp_path / "s.yaml",
+        "shares",
+        base=base,
+        grid={"optim.lr": [1e-3, 2e-3, 3e-3], "model.n_embd": [16, 32]},
+        runs=[
+            {"label": "base"},
+            {"label": "eager", "train": {"compile": False}},
+            {"label": "longer", "budget": {"max_steps": 40}},
+        ],
+    )
+    runs = load_study(study).runs  # each of the 3 runs at each of the 6 grid points
+    firsts: dict[tuple[str, int], str] = {}  # one graph and budget: a label at a width
+    for r in runs:
+        if r.label.startswith(("base", "longer")):
+            firsts.setdefault((r.label.split()[0], r.config.model.n_embd), r.run_id)
+    assert len(firsts) == 4
+    one = {r.run_id: Slot(jobs=1, threads=1) for r in runs}
+    two = {r.run_id: Slot(jobs=2, threads=1) for r in runs}
+    assert _compile_shares(runs, one) == dict.fromkeys(firsts.values(), 3)
+    assert _compile_shares(runs, two) == dict.fromkeys(firsts.values(), 2)
+    four = {r.run_id: Slot(jobs=4, threads=1) for r in runs}
+    assert _compile_shares(runs, four) == {}  # all three of a group start at once
+
+
 @pytest.mark.slow
 def test_one_job_or_two_give_the_same_losses(tmp_path: Path) -> None:
     """--jobs 2 gives each worker cores // jobs threads; --jobs 1 leaves torch its own count
@@ -728,8 +761,10 @@ def test_one_job_or_two_give_the_same_losses(tmp_path: Path) -> None:
     the same, however many runs train side by side. At another thread count they differ in
     the last bits (float sums split over other threads add up in another order: seen here as
     2.03986144 against 2.03986120): that count is recorded (runs.csv's threads) and is not
-    part of run_id, so resuming with another --jobs does not redo finished runs."""
-    study = write_study(tmp_path / "jobs.yaml", "jobs", grid={"optim.lr": [1e-3, 3e-3]})
+    part of run_id, so resuming with another --jobs does not redo finished runs. With
+    compile: auto, --jobs 1 tells the first run that its cold compile serves the second."""
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "compile": "auto"}}
+    study = write_study(tmp_path / "jobs.yaml", "jobs", base=base, grid={"optim.lr": [1e-3, 3e-3]})
     cores = os.cpu_count() or 1
     per_job = max(1, cores // 2)
     other = 1 if per_job > 1 else 2
@@ -750,6 +785,10 @@ def test_one_job_or_two_give_the_same_losses(tmp_path: Path) -> None:
     assert {r["threads"] for r in rows["two"]} == {str(per_job)}
     assert {r["threads"] for r in rows["same"]} == {str(per_job)}
     assert {r["threads"] for r in rows["other"]} == {str(other)}
+    shared = "the 1 later runs of this graph save"  # too tiny to compile: eager all the same
+    assert [shared in r["compile_reason"] for r in rows["same"]] == [True, False]
+    assert not any(shared in r["compile_reason"] for r in rows["two"] + rows["other"])
+    assert {r["compiled"] for r in rows["same"] + rows["two"]} == {"False"}
     losses = ("final_train_loss", "final_val_loss", "best_val_loss")
     for key in (*losses, "steps"):
         assert [r[key] for r in rows["same"]] == [r[key] for r in rows["two"]], key

@@ -118,6 +118,7 @@ class ForkedWorker(RunProcess):
         threads: int | None,
         timeout_s: float | None,
         events: queue.Queue[tuple[str, dict[str, Any]]],
+        compile_shared_by: int = 1,
     ) -> None:
         self.run_id = run_id
         self.hostname = socket.gethostname()
@@ -127,6 +128,8 @@ class ForkedWorker(RunProcess):
         argv = [str(run_dir), "--label", label]
         if threads:
             argv += ["--threads", str(threads)]
+        if compile_shared_by > 1:
+            argv += ["--compile-shared-by", str(compile_shared_by)]
         ctx = multiprocessing.get_context("forkserver")
         corpus = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())).data.corpus
         text = (corpus, load_corpus(corpus), corpus_fingerprint(corpus))  # the runner has both

@@ -98,6 +98,7 @@ class WorkerProcess(RunProcess):
         timeout_s: float | None,
         events: queue.Queue[tuple[str, dict[str, Any]]],
         extra_args: Sequence[str] = (),
+        compile_shared_by: int = 1,
     ) -> None:
         self.run_id = run_id
         self.hostname = socket.gethostname()  # where it runs: this machine
@@ -106,6 +107,8 @@ class WorkerProcess(RunProcess):
         cmd = [sys.executable, "-m", "chargpt.study.worker", str(run_dir), "--label", label]
         if threads:
             cmd += ["--threads", str(threads)]
+        if compile_shared_by > 1:
+            cmd += ["--compile-shared-by", str(compile_shared_by)]
         cmd += list(extra_args)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(

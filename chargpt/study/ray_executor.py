@@ -164,8 +164,12 @@ class RayExecutor:
         threads: int | None,
         timeout_s: float | None,
         events: queue.Queue[tuple[str, dict[str, Any]]],
+        compile_shared_by: int = 1,
     ) -> RayRun:
-        """Start a run as a Ray task; the same interface as local.WorkerProcess."""
+        """Start a run as a Ray task; the same interface as local.WorkerProcess.
+        compile_shared_by is not passed on: each node compiles into its own inductor cache, so
+        one run's cold compile does not make the next one's warm where that lands elsewhere."""
+        del compile_shared_by
         return RayRun(self, run_id, label, run_dir, threads, timeout_s, events)
 
     def drain(self, events: queue.Queue[tuple[str, dict[str, Any]]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import shutil
@@ -264,6 +265,7 @@ def _execute(
     if any(store.status(r.run_id) in FAILED for r in runs) and not opts.retry_failed:
         log.info("failed runs are kept as they are; --retry-failed runs them again")
     slots = _slots(todo, opts, vocab)
+    shares = _compile_shares(todo, slots)
     if len(todo) > 1 and any(slot.jobs > 1 for slot in slots.values()):
         log.warning(
             "--jobs %s: runs train side by side, so their timings (train_s, tokens_per_s, "
@@ -287,7 +289,15 @@ def _execute(
                 run_dir = store.prepare_run_dir(r.run_id, r.config.to_dict())
                 threads = slots[r.run_id].threads
                 timeout_s = opts.timeout_s
-                worker = executor.worker(r.run_id, r.label, run_dir, threads, timeout_s, events)
+                worker = executor.worker(
+                    r.run_id,
+                    r.label,
+                    run_dir,
+                    threads,
+                    timeout_s,
+                    events,
+                    compile_shared_by=shares.get(r.run_id, 1),
+                )
                 active[r.run_id] = (r, worker)
                 reporter.run_started(r.run_id, r.label)
             _drain(events, active, reporter, wait_s=0.2)
@@ -374,6 +384,27 @@ def _slots(runs: list[spec.PlannedRun], opts: Options, vocab: dict[str, int]) ->
         return {r.run_id: fixed_slot(int(opts.jobs), cores) for r in runs}
     flops = [step_flops(r.config, vocab[r.config.data.corpus]) for r in runs]
     return {r.run_id: slot for r, slot in zip(runs, auto_slots(flops, cores))}
+
+
+def _compile_shares(runs: list[spec.PlannedRun], slots: dict[str, Slot]) -> dict[str, int]:
+    """For `train.compile: auto` runs that build one graph to one budget (same model, batch,
+    dtype, device, corpus and budget, so the same predicted saving): the first run's count
+    of the runs its cold compile would turn warm (chargpt.compiling.choose_compile). Runs
+    that start beside it (--jobs) find no cache yet, so they are not counted."""
+    groups: dict[str, list[str]] = {}
+    for r in runs:
+        d = r.config.to_dict()
+        if d["train"]["compile"] != "auto":
+            continue
+        t = d["train"]
+        graph = [d["model"], t["batch_size"], t["dtype"], t["device"], d["data"], d["budget"]]
+        groups.setdefault(json.dumps(graph, sort_keys=True), []).append(r.run_id)
+    shares = {}
+    for ids in groups.values():
+        beside = slots[ids[0]].jobs - 1  # started with the first, before its cache exists
+        if len(ids) - beside > 1:
+            shares[ids[0]] = len(ids) - beside
+    return shares
 
 
 def _fits(slot: Slot, active: list[Slot]) -> bool:

@@ -2,6 +2,7 @@
 
 Reads RUN_DIR/config.json, trains, writes curve.csv (and checkpoint, samples), and writes
 result.json last. Progress goes to stdout as one JSON object per line for the runner.
+--compile-shared-by: how many of the study's runs share this run's graph (chargpt.compiling).
 On a cluster node (the Ray executor) the corpus comes as a file of its content
 (--corpus-file, --corpus-fingerprint) and the node's environment goes to RUN_DIR/env.json.
 """
@@ -52,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus-file", type=Path, default=None, help="data.corpus's text")
     parser.add_argument("--corpus-fingerprint", default=None, help="its fingerprint (driver's)")
     parser.add_argument("--node-env", action="store_true", help="write this node's env.json")
+    parser.add_argument(
+        "--compile-shared-by",
+        type=int,
+        default=1,
+        help="runs of the study that train this graph here (chargpt.compiling.choose_compile)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -80,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         _write_node_env(run_dir, run.train.device)
     sink = CSVSink(run_dir / "curve.csv")
     try:
-        result = train(run, sinks=[sink], out_dir=run_dir, progress=_progress)
+        result = train(
+            run,
+            sinks=[sink],
+            out_dir=run_dir,
+            progress=_progress,
+            compile_shared_by=max(1, args.compile_shared_by),
+        )
         if result.run_id != run_id:  # same config: the corpus file changed since planning
             raise ValueError(
                 f"data.corpus: {run.data.corpus!r} changed after the study was "
