@@ -33,7 +33,7 @@ from typing import Any
 from chargpt.config import RunConfig
 from chargpt.data import corpus_fingerprint, load_corpus
 from chargpt.measure import oom_kill_count, reset_peak_rss
-from chargpt.study.local import RunProcess, die_with_parent, read_progress
+from chargpt.study.local import RunProcess, die_with_parent, read_progress, worker_argv
 
 # What the zygote imports before it forks: everything a run needs before its first step.
 PRELOAD = [
@@ -125,11 +125,7 @@ class ForkedWorker(RunProcess):
         self.timeout_s = timeout_s
         self.killed_for_timeout = False
         self.log_path = run_dir / "worker.log"
-        argv = [str(run_dir), "--label", label]
-        if threads:
-            argv += ["--threads", str(threads)]
-        if compile_shared_by > 1:
-            argv += ["--compile-shared-by", str(compile_shared_by)]
+        argv = worker_argv(run_dir, label, threads, compile_shared_by)
         ctx = multiprocessing.get_context("forkserver")
         corpus = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())).data.corpus
         text = (corpus, load_corpus(corpus), corpus_fingerprint(corpus))  # the runner has both

@@ -86,6 +86,18 @@ class RunProcess:
         return time.monotonic() - self.started
 
 
+def worker_argv(
+    run_dir: Path, label: str, threads: int | None, compile_shared_by: int = 1
+) -> list[str]:
+    """The arguments of chargpt.study.worker for one run (a fresh or a forked worker)."""
+    argv = [str(run_dir), "--label", label]
+    if threads:
+        argv += ["--threads", str(threads)]
+    if compile_shared_by > 1:
+        argv += ["--compile-shared-by", str(compile_shared_by)]
+    return argv
+
+
 class WorkerProcess(RunProcess):
     """A running `python -m chargpt.study.worker` for one run."""
 
@@ -104,12 +116,8 @@ class WorkerProcess(RunProcess):
         self.hostname = socket.gethostname()  # where it runs: this machine
         self.timeout_s = timeout_s
         self.killed_for_timeout = False
-        cmd = [sys.executable, "-m", "chargpt.study.worker", str(run_dir), "--label", label]
-        if threads:
-            cmd += ["--threads", str(threads)]
-        if compile_shared_by > 1:
-            cmd += ["--compile-shared-by", str(compile_shared_by)]
-        cmd += list(extra_args)
+        cmd = [sys.executable, "-m", "chargpt.study.worker"]
+        cmd += worker_argv(run_dir, label, threads, compile_shared_by) + list(extra_args)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
