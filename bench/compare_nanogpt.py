@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.ratios import REFERENCE, pairs, summary_line
 from chargpt.cli import ArgumentParser
 from chargpt.config import DataConfig, ModelConfig
 from chargpt.data import CorpusError, Splits, load_splits
 from chargpt.evaluate import split_loss
 from chargpt.files import write_atomic, write_json
-from chargpt.measure import maxrss_mb
+from chargpt.measure import fingerprint, maxrss_mb
 from chargpt.model import GPT, count_params
 
 REPO = Path(__file__).resolve().parent.parent  # where python -m bench.recipe runs
@@ -247,7 +249,7 @@ def run_nanogpt(
         raise CompareError(f"nanoGPT exited with {code} ({tail}); full log: {log_path}")
     model = load_nanogpt_checkpoint(out_dir / "ckpt.pt")
     return {
-        "program": "nanoGPT",
+        "program": REFERENCE,
         "tokens_per_s": nanogpt_tokens_per_s(nanogpt_iter_ms(log)),
         "wall_s": wall,
         "peak_rss_mb": rss,
@@ -310,23 +312,29 @@ def table(rows: list[dict[str, Any]], flops_per_token: float) -> str:
             f"{r['full_val_loss']:.4f} |"
         )
     programs = list(dict.fromkeys(r["program"] for r in rows))
-    ref = statistics.median(r["tokens_per_s"] for r in rows if r["program"] == "nanoGPT")
-    out.append("")
+    ref = statistics.median(r["tokens_per_s"] for r in rows if r["program"] == REFERENCE)
+    out += ["", f"- {REFERENCE}: median {ref:,.0f} tokens/s"]
     for p in programs:
-        speeds = [r["tokens_per_s"] for r in rows if r["program"] == p]
-        ratios = [
-            r["tokens_per_s"] / n["tokens_per_s"]
-            for r in rows
-            if r["program"] == p
-            for n in rows
-            if n["program"] == "nanoGPT" and n["round"] == r["round"]
-        ]
+        if p == REFERENCE:
+            continue
+        speed = statistics.median(r["tokens_per_s"] for r in rows if r["program"] == p)
+        same = pairs(rows, p)
         out.append(
-            f"- {p}: median {statistics.median(speeds):,.0f} tokens/s "
-            f"({statistics.median(speeds) / ref:.2f}x nanoGPT's median; same-round "
-            f"ratios {', '.join(f'{x:.2f}' for x in ratios)})"
+            f"- {p}: median {speed:,.0f} tokens/s ({speed / ref:.2f}x {REFERENCE}'s median; "
+            f"same-round ratios {', '.join(f'{x.ratio:.2f}' for x in same)}; "
+            f"{summary_line(same)})"
         )
     return "\n".join(out)
+
+
+def record(rows: list[dict[str, Any]], argv: list[str], started: str) -> dict[str, Any]:
+    """What --json writes: the rows with when, how and where they were measured."""
+    return {
+        "started": started,
+        "command": ["python", "-m", "bench.compare_nanogpt", *argv],
+        "machine": fingerprint(),  # bench.compare_pool pools only files of one machine
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,7 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(VARIANTS),
         help="chargpt variant(s) to run each round (default: manual)",
     )
-    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write every run's figures, the start time and this machine's fingerprint "
+        "here (python -m bench.compare_pool pools such files)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
@@ -357,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (checkout / "train.py").is_file() or not (checkout / "configurator.py").is_file():
         parser.error(f"{checkout} is not a nanoGPT checkout (no train.py and configurator.py)")
     work = Path(tempfile.mkdtemp(prefix="chargpt-vs-nanogpt-"))
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:
         splits = load_splits(NANOGPT_DATA)
         install_data(checkout, splits)
@@ -383,10 +397,10 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-        order = ["nanoGPT"] + [f"chargpt {v}" for v in args.variant or ["manual"]]
+        order = [REFERENCE] + [f"chargpt {v}" for v in args.variant or ["manual"]]
         rows.sort(key=lambda r: (r["round"], order.index(r["program"])))
         if args.json:
-            write_json(args.json, rows)
+            write_json(args.json, record(rows, sys.argv[1:] if argv is None else argv, started))
     except (CompareError, CorpusError, OSError, ValueError, KeyError) as exc:
         print(f"error: {exc} (logs kept in {work})", file=sys.stderr)
         return 2
