@@ -1,0 +1,177 @@
+"""Pool several `bench.compare_nanogpt --json` files: each comparison's ratio, all rounds' ratio.
+
+    python -m bench.compare_pool A.json B.json ... [--program "chargpt manual"] [--target 1.3]
+
+A five-round comparison on a shared machine lands anywhere in the machine's spread of fast
+and slow spells; pooling the rounds of several comparisons (same code, same machine) and
+giving an exact interval for the median same-round ratio says how sure a figure such as 1.3x
+is. Files from different machines (CPU, cores, flags, threads, PyTorch) are refused. Prints
+a markdown table, one line per file and one for the pool, the machine, then the pooled median
+with its distribution-free interval (bench.ratios.median_interval) and, with --target, whether
+the interval is wholly above it (met), below it (not met) or across it (undecided). It also
+gives the largest gap in whole-split val loss between the two programs, which a speed figure
+is only worth anything beside.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.ratios import REFERENCE, Pair, pairs, summary_line
+from chargpt.cli import ArgumentParser
+
+ROW_KEYS = {"round": int, "program": str, "tokens_per_s": float, "full_val_loss": float}
+# What must agree between files for their rounds to be pooled: one machine, one PyTorch.
+MACHINE_KEYS = ("cpu_model", "cpu_logical_cores", "cpu_flags", "torch", "torch_threads")
+
+
+class PoolError(ValueError):
+    """A comparison file that cannot be pooled; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One compare_nanogpt --json file: its rows and, where it recorded them, the machine
+    and start time (the first such files, a bare list of rows, hold neither)."""
+
+    name: str
+    rows: list[dict[str, Any]]
+    machine: dict[str, Any] | None = None
+    started: str | None = None
+
+
+def load(path: Path) -> Comparison:
+    """One compare_nanogpt --json file, checked for the keys pooling reads."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise PoolError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise PoolError(f"{path}: not JSON ({exc})") from exc
+    machine = started = None
+    if isinstance(data, dict):
+        machine, started, data = data.get("machine"), data.get("started"), data.get("rows")
+        if not isinstance(machine, dict):
+            raise PoolError(f"{path}: 'machine' missing or not an object")
+    if not isinstance(data, list) or not data:
+        raise PoolError(f"{path}: expected a non-empty list of rows (compare_nanogpt --json)")
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise PoolError(f"{path}: row {i} is not an object")
+        for key, kind in ROW_KEYS.items():
+            value = row.get(key)
+            ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+            if not ok or isinstance(value, bool):
+                raise PoolError(f"{path}: row {i}: '{key}' missing or not a {kind.__name__}")
+        if row["tokens_per_s"] <= 0:
+            raise PoolError(f"{path}: row {i}: tokens_per_s must be > 0")
+    return Comparison(str(path), data, machine, started)
+
+
+def one_machine(comparisons: list[Comparison]) -> dict[str, Any] | None:
+    """The machine every file that recorded one ran on (None if none did); PoolError names
+    two files that ran on different machines or PyTorch versions."""
+    first: Comparison | None = None
+    for c in comparisons:
+        if c.machine is None:
+            continue
+        if first is None:
+            first = c
+            continue
+        assert first.machine is not None
+        for key in MACHINE_KEYS:
+            if c.machine.get(key) != first.machine.get(key):
+                raise PoolError(
+                    f"{first.name} and {c.name} ran on different machines ({key}: "
+                    f"{first.machine.get(key)!r} against {c.machine.get(key)!r}): pool the "
+                    "comparisons of one machine"
+                )
+    return None if first is None else first.machine
+
+
+def describe(machine: dict[str, Any] | None, comparisons: list[Comparison]) -> str:
+    """One line: the machine (CPU, cores, threads, flags, PyTorch) and the chargpt commits."""
+    if machine is None:
+        return "- machine: not recorded in these files (compare_nanogpt wrote none then)"
+    flags = ", ".join(machine.get("cpu_flags") or []) or "unknown"
+    commits = sorted({str(c.machine.get("git_commit")) for c in comparisons if c.machine})
+    unknown = sum(c.machine is None for c in comparisons)
+    return (
+        f"- machine: {machine.get('cpu_model')}, {machine.get('cpu_logical_cores')} cores, "
+        f"{machine.get('torch_threads')} threads, torch {machine.get('torch')}, flags {flags}; "
+        f"chargpt commit(s) {', '.join(commits)}"
+        + (f"; {unknown} file(s) recorded no machine" if unknown else "")
+    )
+
+
+def medians(rows: list[dict[str, Any]], program: str) -> float:
+    return statistics.median(r["tokens_per_s"] for r in rows if r["program"] == program)
+
+
+def table(comparisons: list[Comparison], program: str) -> str:
+    """One line per comparison and one for the pool: medians, their ratio, same-round ratios."""
+    out = [
+        f"| comparison | started (UTC) | {REFERENCE} median tokens/s | {program} median "
+        "tokens/s | ratio of medians | same-round ratios |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    pooled = Comparison("all rounds", [r for c in comparisons for r in c.rows])
+    for c in comparisons + [pooled]:
+        ref, mine = medians(c.rows, REFERENCE), medians(c.rows, program)
+        if c is pooled:
+            same = [p for x in comparisons for p in pairs(x.rows, program, x.name)]
+            cell = f"median {statistics.median(p.ratio for p in same):.2f}"
+        else:
+            cell = ", ".join(f"{p.ratio:.2f}" for p in pairs(c.rows, program, c.name))
+        out.append(
+            f"| {c.name} | {c.started or '-'} | {ref:,.0f} | {mine:,.0f} | {mine / ref:.2f} "
+            f"| {cell} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m bench.compare_pool", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("files", type=Path, nargs="+", help="compare_nanogpt --json outputs")
+    parser.add_argument("--program", default="chargpt manual", help="the chargpt variant to pool")
+    parser.add_argument("--target", type=float, help="a speed ratio to judge the interval against")
+    args = parser.parse_args(argv)
+    if args.target is not None and not args.target > 0:
+        parser.error(f"--target must be > 0, got {args.target}")
+    try:
+        comparisons = [load(path) for path in args.files]
+        machine = one_machine(comparisons)
+        pooled: list[Pair] = []
+        for c in comparisons:
+            found = pairs(c.rows, args.program, c.name)
+            if not found:
+                programs = sorted({r["program"] for r in c.rows})
+                raise PoolError(
+                    f"{c.name}: no round ran both {REFERENCE} and {args.program!r} "
+                    f"(programs there: {', '.join(programs)})"
+                )
+            pooled += found
+    except (PoolError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table(comparisons, args.program))
+    print()
+    print(describe(machine, comparisons))
+    print(f"- {args.program}: {summary_line(pooled, args.target)}")
+    worst = max(pooled, key=lambda p: abs(p.loss_gap))
+    print(
+        f"- whole-split val loss, {args.program} minus {REFERENCE}: largest gap "
+        f"{worst.loss_gap:+.4f} ({worst.source}, round {worst.round})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
