@@ -327,11 +327,12 @@ def table(rows: list[dict[str, Any]], flops_per_token: float) -> str:
     return "\n".join(out)
 
 
-def record(rows: list[dict[str, Any]], argv: list[str], started: str) -> dict[str, Any]:
-    """What --json writes: the rows with when, how and where they were measured."""
+def record(rows: list[dict[str, Any]], argv: list[str], started: str, steps: int) -> dict[str, Any]:
+    """What --json writes: the rows with when, how, how long and where they were measured."""
     return {
         "started": started,
         "command": ["python", "-m", "bench.compare_nanogpt", *argv],
+        "steps": steps,  # bench.compare_pool pools only files of one recipe length
         "machine": fingerprint(),  # bench.compare_pool pools only files of one machine
         "rows": rows,
     }
@@ -400,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         order = [REFERENCE] + [f"chargpt {v}" for v in args.variant or ["manual"]]
         rows.sort(key=lambda r: (r["round"], order.index(r["program"])))
         if args.json:
-            write_json(args.json, record(rows, sys.argv[1:] if argv is None else argv, started))
+            cli = sys.argv[1:] if argv is None else argv
+            write_json(args.json, record(rows, cli, started, args.steps))
     except (CompareError, CorpusError, OSError, ValueError, KeyError) as exc:
         print(f"error: {exc} (logs kept in {work})", file=sys.stderr)
         return 2

@@ -5,12 +5,13 @@
 A five-round comparison on a shared machine lands anywhere in the machine's spread of fast
 and slow spells; pooling the rounds of several comparisons (same code, same machine) and
 giving an exact interval for the median same-round ratio says how sure a figure such as 1.3x
-is. Files from different machines (CPU, cores, flags, threads, PyTorch) are refused. Prints
-a markdown table, one line per file and one for the pool, the machine, then the pooled median
-with its distribution-free interval (bench.ratios.median_interval) and, with --target, whether
-the interval is wholly above it (met), below it (not met) or across it (undecided). It also
-gives the largest gap in whole-split val loss between the two programs, which a speed figure
-is only worth anything beside.
+is. Files from different machines (CPU, cores, flags, threads, PyTorch) or of different
+--steps are refused. Prints a markdown table, one line per file and one for the pool, the
+machine, then the pooled median with its distribution-free interval
+(bench.ratios.median_interval) and, with --target, whether the interval is wholly above it
+(met), below it (not met) or across it (undecided). It also gives the largest gap in
+whole-split val loss between the two programs, which a speed figure is only worth anything
+beside.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ class PoolError(ValueError):
 
 @dataclass(frozen=True)
 class Comparison:
-    """One compare_nanogpt --json file: its rows and, where it recorded them, the machine
-    and start time (the first such files, a bare list of rows, hold neither)."""
+    """One compare_nanogpt --json file: its rows and, where it recorded them, the machine,
+    start time and step count (the first such files, a bare list of rows, hold none)."""
 
     name: str
     rows: list[dict[str, Any]]
     machine: dict[str, Any] | None = None
     started: str | None = None
+    steps: int | None = None  # the recipe's training steps (--steps), where recorded
 
 
 def load(path: Path) -> Comparison:
@@ -53,11 +55,16 @@ def load(path: Path) -> Comparison:
         raise PoolError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except ValueError as exc:
         raise PoolError(f"{path}: not JSON ({exc})") from exc
-    machine = started = None
+    machine = started = steps = None
     if isinstance(data, dict):
-        machine, started, data = data.get("machine"), data.get("started"), data.get("rows")
+        machine, started, steps = data.get("machine"), data.get("started"), data.get("steps")
+        data = data.get("rows")
         if not isinstance(machine, dict):
             raise PoolError(f"{path}: 'machine' missing or not an object")
+        if steps is not None and (
+            not isinstance(steps, int) or isinstance(steps, bool) or steps < 1
+        ):
+            raise PoolError(f"{path}: 'steps' is not a positive integer")
     if not isinstance(data, list) or not data:
         raise PoolError(f"{path}: expected a non-empty list of rows (compare_nanogpt --json)")
     for i, row in enumerate(data):
@@ -70,7 +77,19 @@ def load(path: Path) -> Comparison:
                 raise PoolError(f"{path}: row {i}: '{key}' missing or not a {kind.__name__}")
         if row["tokens_per_s"] <= 0:
             raise PoolError(f"{path}: row {i}: tokens_per_s must be > 0")
-    return Comparison(str(path), data, machine, started)
+    return Comparison(str(path), data, machine, started, steps)
+
+
+def same_steps(comparisons: list[Comparison]) -> None:
+    """PoolError naming two files that trained the recipe for different numbers of steps
+    (files that do not record it are not checked)."""
+    known = [c for c in comparisons if c.steps is not None]
+    for c in known[1:]:
+        if c.steps != known[0].steps:
+            raise PoolError(
+                f"{known[0].name} ran {known[0].steps} steps, {c.name} {c.steps}: pool "
+                "comparisons of one recipe length"
+            )
 
 
 def one_machine(comparisons: list[Comparison]) -> dict[str, Any] | None:
@@ -147,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--target must be > 0, got {args.target}")
     try:
         comparisons = [load(path) for path in args.files]
+        same_steps(comparisons)
         machine = one_machine(comparisons)
         pooled: list[Pair] = []
         for c in comparisons:

@@ -126,7 +126,8 @@ def test_pooling_two_comparisons(tmp_path: Path, capsys: pytest.CaptureFixture[s
         (None, "cannot read"),
         ("{not json", "not JSON"),
         ("[]", "expected a non-empty list of rows"),
-        (json.dumps({"machine": {}, "rows": {}}), "expected a non-empty list of rows"),
+        (json.dumps({"machine": {}, "steps": 2000, "rows": {}}), "expected a non-empty list"),
+        (json.dumps({"machine": {}, "steps": 0, "rows": [row(1, "nanoGPT", 1.0)]}), "'steps' is"),
         (json.dumps([row(1, "nanoGPT", 1.0) | {"round": "1"}]), "row 0: 'round' missing or not"),
         (json.dumps({"rows": [row(1, "nanoGPT", 1.0)]}), "'machine' missing or not an object"),
         (json.dumps([row(1, "nanoGPT", 0.0)]), "row 0: tokens_per_s must be > 0"),
@@ -171,11 +172,11 @@ def test_files_with_a_machine_record_pool_only_when_they_match(
     rows = [row(1, "nanoGPT", 10_000), row(1, "chargpt manual", 13_500)]
     a = write(
         tmp_path / "a.json",
-        {"started": "2026-12-01T07:12:00+00:00", "machine": MACHINE, "rows": rows},
+        {"started": "2026-12-01T07:12:00+00:00", "machine": MACHINE, "steps": 2000, "rows": rows},
     )
     b = write(
         tmp_path / "b.json",
-        {"started": "x", "machine": MACHINE | {"git_commit": "def"}, "rows": rows},
+        {"started": "x", "machine": MACHINE | {"git_commit": "def"}, "steps": 2000, "rows": rows},
     )
     old = write(tmp_path / "old.json", rows)  # a bare list: no machine recorded
     assert compare_pool.main([str(a), str(b), str(old), "--target", "1.3"]) == 0
@@ -188,7 +189,10 @@ def test_files_with_a_machine_record_pool_only_when_they_match(
     # three rounds at 1.35: [min, max] = [1.35, 1.35] lies above 1.3
     assert lines[8].endswith("75% interval 1.35-1.35; target 1.3x: met")
 
-    other = write(tmp_path / "c.json", {"machine": MACHINE | {"cpu_flags": ["avx2"]}, "rows": rows})
+    other = write(
+        tmp_path / "c.json",
+        {"machine": MACHINE | {"cpu_flags": ["avx2"]}, "steps": 2000, "rows": rows},
+    )
     assert compare_pool.main([str(a), str(other)]) == 2
     err = capsys.readouterr().err
     assert err == (
@@ -205,7 +209,9 @@ def test_what_compare_nanogpt_writes_pools_with_this_machine_named(
     from chargpt.measure import cpu_model
 
     rows = [row(1, "nanoGPT", 10_000), row(1, "chargpt manual", 12_000)]
-    rec = compare_nanogpt.record(rows, ["/src/nanoGPT", "--rounds", "1"], "2026-12-01T07:00+00:00")
+    rec = compare_nanogpt.record(
+        rows, ["/src/nanoGPT", "--rounds", "1"], "2026-12-01T07:00+00:00", 2000
+    )
     assert rec["command"] == [
         "python",
         "-m",
@@ -219,3 +225,17 @@ def test_what_compare_nanogpt_writes_pools_with_this_machine_named(
     out = capsys.readouterr().out
     assert f"- machine: {cpu_model()}, " in out and "recorded no machine" not in out
     assert "| 2026-12-01T07:00+00:00 | 10,000 | 12,000 | 1.20 | 1.20 |" in out
+
+
+def test_comparisons_of_different_lengths_are_not_pooled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [row(1, "nanoGPT", 10_000), row(1, "chargpt manual", 12_000)]
+    old = write(tmp_path / "old.json", rows)  # a bare list: its step count is not known
+    full = write(tmp_path / "full.json", {"machine": MACHINE, "steps": 2000, "rows": rows})
+    short = write(tmp_path / "short.json", {"machine": MACHINE, "steps": 250, "rows": rows})
+    assert compare_pool.main([str(old), str(full)]) == 0
+    assert compare_pool.main([str(old), str(full), str(short)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {full} ran 2000 steps, {short} 250: pool comparisons of one recipe length\n"
+    )
