@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from compare_rows import row  # tests/ is on sys.path (pytest's default import mode)
 
 from bench import compare_nanogpt as compare
 from chargpt.config import DataConfig, ModelConfig
@@ -157,23 +158,11 @@ def test_cli_refuses_steps_nanogpt_would_not_checkpoint_at(
 
 
 def test_the_table_says_which_runs_compiled_and_gives_same_round_ratios() -> None:
-    def row(rnd: int, program: str, tokens_per_s: float, compile_s: float | None) -> dict:
-        return {
-            "round": rnd,
-            "program": program,
-            "tokens_per_s": tokens_per_s,
-            "wall_s": 90.0,
-            "peak_rss_mb": 300.0,
-            "printed_val_loss": 1.9,
-            "full_val_loss": 1.9,
-            "compile_s": compile_s,
-        }
-
     rows = [
-        row(1, "nanoGPT", 10_000, None),
-        row(1, "chargpt manual", 15_000, 2.94),
-        row(2, "nanoGPT", 20_000, None),
-        row(2, "chargpt manual", 26_000, 3.0),
+        row(1, "nanoGPT", 10_000),
+        row(1, "chargpt manual", 15_000, compile_s=2.94),
+        row(2, "nanoGPT", 20_000),
+        row(2, "chargpt manual", 26_000, compile_s=3.0),
     ]
     text = compare.table(rows, flops_per_token=1e6)
     lines = text.splitlines()

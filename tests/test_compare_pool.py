@@ -8,23 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from compare_rows import row  # tests/ is on sys.path (pytest's default import mode)
 
 from bench import compare_pool
 from bench.ratios import median_interval, pairs, verdict
-
-
-def row(rnd: int, program: str, tokens_per_s: float, val: float = 1.90) -> dict:
-    """A compare_nanogpt --json row (the keys pooling reads, plus the others it writes)."""
-    return {
-        "round": rnd,
-        "program": program,
-        "tokens_per_s": tokens_per_s,
-        "wall_s": 90.0,
-        "peak_rss_mb": 300.0,
-        "printed_val_loss": val,
-        "full_val_loss": val,
-        "compile_s": None,
-    }
 
 
 @pytest.mark.parametrize(
