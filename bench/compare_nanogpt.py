@@ -327,14 +327,14 @@ def table(rows: list[dict[str, Any]], flops_per_token: float) -> str:
     return "\n".join(out)
 
 
-def record(rows: list[dict[str, Any]], argv: list[str], started: str, steps: int) -> dict[str, Any]:
-    """What --json writes: the rows with when, how, how long and where they were measured."""
+def header(argv: list[str], steps: int) -> dict[str, Any]:
+    """What --json writes beside the rows: when, how, how long and where, taken at the start
+    (so the git commit is the code that ran, not whatever the tree holds when it ends)."""
     return {
-        "started": started,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": ["python", "-m", "bench.compare_nanogpt", *argv],
         "steps": steps,  # bench.compare_pool pools only files of one recipe length
-        "machine": fingerprint(),  # bench.compare_pool pools only files of one machine
-        "rows": rows,
+        "machine": fingerprint(),  # and only files of one machine
     }
 
 
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (checkout / "train.py").is_file() or not (checkout / "configurator.py").is_file():
         parser.error(f"{checkout} is not a nanoGPT checkout (no train.py and configurator.py)")
     work = Path(tempfile.mkdtemp(prefix="chargpt-vs-nanogpt-"))
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    head = header(sys.argv[1:] if argv is None else argv, args.steps)
     try:
         splits = load_splits(NANOGPT_DATA)
         install_data(checkout, splits)
@@ -401,8 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         order = [REFERENCE] + [f"chargpt {v}" for v in args.variant or ["manual"]]
         rows.sort(key=lambda r: (r["round"], order.index(r["program"])))
         if args.json:
-            cli = sys.argv[1:] if argv is None else argv
-            write_json(args.json, record(rows, cli, started, args.steps))
+            write_json(args.json, {**head, "rows": rows})
     except (CompareError, CorpusError, OSError, ValueError, KeyError) as exc:
         print(f"error: {exc} (logs kept in {work})", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ beside.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from dataclasses import dataclass
@@ -26,9 +27,14 @@ from typing import Any
 from bench.ratios import REFERENCE, Pair, pairs, summary_line
 from chargpt.cli import ArgumentParser
 
-ROW_KEYS = {"round": int, "program": str, "tokens_per_s": float, "full_val_loss": float}
 # What must agree between files for their rounds to be pooled: one machine, one PyTorch.
-MACHINE_KEYS = ("cpu_model", "cpu_logical_cores", "cpu_flags", "torch", "torch_threads")
+MACHINE_KEYS = {
+    "cpu_model": str,
+    "cpu_logical_cores": int,
+    "cpu_flags": list,
+    "torch": str,
+    "torch_threads": int,
+}
 
 
 class PoolError(ValueError):
@@ -47,20 +53,48 @@ class Comparison:
     steps: int | None = None  # the recipe's training steps (--steps), where recorded
 
 
+def _number(value: Any) -> float | None:
+    """value as a finite float, or None when it is not a finite JSON number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float's range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _check_machine(path: Path, machine: Any) -> None:
+    """PoolError unless machine holds the fingerprint keys pooling compares, well typed."""
+    if not isinstance(machine, dict):
+        raise PoolError(f"{path}: 'machine' missing or not an object")
+    for key, kind in MACHINE_KEYS.items():
+        value = machine.get(key)
+        if key == "cpu_flags":  # None where the OS has no /proc/cpuinfo
+            ok = value is None or (
+                isinstance(value, list) and all(isinstance(f, str) for f in value)
+            )
+        else:
+            ok = isinstance(value, kind) and not isinstance(value, bool)
+        if not ok:
+            raise PoolError(f"{path}: machine: '{key}' missing or not a {kind.__name__}")
+
+
 def load(path: Path) -> Comparison:
     """One compare_nanogpt --json file, checked for the keys pooling reads."""
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
         raise PoolError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except ValueError as exc:
-        raise PoolError(f"{path}: not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise PoolError(f"{path}: not JSON ({str(exc) or type(exc).__name__})") from exc
     machine = started = steps = None
     if isinstance(data, dict):
         machine, started, steps = data.get("machine"), data.get("started"), data.get("steps")
         data = data.get("rows")
-        if not isinstance(machine, dict):
-            raise PoolError(f"{path}: 'machine' missing or not an object")
+        _check_machine(path, machine)
+        if started is not None and not isinstance(started, str):
+            raise PoolError(f"{path}: 'started' is not a string")
         if steps is not None and (
             not isinstance(steps, int) or isinstance(steps, bool) or steps < 1
         ):
@@ -70,11 +104,13 @@ def load(path: Path) -> Comparison:
     for i, row in enumerate(data):
         if not isinstance(row, dict):
             raise PoolError(f"{path}: row {i} is not an object")
-        for key, kind in ROW_KEYS.items():
-            value = row.get(key)
-            ok = isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
-            if not ok or isinstance(value, bool):
-                raise PoolError(f"{path}: row {i}: '{key}' missing or not a {kind.__name__}")
+        if not isinstance(row.get("round"), int) or isinstance(row.get("round"), bool):
+            raise PoolError(f"{path}: row {i}: 'round' missing or not an integer")
+        if not isinstance(row.get("program"), str):
+            raise PoolError(f"{path}: row {i}: 'program' missing or not a string")
+        for key in ("tokens_per_s", "full_val_loss"):
+            if _number(row.get(key)) is None:
+                raise PoolError(f"{path}: row {i}: '{key}' missing or not a finite number")
         if row["tokens_per_s"] <= 0:
             raise PoolError(f"{path}: row {i}: tokens_per_s must be > 0")
     return Comparison(str(path), data, machine, started, steps)
@@ -162,8 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--program", default="chargpt manual", help="the chargpt variant to pool")
     parser.add_argument("--target", type=float, help="a speed ratio to judge the interval against")
     args = parser.parse_args(argv)
-    if args.target is not None and not args.target > 0:
-        parser.error(f"--target must be > 0, got {args.target}")
+    if args.target is not None and not (args.target > 0 and math.isfinite(args.target)):
+        parser.error(f"--target must be a finite number > 0, got {args.target}")
+    if args.program == REFERENCE:
+        parser.error(f"--program must name a chargpt variant, not {REFERENCE} itself")
+    seen: dict[Path, Path] = {}
+    for path in args.files:
+        if path.resolve() in seen:
+            parser.error(
+                f"{path} is given twice (as {seen[path.resolve()]}): its rounds would count twice"
+            )
+        seen[path.resolve()] = path
     try:
         comparisons = [load(path) for path in args.files]
         same_steps(comparisons)

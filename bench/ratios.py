@@ -53,13 +53,18 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
     population median with probability `coverage` >= level, or the widest one (min, max),
     with the coverage it has, when n is too small to reach level.
 
-    Distribution-free: each value falls below the median with probability 1/2, so the number
-    below is Binomial(n, 1/2), and [x_(k), x_(n+1-k)] misses the median with probability
-    2 * P(Binomial <= k-1). No resampling, no normality: fit for 3 to 30 noisy rounds.
+    Distribution-free, for independent draws of a continuous quantity: each value falls
+    below the median with probability 1/2, so the number below is Binomial(n, 1/2), and
+    [x_(k), x_(n+1-k)] misses the median with probability 2 * P(Binomial <= k-1). No
+    resampling, no normality: fit for 3 to 30 noisy rounds. (Rounds run back to back on a
+    machine with slow and fast spells are not quite independent: read the interval as a
+    little narrower than the truth.)
     """
     n = len(values)
     if n == 0:
         raise ValueError("no values")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
     xs = sorted(values)
 
     def miss(k: int) -> float:  # P(interval [x_(k), x_(n+1-k)] misses the median)
@@ -82,13 +87,16 @@ def verdict(low: float, high: float, target: float) -> str:
 
 
 def summary_line(ps: list[Pair], target: float | None = None) -> str:
-    """Median of the same-round ratios with its interval (and a verdict against target)."""
+    """Median of the same-round ratios with its interval (from 3 rounds on), and a verdict
+    against target."""
     ratios = [p.ratio for p in ps]
     low, high, coverage = median_interval(ratios)
-    line = (
-        f"median same-round ratio {statistics.median(ratios):.2f} over {len(ps)} rounds, "
-        f"{coverage:.0%} interval {low:.2f}-{high:.2f}"
-    )
+    line = f"median same-round ratio {statistics.median(ratios):.2f} over {len(ps)} rounds, "
+    if len(ps) < 3:
+        line += "too few for an interval"
+    else:  # coverage rounded down, never claiming more than it has
+        line += f"{math.floor(coverage * 1000) / 10:g}% interval {low:.2f}-{high:.2f}"
     if target is not None:
-        line += f"; target {target:g}x: {verdict(low, high, target)}"
+        judged = verdict(low, high, target) if len(ps) >= 3 else "undecided"
+        line += f"; target {target:g}x: {judged}"
     return line

@@ -13,6 +13,16 @@ from compare_rows import row  # tests/ is on sys.path (pytest's default import m
 from bench import compare_pool
 from bench.ratios import median_interval, pairs, verdict
 
+MACHINE = {
+    "cpu_model": "AMD EPYC",
+    "cpu_logical_cores": 2,
+    "cpu_flags": ["avx2", "avx512f"],
+    "torch": "2.13.0+cpu",
+    "torch_threads": 2,
+    "git_commit": "abc",
+}
+ONE = row(1, "nanoGPT", 1.0)  # a valid row to build bad files around
+
 
 @pytest.mark.parametrize(
     ("n", "ranks", "coverage"),
@@ -43,8 +53,10 @@ def test_the_median_interval_covers_the_median_as_often_as_it_says() -> None:
         low, high, claimed = median_interval(list(rng.lognormal(0.25, 0.1, size=15)))
         hits += low <= true_median <= high
     assert abs(hits / 4000 - claimed) < 0.012  # ~4 binomial standard errors
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no values"):
         median_interval([])
+    with pytest.raises(ValueError, match="level must lie in"):
+        median_interval([1.0, 2.0], level=1.0)
 
 
 def test_verdict_needs_the_whole_interval_on_one_side() -> None:
@@ -99,7 +111,7 @@ def test_pooling_two_comparisons(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert lines[4] == "| all rounds | - | 10,000 | 13,000 | 1.30 | median 1.30 |"
     assert lines[6] == "- machine: not recorded in these files (compare_nanogpt wrote none then)"
     assert lines[7] == (
-        "- chargpt manual: median same-round ratio 1.30 over 5 rounds, 94% interval "
+        "- chargpt manual: median same-round ratio 1.30 over 5 rounds, 93.7% interval "
         "1.10-1.50; target 1.3x: undecided"
     )
     assert lines[8] == (
@@ -113,11 +125,29 @@ def test_pooling_two_comparisons(tmp_path: Path, capsys: pytest.CaptureFixture[s
         (None, "cannot read"),
         ("{not json", "not JSON"),
         ("[]", "expected a non-empty list of rows"),
-        (json.dumps({"machine": {}, "steps": 2000, "rows": {}}), "expected a non-empty list"),
-        (json.dumps({"machine": {}, "steps": 0, "rows": [row(1, "nanoGPT", 1.0)]}), "'steps' is"),
-        (json.dumps([row(1, "nanoGPT", 1.0) | {"round": "1"}]), "row 0: 'round' missing or not"),
-        (json.dumps({"rows": [row(1, "nanoGPT", 1.0)]}), "'machine' missing or not an object"),
+        ("[" * 100_000, "not JSON"),  # nesting deeper than the parser's recursion
+        (json.dumps({"machine": MACHINE, "steps": 2000, "rows": {}}), "expected a non-empty list"),
+        (json.dumps({"machine": MACHINE, "steps": 0, "rows": [ONE]}), "'steps' is not a positive"),
+        (json.dumps({"machine": MACHINE, "started": [1], "rows": [ONE]}), "'started' is not a"),
+        (json.dumps([ONE | {"round": "1"}]), "row 0: 'round' missing or not an integer"),
+        (json.dumps([ONE | {"program": None}]), "row 0: 'program' missing or not a string"),
+        (json.dumps({"rows": [ONE]}), "'machine' missing or not an object"),
+        (json.dumps({"machine": {}, "rows": [ONE]}), "machine: 'cpu_model' missing or not a str"),
+        (
+            json.dumps({"machine": MACHINE | {"cpu_flags": 3}, "rows": [ONE]}),
+            "machine: 'cpu_flags' missing or not a list",
+        ),
+        (
+            json.dumps({"machine": MACHINE | {"cpu_flags": [1, 2]}, "rows": [ONE]}),
+            "machine: 'cpu_flags' missing or not a list",
+        ),
         (json.dumps([row(1, "nanoGPT", 0.0)]), "row 0: tokens_per_s must be > 0"),
+        (
+            json.dumps([row(1, "nanoGPT", math.nan)]),
+            "row 0: 'tokens_per_s' missing or not a finite",
+        ),
+        (json.dumps([row(1, "nanoGPT", 10**400)]), "row 0: 'tokens_per_s' missing or not a finite"),
+        (json.dumps([row(1, "nanoGPT", 1.0, math.inf)]), "'full_val_loss' missing or not a finite"),
         (
             json.dumps([row(1, "nanoGPT", 1.0), row(1, "chargpt eager", 1.0)]),
             "no round ran both nanoGPT and 'chargpt manual' (programs there: chargpt eager, "
@@ -136,21 +166,24 @@ def test_a_bad_file_is_one_line_and_exit_2(
     assert err.count("\n") == 1 and err.startswith(f"error: {path}: ") and message in err
 
 
-def test_a_target_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "0"], "--target must be a finite number > 0, got 0.0"),
+        (["--target", "inf"], "--target must be a finite number > 0, got inf"),
+        (["--program", "nanoGPT"], "--program must name a chargpt variant, not nanoGPT itself"),
+        (["{a}"], "{a} is given twice (as {a}): its rounds would count twice"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    a = str(write(tmp_path / "a.json", [ONE, row(1, "chargpt manual", 2.0)]))
     with pytest.raises(SystemExit) as exit_:
-        compare_pool.main([str(tmp_path / "a.json"), "--target", "0"])
+        compare_pool.main([a, *(x.format(a=a) for x in args)])
     assert exit_.value.code == 2
-    assert "--target must be > 0, got 0.0" in capsys.readouterr().err
-
-
-MACHINE = {
-    "cpu_model": "AMD EPYC",
-    "cpu_logical_cores": 2,
-    "cpu_flags": ["avx2", "avx512f"],
-    "torch": "2.13.0+cpu",
-    "torch_threads": 2,
-    "git_commit": "abc",
-}
+    err = capsys.readouterr().err
+    assert err == f"python -m bench.compare_pool: error: {message.format(a=a)}\n"
 
 
 def test_files_with_a_machine_record_pool_only_when_they_match(
@@ -193,25 +226,19 @@ def test_what_compare_nanogpt_writes_pools_with_this_machine_named(
 ) -> None:
     from bench import compare_nanogpt
     from chargpt.files import write_json
-    from chargpt.measure import cpu_model
+    from chargpt.measure import cpu_model, git_commit
 
+    head = compare_nanogpt.header(["/src/nanoGPT", "--rounds", "1"], 2000)
+    assert head["command"] == [
+        "python", "-m", "bench.compare_nanogpt", "/src/nanoGPT", "--rounds", "1"
+    ]  # fmt: skip
+    assert head["steps"] == 2000 and head["machine"]["git_commit"] == git_commit()
     rows = [row(1, "nanoGPT", 10_000), row(1, "chargpt manual", 12_000)]
-    rec = compare_nanogpt.record(
-        rows, ["/src/nanoGPT", "--rounds", "1"], "2026-12-01T07:00+00:00", 2000
-    )
-    assert rec["command"] == [
-        "python",
-        "-m",
-        "bench.compare_nanogpt",
-        "/src/nanoGPT",
-        "--rounds",
-        "1",
-    ]
-    write_json(tmp_path / "a.json", rec)
+    write_json(tmp_path / "a.json", {**head, "rows": rows})
     assert compare_pool.main([str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out
     assert f"- machine: {cpu_model()}, " in out and "recorded no machine" not in out
-    assert "| 2026-12-01T07:00+00:00 | 10,000 | 12,000 | 1.20 | 1.20 |" in out
+    assert f"| {head['started']} | 10,000 | 12,000 | 1.20 | 1.20 |" in out
 
 
 def test_comparisons_of_different_lengths_are_not_pooled(
