@@ -165,6 +165,7 @@ def describe(machine: dict[str, Any] | None, comparisons: list[Comparison]) -> s
 
 
 def medians(rows: list[dict[str, Any]], program: str) -> float:
+    """The median tokens/s of one program's rows."""
     return statistics.median(r["tokens_per_s"] for r in rows if r["program"] == program)
 
 
