@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.ratios import REFERENCE, pairs, summary_line
+from bench.ratios import REFERENCE, median_speed, pairs, summary_line
 from chargpt.cli import ArgumentParser
 from chargpt.config import DataConfig, ModelConfig
 from chargpt.data import CorpusError, Splits, load_splits
@@ -312,12 +312,12 @@ def table(rows: list[dict[str, Any]], flops_per_token: float) -> str:
             f"{r['full_val_loss']:.4f} |"
         )
     programs = list(dict.fromkeys(r["program"] for r in rows))
-    ref = statistics.median(r["tokens_per_s"] for r in rows if r["program"] == REFERENCE)
+    ref = median_speed(rows, REFERENCE)
     out += ["", f"- {REFERENCE}: median {ref:,.0f} tokens/s"]
     for p in programs:
         if p == REFERENCE:
             continue
-        speed = statistics.median(r["tokens_per_s"] for r in rows if r["program"] == p)
+        speed = median_speed(rows, p)
         same = pairs(rows, p)
         out.append(
             f"- {p}: median {speed:,.0f} tokens/s ({speed / ref:.2f}x {REFERENCE}'s median; "

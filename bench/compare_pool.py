@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.ratios import REFERENCE, Pair, pairs, summary_line
+from bench.ratios import REFERENCE, Pair, median_speed, pairs, summary_line
 from chargpt.cli import ArgumentParser
 
 # What must agree between files for their rounds to be pooled: one machine, one PyTorch.
@@ -164,26 +164,20 @@ def describe(machine: dict[str, Any] | None, comparisons: list[Comparison]) -> s
     )
 
 
-def medians(rows: list[dict[str, Any]], program: str) -> float:
-    """The median tokens/s of one program's rows."""
-    return statistics.median(r["tokens_per_s"] for r in rows if r["program"] == program)
-
-
-def table(comparisons: list[Comparison], program: str) -> str:
-    """One line per comparison and one for the pool: medians, their ratio, same-round ratios."""
+def table(comparisons: list[Comparison], found: list[list[Pair]], program: str) -> str:
+    """One line per comparison and one for the pool: medians, their ratio, same-round ratios
+    (`found`: each comparison's pairs)."""
     out = [
         f"| comparison | started (UTC) | {REFERENCE} median tokens/s | {program} median "
         "tokens/s | ratio of medians | same-round ratios |",
         "|---|---|---:|---:|---:|---|",
     ]
     pooled = Comparison("all rounds", [r for c in comparisons for r in c.rows])
-    for c in comparisons + [pooled]:
-        ref, mine = medians(c.rows, REFERENCE), medians(c.rows, program)
-        if c is pooled:
-            same = [p for x in comparisons for p in pairs(x.rows, program, x.name)]
-            cell = f"median {statistics.median(p.ratio for p in same):.2f}"
-        else:
-            cell = ", ".join(f"{p.ratio:.2f}" for p in pairs(c.rows, program, c.name))
+    every = [p for ps in found for p in ps]
+    lines = [(c, ", ".join(f"{p.ratio:.2f}" for p in ps)) for c, ps in zip(comparisons, found)]
+    lines.append((pooled, f"median {statistics.median(p.ratio for p in every):.2f}"))
+    for c, cell in lines:
+        ref, mine = median_speed(c.rows, REFERENCE), median_speed(c.rows, program)
         out.append(
             f"| {c.name} | {c.started or '-'} | {ref:,.0f} | {mine:,.0f} | {mine / ref:.2f} "
             f"| {cell} |"
@@ -214,20 +208,19 @@ def main(argv: list[str] | None = None) -> int:
         comparisons = [load(path) for path in args.files]
         same_steps(comparisons)
         machine = one_machine(comparisons)
-        pooled: list[Pair] = []
-        for c in comparisons:
-            found = pairs(c.rows, args.program, c.name)
-            if not found:
+        found = [pairs(c.rows, args.program, c.name) for c in comparisons]
+        for c, ps in zip(comparisons, found):
+            if not ps:
                 programs = sorted({r["program"] for r in c.rows})
                 raise PoolError(
                     f"{c.name}: no round ran both {REFERENCE} and {args.program!r} "
                     f"(programs there: {', '.join(programs)})"
                 )
-            pooled += found
     except (PoolError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(table(comparisons, args.program))
+    pooled = [p for ps in found for p in ps]
+    print(table(comparisons, found, args.program))
     print()
     print(describe(machine, comparisons))
     print(f"- {args.program}: {summary_line(pooled, args.target)}")

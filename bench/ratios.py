@@ -23,7 +23,7 @@ class Pair:
 def pairs(rows: list[dict[str, Any]], program: str, source: str = "") -> list[Pair]:
     """Every round that ran both `program` and nanoGPT, in round order.
 
-    ValueError names a round that ran one of them twice (rows from two comparisons mixed
+    ValueError names a round that ran any program twice (rows from two comparisons mixed
     under one source).
     """
     by_round: dict[tuple[int, str], dict[str, Any]] = {}
@@ -46,6 +46,11 @@ def pairs(rows: list[dict[str, Any]], program: str, source: str = "") -> list[Pa
             )
         )
     return out
+
+
+def median_speed(rows: list[dict[str, Any]], program: str) -> float:
+    """The median tokens/s of one program's rows."""
+    return statistics.median(r["tokens_per_s"] for r in rows if r["program"] == program)
 
 
 def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
