@@ -6,10 +6,18 @@ import math
 from typing import Any
 
 # The rule: compile when  eager_s * (1 - 1/STEP_GAIN) > compile_s, where eager_s is the
-# predicted eager training time: steps * flops_per_step / (EAGER_MFU * measured peak), or
-# budget.max_seconds when that is shorter, and compile_s is COMPILE_S (cold) for a graph this
-# machine has never compiled, else a warm compile's seconds (predicted_compile_s). A study's
-# runs of one graph and budget share the cold one (choose_compile's shared_by).
+# predicted eager training time: steps times the eager step time measured on the run's own
+# model and batch before training (chargpt.train.time_eager_step: forward and backward, which
+# are nearly all of a step), or budget.max_seconds when that is shorter; and compile_s is
+# COMPILE_S (cold) for a graph this machine has never compiled, else a warm compile's seconds
+# (predicted_compile_s). A study's runs of one graph and budget share the cold one
+# (choose_compile's shared_by).
+#
+# Why measured, not predicted from the matmul peak: an earlier rule took steps * FLOPs /
+# (40% of the probe's peak). On a CPU with AMX (Intel Xeon, 2 cores, 2026-12-01) the bfloat16
+# probe reads 2,012 GFLOP/s against 316 in float32, but the baby GPT's small matmuls train at
+# 8% of it: the rule predicted ~10 s of eager training for a run that took 50 s, and stayed
+# eager where a warm compile (3 s) saves ~13 s (compiled bfloat16 ran 1.36x eager there).
 #
 # CPU figures, `python -m bench.compile_gain` on the nanoGPT baby-GPT recipe, torch 2.13, a
 # 2-core AMD EPYC (AVX-512), idle (load average below 1), 2026-11-30, each cold (an empty
@@ -17,17 +25,16 @@ from typing import Any
 # - compile_s 33.0 s at 2 threads, 33.7 s at 1 thread; 2.9 s warm (the same cache directory).
 #   COMPILE_S is the cold figure, rounded up: a study's first run, and any new model shape,
 #   pays it. (An earlier session measured 200 s cold at a load average of ~7: compiling is
-#   CPU work and slows with everything else on the machine.)
+#   CPU work and slows with everything else on the machine; 47.5 s cold on the Intel Xeon.)
 # - gain per step compiled/eager, median of alternating rounds of the same TrainStep: 1.21x
 #   and 1.105x at 2 threads (cold and warm runs), 1.08x at 1 thread; 1.13x in one process in
 #   an earlier session. STEP_GAIN takes 1.1: a cold compile then pays after ~385 s (6.4
 #   minutes) of eager training, a warm one after ~55 s; so the 2000-step recipe (~100 s at
 #   2 threads) runs eager where its graph was never compiled, compiled where it was. Whole
 #   runs of it gain more than these steps in one process: see README, Speed.
-# - EAGER_MFU 0.4: the eager float32 baby-GPT step runs at ~40% of the matmul probe's peak.
 # CUDA: not measured here (no GPU in this session): assumptions. Small models are launch-bound
 # there, so compiled steps are commonly 1.5x or more faster and a ~1 min compile pays within
-# a few hundred steps; EAGER_MFU 0.1 keeps predicted step times low, so auto errs to eager.
+# a few hundred steps.
 # MPS and anything else: always eager.
 COMPILE_S = {"cpu": 35.0, "cuda": 60.0}
 # A graph this machine compiled before recompiles from inductor's cache (chargpt.compile_record
@@ -37,22 +44,14 @@ COMPILE_S = {"cpu": 35.0, "cuda": 60.0}
 # figure is an assumption, as COMPILE_S's is (no GPU measured it).
 COMPILE_WARM_S = {"cpu": 5.0, "cuda": 10.0}
 STEP_GAIN = {"cpu": 1.1, "cuda": 1.5}
-EAGER_MFU = {"cpu": 0.4, "cuda": 0.1}
 
 
 def predicted_eager_s(
-    device_type: str,
-    total_steps: int | None,
-    max_seconds: float | None,
-    flops_per_step: float,
-    peak_flops: float,
+    total_steps: int | None, max_seconds: float | None, eager_step_s: float
 ) -> float:
-    """Predicted seconds of eager training: the step budget at EAGER_MFU, or max_seconds if
-    that ends the run first (inf when neither bounds it)."""
-    mfu = EAGER_MFU.get(device_type, EAGER_MFU["cpu"])
-    by_steps = (
-        math.inf if total_steps is None else total_steps * flops_per_step / (mfu * peak_flops)
-    )
+    """Predicted seconds of eager training: the step budget at the measured eager step time,
+    or max_seconds if that ends the run first (inf when neither bounds it)."""
+    by_steps = math.inf if total_steps is None else total_steps * eager_step_s
     return min(by_steps, math.inf if max_seconds is None else max_seconds)
 
 
@@ -74,6 +73,7 @@ def choose_compile(
     eager_s: float,
     past: dict[str, Any] | None = None,
     shared_by: int = 1,
+    basis: str = "",
 ) -> tuple[bool, str]:
     """Whether to torch.compile, and why (the run records both): true and false are kept,
     auto compiles where the predicted saving exceeds the predicted compile time (cold unless
@@ -81,7 +81,8 @@ def choose_compile(
 
     shared_by: how many runs of a study (this one first) train this graph on this machine to
     the same budget. A cold compile then also makes the other runs' compiles warm, so each of
-    them takes off what it would save beyond a warm compile (chargpt.study.runner sets it)."""
+    them takes off what it would save beyond a warm compile (chargpt.study.runner sets it).
+    basis: how eager_s was found, for the reason (e.g. the measured step time)."""
     if setting is True or setting is False:
         return setting, f"train.compile is {str(setting).lower()}"
     if device_type not in COMPILE_S:
@@ -98,7 +99,7 @@ def choose_compile(
     if not chosen and past is None and saving > COMPILE_WARM_S[device_type]:
         hint = "; one run with train.compile: true would cache it and make such runs compiled"
     return chosen, (
-        f"auto: {'compiled' if chosen else 'eager'}; ~{eager_s:,.0f} s of eager training, "
+        f"auto: {'compiled' if chosen else 'eager'}; ~{eager_s:,.0f} s of eager training{basis}, "
         f"compiling would save ~{saving:,.0f} s {'>' if chosen else '<='} ~{cost:,.0f} s "
         f"to compile on {device_type} ({kind}){hint}"
     )

@@ -24,7 +24,7 @@ import torch
 from chargpt import measure, schema
 from chargpt.checkpoint import CheckpointError, load_state, save_checkpoint, save_state
 from chargpt.compile_record import graph_key, past_compile, record_compile
-from chargpt.compiling import choose_compile, predicted_eager_s
+from chargpt.compiling import COMPILE_S, choose_compile, predicted_eager_s
 from chargpt.config import RunConfig, SampleConfig
 from chargpt.data import BatchSampler, CharTokenizer, Splits, corpus_fingerprint, load_splits
 from chargpt.evaluate import FixedBatchEval, batches_loss
@@ -34,7 +34,7 @@ from chargpt.model import GPT, count_params
 from chargpt.precision import run_device_and_dtype
 from chargpt.schedule import budget_steps, learning_rate, step_reason
 from chargpt.schema import STATE_FILE, RunResult
-from chargpt.step import TrainStep, autocast_for, make_optimizer
+from chargpt.step import Autocast, TrainStep, autocast_for, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,14 @@ def setup(run: RunConfig, compile_shared_by: int = 1) -> Setup:
     total_steps = budget_steps(run.budget, B * T, flops_per_step)
     key = graph_key(device, measure.hardware_name(device), dataclasses.asdict(mcfg), B, dtype)
     past = None if run.train.compile is False else past_compile(key)  # an eager run never asks
-    compiled, compile_reason = decide_compile(
-        run, device, dtype, total_steps, flops_per_step, past, compile_shared_by
-    )
     model = GPT(mcfg).to(device)
+    autocast = autocast_for(device, dtype)
+    evaluator = FixedBatchEval(
+        splits.train, splits.val, T, B, run.train.eval_iters, device, autocast
+    )
+    compiled, compile_reason = decide_compile(
+        run, model, evaluator.train[0], autocast, total_steps, past, compile_shared_by
+    )
     step_model, train_step = build_train_step(model, run, device, dtype, compiled)
     return Setup(
         run=run,
@@ -138,9 +142,7 @@ def setup(run: RunConfig, compile_shared_by: int = 1) -> Setup:
         compile_reason=compile_reason,
         train_step=train_step,
         sampler=BatchSampler(splits.train, T, B, seed=run.train.seed, device=device),
-        evaluator=FixedBatchEval(
-            splits.train, splits.val, T, B, run.train.eval_iters, device, train_step.autocast
-        ),
+        evaluator=evaluator,
         counts=counts,
         tokens_per_step=B * T,
         flops_per_step=flops_per_step,
@@ -152,29 +154,57 @@ def setup(run: RunConfig, compile_shared_by: int = 1) -> Setup:
 
 def decide_compile(
     run: RunConfig,
-    device: torch.device,
-    dtype: str,
+    model: GPT,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    autocast: Autocast,
     total_steps: int | None,
-    flops_per_step: float,
     past: dict[str, Any] | None = None,
     shared_by: int = 1,
 ) -> tuple[bool, str]:
-    """train.compile resolved: `auto` predicts the eager training time from the budget and
-    the measured (cached) matmul peak, and the compile time from `past` (this graph's
-    compile_record, None if never compiled here; shared_by runs of a study share a cold
-    one), and compiles only where that pays."""
-    eager_s = math.nan
-    if run.train.compile == "auto":
-        peak = measure.measure_peak_flops(
-            device, torch.bfloat16 if dtype == "bfloat16" else torch.float32
-        )
-        eager_s = predicted_eager_s(
-            device.type, total_steps, run.budget.max_seconds, flops_per_step, peak
-        )
-    compiled, reason = choose_compile(run.train.compile, device.type, eager_s, past, shared_by)
-    if run.train.compile == "auto":
+    """train.compile resolved: `auto` times the eager step on the run's own model and batch
+    (time_eager_step), predicts the eager training time from it and the budget, and the
+    compile time from `past` (this graph's compile_record, None if never compiled here;
+    shared_by runs of a study share a cold one), and compiles only where that pays."""
+    device = next(model.parameters()).device
+    setting, max_s = run.train.compile, run.budget.max_seconds
+
+    def choose(step_s: float, basis: str = "") -> tuple[bool, str]:
+        eager_s = predicted_eager_s(total_steps, max_s, step_s)
+        return choose_compile(setting, device.type, eager_s, past, shared_by, basis)
+
+    if setting != "auto" or total_steps is None or device.type not in COMPILE_S:
+        compiled, reason = choose(math.nan)  # nothing to time: the setting or max_s decides
+    else:
+        # The first step pays one-time costs (allocations, kernel set-up), so it over-states
+        # the step: if even it says compiling does not pay, that is settled in one step.
+        step_s = time_eager_step(model, batch, autocast)
+        compiled, _ = choose(step_s)
+        if compiled:  # confirm on steady steps before paying for a compile
+            step_s = min(time_eager_step(model, batch, autocast) for _ in range(2))
+        compiled, reason = choose(step_s, f" ({step_s * 1e3:,.1f} ms/step measured)")
+    if setting == "auto":
         log.info("train.compile %s", reason)
     return compiled, reason
+
+
+def time_eager_step(
+    model: GPT, batch: tuple[torch.Tensor, torch.Tensor], autocast: Autocast
+) -> float:
+    """Seconds of one eager forward and backward of `model` on `batch` (the optimizer's share
+    of a step is small), leaving no trace: the weights are not updated, the gradients are
+    dropped and the RNG that dropout draws from is restored."""
+    x, y = batch
+    device = x.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        measure.synchronize(device)
+        t0 = time.perf_counter()
+        with autocast():
+            _, loss = model(x, y)
+        loss.backward()
+        measure.synchronize(device)
+        seconds = time.perf_counter() - t0
+    model.zero_grad(set_to_none=True)
+    return seconds
 
 
 # ----- stage 2: compile, off the clock ----------------------------------------------------

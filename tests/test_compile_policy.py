@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from chargpt import compile_record, compiling
+from chargpt import train as train_module
 from chargpt.compile_record import graph_key, past_compile, record_compile
 from chargpt.compiling import choose_compile, predicted_eager_s
 from chargpt.config import ConfigError, TrainConfig
-from chargpt.train import train
+from chargpt.train import setup, time_eager_step, train
 from tests.test_train import tiny_run
 
 
@@ -33,14 +34,56 @@ def test_true_and_false_are_kept_and_unknown_devices_stay_eager() -> None:
 
 
 def test_the_predicted_eager_time_is_the_shorter_of_steps_and_seconds() -> None:
-    mfu = compiling.EAGER_MFU["cpu"]
-    # 1000 steps of 1 GFLOP at 10 GFLOP/s and the assumed MFU
-    by_steps = 1000 * 1e9 / (mfu * 1e10)
-    assert predicted_eager_s("cpu", 1000, None, 1e9, 1e10) == pytest.approx(by_steps)
-    assert predicted_eager_s("cpu", 1000, 5.0, 1e9, 1e10) == 5.0
-    assert predicted_eager_s("cpu", None, None, 1e9, 1e10) == math.inf
+    assert predicted_eager_s(1000, None, 0.02) == pytest.approx(20.0)  # 1000 steps of 20 ms
+    assert predicted_eager_s(1000, 5.0, 0.02) == 5.0
+    assert predicted_eager_s(None, None, 0.02) == math.inf
     # a time-only budget: auto decides on the seconds
-    assert choose_compile("auto", "cpu", predicted_eager_s("cpu", None, 1e6, 1e9, 1e10))[0]
+    assert choose_compile("auto", "cpu", predicted_eager_s(None, 1e6, math.nan))[0]
+
+
+def test_the_eager_step_is_timed_without_a_trace(text_file: Path) -> None:
+    s = setup(tiny_run(str(text_file), model={"dropout": 0.1}, train={"compile": False}))
+    before = {k: v.clone() for k, v in s.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    seconds = time_eager_step(s.model, s.evaluator.train[0], s.train_step.autocast)
+    assert 0 < seconds < 60
+    assert all(torch.equal(v, before[k]) for k, v in s.model.state_dict().items())
+    assert all(p.grad is None for p in s.model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_auto_times_the_model_once_when_one_step_settles_it(
+    text_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[float] = []
+
+    def timed(*args: object) -> float:
+        calls.append(time_eager_step(*args))  # type: ignore[arg-type]
+        return calls[-1]
+
+    monkeypatch.setattr(train_module, "time_eager_step", timed)
+    s = setup(tiny_run(str(text_file), train={"compile": "auto"}))  # 20 tiny steps
+    assert len(calls) == 1 and s.compiled is False
+    assert f"({calls[0] * 1e3:,.1f} ms/step measured)" in s.compile_reason
+    # where the first step says compiling may pay, two steady steps confirm it
+    calls.clear()
+    monkeypatch.setitem(compiling.COMPILE_S, "cpu", 0.0)
+    s = setup(tiny_run(str(text_file), train={"compile": "auto"}))
+    assert len(calls) == 3 and s.compiled is True
+    assert f"({min(calls[1:]) * 1e3:,.1f} ms/step measured)" in s.compile_reason
+
+
+def test_a_time_only_budget_or_a_fixed_setting_times_nothing(
+    text_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object) -> float:
+        raise AssertionError("time_eager_step called")
+
+    monkeypatch.setattr(train_module, "time_eager_step", refuse)
+    assert setup(tiny_run(str(text_file), train={"compile": False})).compiled is False
+    timed = tiny_run(str(text_file), train={"compile": "auto"}, budget={"max_seconds": 1.0})
+    s = setup(timed)
+    assert s.compiled is False and "~1 s of eager training," in s.compile_reason
 
 
 @pytest.mark.parametrize("value", [True, False, "auto"])

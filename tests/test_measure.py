@@ -40,19 +40,23 @@ def test_probe_is_cached_with_when_and_how_loaded(empty_cache: Path) -> None:
     assert measure.measure_peak_flops(CPU, seconds=0.05) == first  # from the cache
 
 
-def test_a_run_s_weights_do_not_depend_on_whether_the_peak_was_cached(
+def test_compile_auto_neither_probes_the_peak_nor_moves_the_rng(
     empty_cache: Path, text_file: Path
 ) -> None:
-    """compile: auto asks for the peak after the run is seeded: probing it (no cached figure)
-    must not draw from the RNG that then initialises the model."""
+    """compile: auto times an eager step on the seeded model (not the peak, which only MFU
+    needs, after training): the weights and the RNG that then draws dropout must be those of
+    an eager run."""
     from chargpt.train import setup
     from tests.test_train import tiny_run
 
-    run = tiny_run(str(text_file), train={"compile": "auto"})
-    probed = setup(run).model.state_dict()  # the peak is measured here: the cache is empty
-    assert json.loads(cache_file(empty_cache).read_text())  # ... and now cached
-    cached = setup(run).model.state_dict()
-    assert all(torch.equal(probed[k], cached[k]) for k in probed)
+    drop = {"dropout": 0.1}  # so that a forward draws from the RNG
+    auto = setup(tiny_run(str(text_file), model=drop, train={"compile": "auto"}))
+    assert not cache_file(empty_cache).exists()  # no peak probed to decide
+    auto_rng = torch.get_rng_state()
+    eager = setup(tiny_run(str(text_file), model=drop, train={"compile": False}))
+    assert torch.equal(auto_rng, torch.get_rng_state())
+    weights = auto.model.state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in eager.model.state_dict().items())
 
 
 @pytest.mark.slow
