@@ -73,6 +73,12 @@ def _report(
         [
             f"recipe      {recipe} ({run.model.attn_impl} attention, {threads} threads, "
             f"compile={run.train.compile})",
+            f"dtype       {r.dtype} (train.dtype {run.train.dtype}"
+            + (
+                ": bfloat16 only where native and faster on the matmul probe)"
+                if run.train.dtype == "auto"
+                else ")"
+            ),
             f"compiled    {r.compiled} ({r.compile_reason})",
             f"hardware    {r.hardware}, torch {torch.__version__}",
             f"steps       {r.steps} ({r.stop_reason}), {r.tokens:,} tokens",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -313,3 +314,47 @@ def test_store_overhead_runs_both_ways_on_the_same_data(capsys: pytest.CaptureFi
     assert store_overhead.main(["--runs", "4", "--every", "2"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[1].split()[0] == "2" and "runs.csv identical: True" in out
+
+
+TINY_RECIPE = """
+name: tiny_recipe
+base:
+  model: {n_layer: 1, n_head: 2, n_embd: 16, block_size: 8, dropout: 0.0}
+  optim: {lr: 3.0e-3, warmup_steps: 1}
+  train: {batch_size: 4, eval_interval: 2, eval_iters: 1, device: cpu, threads: 1,
+          dtype: float32, compile: false, save_checkpoint: false}
+  budget: {max_steps: 2}
+  data: {corpus: CORPUS}
+"""
+
+
+def test_recipe_trains_reports_and_records_the_dtype_it_chose(
+    text_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import recipe
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_RECIPE.replace("CORPUS", json.dumps(str(text_file))))
+    out_json = tmp_path / "r.json"
+    assert recipe.main([str(path), "--steps", "3", "--dtype", "auto", "--json", str(out_json)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    figures = json.loads(out_json.read_text())
+    assert figures["steps"] == 3 and figures["dtype"] in ("float32", "bfloat16")
+    (dtype_line,) = [line for line in lines if line.startswith("dtype ")]
+    assert dtype_line.split()[1] == figures["dtype"] and "(train.dtype auto:" in dtype_line
+    assert any(line.startswith("tokens/s") for line in lines)
+    assert math.isfinite(figures["full_val_loss"]) and figures["full_val_chars"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["/no/such/recipe.yaml"], "no such file"), (["--steps", "0"], "max_steps")],
+)
+def test_recipe_bad_input_is_one_line_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import recipe
+
+    assert recipe.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
