@@ -1,11 +1,12 @@
-"""What this machine has compiled before: the record `train.compile: auto` reads its cost from.
+"""What this machine has compiled before: the record `train.compile: auto` reads cost and gain from.
 
 torch.compile keeps its kernels in inductor's cache, so a graph compiled once recompiles in
 seconds (2.5-3.1 s for the nanoGPT CPU recipe, against 33-38 s cold). Without a record, auto
 would charge every run the cold figure and never compile a run that only a warm compile pays
 for. The record (`compiles.json` in chargpt's cache directory) lists, per graph (torch version,
-hardware, model shape, batch size, dtype), how long its compiles took and which inductor cache
-holds the kernels; a graph counts as compiled before only while that cache folder holds files.
+hardware, model shape, batch size, dtype), how long its compiles took, how much faster its
+compiled step ran, and which inductor cache holds the kernels; a graph counts as compiled
+before only while that cache folder holds files.
 """
 
 from __future__ import annotations
@@ -94,10 +95,12 @@ def _holds_files(folder: Path) -> bool:
         return False
 
 
-def record_compile(key: str, seconds: float, warm: bool) -> None:
+def record_compile(key: str, seconds: float, warm: bool, step_gain: float | None = None) -> None:
     """Note that this graph was compiled here, and in how long: `warm` when past_compile found
     it compiled before (then warm_s is updated), else this was a cold compile and starts the
-    record afresh. A cache folder that cannot be written costs the record, never the run."""
+    record afresh. step_gain: eager over compiled seconds of its forward and backward, as this
+    run measured it (kept, replacing any earlier one; None keeps the earlier one). A cache
+    folder that cannot be written costs the record, never the run."""
     path = _record_file()
     inductor = str(inductor_cache_dir())
     try:
@@ -110,6 +113,8 @@ def record_compile(key: str, seconds: float, warm: bool) -> None:
                 entry = {**old, "compiles": (n if isinstance(n, int) else 1) + 1, "warm_s": seconds}
             else:
                 entry = {"inductor_dir": inductor, "compiles": 1, "cold_s": seconds, "warm_s": None}
+            if step_gain is not None:
+                entry["step_gain"] = step_gain
             entries[key] = {**entry, "last_at": time.time()}
             write_json(path, entries)
     except (OSError, Timeout) as exc:

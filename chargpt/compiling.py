@@ -43,6 +43,11 @@ COMPILE_S = {"cpu": 35.0, "cuda": 60.0}
 # until such a warm compile has been measured; after that, the measured one is. The CUDA
 # figure is an assumption, as COMPILE_S's is (no GPU measured it).
 COMPILE_WARM_S = {"cpu": 5.0, "cuda": 10.0}
+# STEP_GAIN is assumed only for a graph never compiled here. Every compiled run times an eager
+# and a compiled forward and backward of its graph (chargpt.train.measure_step_gain) and the
+# record keeps that gain, which later decisions on the graph use: the gain depends on the
+# dtype and the processor more than one constant can say (float32 1.1-1.2x on the CPUs above;
+# bfloat16 on an Intel Xeon's AMX 1.36x for whole recipe runs, 2026-12-01).
 STEP_GAIN = {"cpu": 1.1, "cuda": 1.5}
 
 
@@ -67,6 +72,20 @@ def predicted_compile_s(device_type: str, past: dict[str, Any] | None) -> tuple[
     return COMPILE_WARM_S[device_type], "warm"
 
 
+def step_gain(device_type: str, past: dict[str, Any] | None) -> tuple[float, str]:
+    """Eager over compiled seconds of a step expected for this graph, and whence: the gain
+    measured when it was last compiled here (chargpt.compile_record), else STEP_GAIN."""
+    gain = None if past is None else past.get("step_gain")
+    if (
+        isinstance(gain, (int, float))
+        and not isinstance(gain, bool)
+        and math.isfinite(gain)
+        and gain > 0
+    ):
+        return float(gain), "measured"
+    return STEP_GAIN[device_type], "assumed"
+
+
 def choose_compile(
     setting: bool | str,
     device_type: str,
@@ -87,7 +106,8 @@ def choose_compile(
         return setting, f"train.compile is {str(setting).lower()}"
     if device_type not in COMPILE_S:
         return False, f"auto: eager on {device_type} (torch.compile is not used there)"
-    saving = eager_s * (1 - 1 / STEP_GAIN[device_type])
+    gain, gain_basis = step_gain(device_type, past)
+    saving = eager_s * (1 - 1 / gain)
     cost, kind = predicted_compile_s(device_type, past)
     if past is None and shared_by > 1:
         later = (shared_by - 1) * max(0.0, saving - COMPILE_WARM_S[device_type])
@@ -100,6 +120,7 @@ def choose_compile(
         hint = "; one run with train.compile: true would cache it and make such runs compiled"
     return chosen, (
         f"auto: {'compiled' if chosen else 'eager'}; ~{eager_s:,.0f} s of eager training{basis}, "
-        f"compiling would save ~{saving:,.0f} s {'>' if chosen else '<='} ~{cost:,.0f} s "
+        f"compiling would save ~{saving:,.0f} s (at {gain:.2f}x a step, {gain_basis}) "
+        f"{'>' if chosen else '<='} ~{cost:,.0f} s "
         f"to compile on {device_type} ({kind}){hint}"
     )

@@ -188,11 +188,12 @@ def decide_compile(
 
 
 def time_eager_step(
-    model: GPT, batch: tuple[torch.Tensor, torch.Tensor], autocast: Autocast
+    model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], autocast: Autocast
 ) -> float:
-    """Seconds of one eager forward and backward of `model` on `batch` (the optimizer's share
-    of a step is small), leaving no trace: the weights are not updated, the gradients are
-    dropped and the RNG that dropout draws from is restored."""
+    """Seconds of one forward and backward of `model` (eager, or compiled for
+    measure_step_gain) on `batch` (the optimizer's share of a step is small), leaving no
+    trace: the weights are not updated, the gradients are dropped and the RNG that dropout
+    draws from is restored."""
     x, y = batch
     device = x.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -227,6 +228,20 @@ def warm_up_compile(s: Setup) -> float:
         batches_loss(s.step_model, s.evaluator.train[:1], s.train_step.autocast)
     measure.synchronize(s.device)
     return time.perf_counter() - t0
+
+
+def measure_step_gain(s: Setup, rounds: int = 2) -> float:
+    """Eager over compiled seconds of the run's forward and backward, after warm_up_compile:
+    the fastest of `rounds` passes of each, alternating (a slow spell of a shared machine
+    then hits both), on the batch the compile was warmed on, so nothing recompiles. It costs
+    2 * rounds passes, off the clock; the record keeps it for `compile: auto`'s next choice
+    on this graph (chargpt.compiling.step_gain)."""
+    batch, autocast = s.evaluator.train[0], s.train_step.autocast
+    eager, compiled = math.inf, math.inf
+    for _ in range(rounds):
+        eager = min(eager, time_eager_step(s.model, batch, autocast))
+        compiled = min(compiled, time_eager_step(s.step_model, batch, autocast))
+    return eager / compiled
 
 
 # ----- stage 3: train ---------------------------------------------------------------------
@@ -528,8 +543,10 @@ def train(
         compile_s = 0.0
         if s.compiled:
             compile_s = warm_up_compile(s)
-            # the next run of this graph compiles warm
-            record_compile(s.graph_key, compile_s, warm=s.compiled_before)
+            gain = measure_step_gain(s)
+            log.info("compiled in %.1f s; forward and backward %.2fx eager", compile_s, gain)
+            # the next run of this graph compiles warm, and auto knows what it gains
+            record_compile(s.graph_key, compile_s, warm=s.compiled_before, step_gain=gain)
         trainer = Trainer(s, list(sinks), out_dir, progress, wall_start)
         trainer.resume()
         trainer.fit()

@@ -14,7 +14,7 @@ from chargpt import train as train_module
 from chargpt.compile_record import graph_key, past_compile, record_compile
 from chargpt.compiling import choose_compile, predicted_eager_s
 from chargpt.config import ConfigError, TrainConfig
-from chargpt.train import setup, time_eager_step, train
+from chargpt.train import measure_step_gain, setup, time_eager_step, train, warm_up_compile
 from tests.test_train import tiny_run
 
 
@@ -123,6 +123,23 @@ def test_a_graph_compiled_here_before_is_charged_a_warm_compile() -> None:
     assert slow[0] is False
 
 
+def test_a_gain_measured_on_this_graph_replaces_the_assumed_one() -> None:
+    assumed = compiling.STEP_GAIN["cpu"]
+    warm = {"cold_s": 30.0, "warm_s": 4.0}
+    # eager seconds where the assumed gain saves 3 s, short of the 4 s warm compile
+    eager_s = 3.0 / (1 - 1 / assumed)
+    no, why_no = choose_compile("auto", "cpu", eager_s, warm)
+    assert no is False and f"(at {assumed:.2f}x a step, assumed)" in why_no
+    yes, why_yes = choose_compile("auto", "cpu", eager_s, {**warm, "step_gain": 1.5})
+    assert yes is True and "(at 1.50x a step, measured)" in why_yes
+    # a graph that ran slower compiled never compiles again, however long the run
+    assert choose_compile("auto", "cpu", 1e9, {**warm, "step_gain": 0.9})[0] is False
+    # a garbled gain is no measurement
+    for bad in (math.nan, math.inf, 0.0, -2.0, True, "1.5", None):
+        gain, basis = compiling.step_gain("cpu", {**warm, "step_gain": bad})
+        assert (gain, basis) == (assumed, "assumed")
+
+
 def test_the_graph_key_follows_what_torch_compile_builds() -> None:
     cpu = torch.device("cpu")
     model = {"n_layer": 4, "n_embd": 128}
@@ -152,16 +169,20 @@ def test_the_record_keeps_the_cold_compile_and_the_latest_warm_one(
     past = past_compile("k")
     assert past is not None and past["inductor_dir"] == str(inductor)
     assert (past["compiles"], past["cold_s"], past["warm_s"]) == (1, 30.0, None)
-    record_compile("k", 3.0, warm=True)
-    record_compile("k", 2.5, warm=True)
+    record_compile("k", 3.0, warm=True, step_gain=1.25)
+    record_compile("k", 2.5, warm=True)  # no gain measured: the last one is kept
     past = past_compile("k")
     assert past is not None and (past["compiles"], past["cold_s"], past["warm_s"]) == (3, 30, 2.5)
+    assert past["step_gain"] == 1.25
+    record_compile("k", 2.5, warm=True, step_gain=1.1)
+    assert past_compile("k")["step_gain"] == 1.1
     assert past_compile("other") is None
     # a compile that found nothing cached (the folder was emptied meanwhile) starts afresh:
     # its seconds are a cold compile's, not a warm figure that would keep auto eager
     record_compile("k", 33.0, warm=False)
     past = past_compile("k")
     assert past is not None and (past["compiles"], past["cold_s"], past["warm_s"]) == (1, 33, None)
+    assert "step_gain" not in past  # nor is the old graph's gain believed
     # another inductor cache does not hold these kernels: the graph counts as never compiled
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # holds files
     assert past_compile("k") is None
@@ -197,14 +218,34 @@ def test_auto_compiles_when_compiling_costs_nothing_and_then_compiles_warm(
     assert first.status == "ok" and first.compiled is True and first.compile_s > 0
     assert first.compile_reason.startswith("auto: compiled")
     assert first.compile_reason.endswith("(cold)")  # no hint when it compiles
-    # the run recorded its graph; the next one is charged a warm compile, not COMPILE_S
-    monkeypatch.setitem(compiling.COMPILE_WARM_S, "cpu", 0.0)
+    # the run recorded its graph and the gain it measured on it
+    (key,) = json.loads(compile_record._record_file().read_text())
+    gain = past_compile(key)["step_gain"]
+    assert math.isfinite(gain) and gain > 0
+    # the next run is charged a warm compile, not COMPILE_S, and believes that gain (which on
+    # a graph this tiny may be below 1: a warm compile that costs less than any loss pays)
+    monkeypatch.setitem(compiling.COMPILE_WARM_S, "cpu", -1e9)
     second = train(run)
     assert second.compiled is True and second.compile_reason.endswith("(warm)")
-    (key,) = json.loads(compile_record._record_file().read_text())  # one graph, both runs
-    past = past_compile(key)
+    assert f"(at {gain:.2f}x a step, measured)" in second.compile_reason
+    (same_key,) = json.loads(compile_record._record_file().read_text())  # one graph, both runs
+    past = past_compile(same_key)
     assert past is not None and past["compiles"] == 2
     assert (past["cold_s"], past["warm_s"]) == (first.compile_s, second.compile_s)
+
+
+@pytest.mark.slow
+def test_the_gain_is_measured_on_the_compiled_graph_without_a_trace(text_file: Path) -> None:
+    s = setup(tiny_run(str(text_file), model={"dropout": 0.1}, train={"compile": True}))
+    assert s.compiled is True and s.step_model is not s.model
+    warm_up_compile(s)
+    before = {k: v.clone() for k, v in s.model.state_dict().items()}
+    rng = torch.get_rng_state()
+    gain = measure_step_gain(s)
+    assert math.isfinite(gain) and gain > 0
+    assert all(torch.equal(v, before[k]) for k, v in s.model.state_dict().items())
+    assert all(p.grad is None for p in s.model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
 
 
 @pytest.mark.parametrize(
