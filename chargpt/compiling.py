@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# The rule: compile when  eager_s * (1 - 1/STEP_GAIN) > compile_s, where eager_s is the
+# The rule: compile when  eager_s * (1 - 1/gain) > compile_s, where gain is the one measured
+# on this graph when it was last compiled here (step_gain), else STEP_GAIN; eager_s is the
 # predicted eager training time: steps times the eager step time measured on the run's own
-# model and batch before training (chargpt.train.time_eager_step: forward and backward, which
+# model and batch before training (chargpt.train.time_forward_backward: forward and backward, which
 # are nearly all of a step), or budget.max_seconds when that is shorter; and compile_s is
 # COMPILE_S (cold) for a graph this machine has never compiled, else a warm compile's seconds
 # (predicted_compile_s). A study's runs of one graph and budget share the cold one
@@ -66,24 +67,27 @@ def predicted_compile_s(device_type: str, past: dict[str, Any] | None) -> tuple[
     compile, or COMPILE_WARM_S until one has been measured."""
     if past is None:
         return COMPILE_S[device_type], "cold"
-    warm = past.get("warm_s")
-    if isinstance(warm, (int, float)) and math.isfinite(warm) and warm >= 0:
-        return float(warm), "warm, measured"
+    warm = _recorded(past, "warm_s")
+    if warm is not None and warm >= 0:
+        return warm, "warm, measured"
     return COMPILE_WARM_S[device_type], "warm"
 
 
 def step_gain(device_type: str, past: dict[str, Any] | None) -> tuple[float, str]:
     """Eager over compiled seconds of a step expected for this graph, and whence: the gain
     measured when it was last compiled here (chargpt.compile_record), else STEP_GAIN."""
-    gain = None if past is None else past.get("step_gain")
-    if (
-        isinstance(gain, (int, float))
-        and not isinstance(gain, bool)
-        and math.isfinite(gain)
-        and gain > 0
-    ):
-        return float(gain), "measured"
+    gain = None if past is None else _recorded(past, "step_gain")
+    if gain is not None and gain > 0:
+        return gain, "measured"
     return STEP_GAIN[device_type], "assumed"
+
+
+def _recorded(past: dict[str, Any], key: str) -> float | None:
+    """A figure of the record, or None where it is missing or garbled (not a finite number)."""
+    value = past.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def choose_compile(

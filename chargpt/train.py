@@ -162,7 +162,7 @@ def decide_compile(
     shared_by: int = 1,
 ) -> tuple[bool, str]:
     """train.compile resolved: `auto` times the eager step on the run's own model and batch
-    (time_eager_step), predicts the eager training time from it and the budget, and the
+    (time_forward_backward), predicts the eager training time from it and the budget, and the
     compile time from `past` (this graph's compile_record, None if never compiled here;
     shared_by runs of a study share a cold one), and compiles only where that pays."""
     device = next(model.parameters()).device
@@ -177,17 +177,17 @@ def decide_compile(
     else:
         # The first step pays one-time costs (allocations, kernel set-up), so it over-states
         # the step: if even it says compiling does not pay, that is settled in one step.
-        step_s = time_eager_step(model, batch, autocast)
+        step_s = time_forward_backward(model, batch, autocast)
         compiled, _ = choose(step_s)
         if compiled:  # confirm on steady steps before paying for a compile
-            step_s = min(time_eager_step(model, batch, autocast) for _ in range(2))
+            step_s = min(time_forward_backward(model, batch, autocast) for _ in range(2))
         compiled, reason = choose(step_s, f" ({step_s * 1e3:,.1f} ms/step measured)")
     if setting == "auto":
         log.info("train.compile %s", reason)
     return compiled, reason
 
 
-def time_eager_step(
+def time_forward_backward(
     model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], autocast: Autocast
 ) -> float:
     """Seconds of one forward and backward of `model` (eager, or compiled for
@@ -239,8 +239,8 @@ def measure_step_gain(s: Setup, rounds: int = 2) -> float:
     batch, autocast = s.evaluator.train[0], s.train_step.autocast
     eager, compiled = math.inf, math.inf
     for _ in range(rounds):
-        eager = min(eager, time_eager_step(s.model, batch, autocast))
-        compiled = min(compiled, time_eager_step(s.step_model, batch, autocast))
+        eager = min(eager, time_forward_backward(s.model, batch, autocast))
+        compiled = min(compiled, time_forward_backward(s.step_model, batch, autocast))
     return eager / compiled
 
 

@@ -14,7 +14,7 @@ from chargpt import train as train_module
 from chargpt.compile_record import graph_key, past_compile, record_compile
 from chargpt.compiling import choose_compile, predicted_eager_s
 from chargpt.config import ConfigError, TrainConfig
-from chargpt.train import measure_step_gain, setup, time_eager_step, train, warm_up_compile
+from chargpt.train import measure_step_gain, setup, time_forward_backward, train, warm_up_compile
 from tests.test_train import tiny_run
 
 
@@ -45,7 +45,7 @@ def test_the_eager_step_is_timed_without_a_trace(text_file: Path) -> None:
     s = setup(tiny_run(str(text_file), model={"dropout": 0.1}, train={"compile": False}))
     before = {k: v.clone() for k, v in s.model.state_dict().items()}
     rng = torch.get_rng_state()
-    seconds = time_eager_step(s.model, s.evaluator.train[0], s.train_step.autocast)
+    seconds = time_forward_backward(s.model, s.evaluator.train[0], s.train_step.autocast)
     assert 0 < seconds < 60
     assert all(torch.equal(v, before[k]) for k, v in s.model.state_dict().items())
     assert all(p.grad is None for p in s.model.parameters())
@@ -58,10 +58,10 @@ def test_auto_times_the_model_once_when_one_step_settles_it(
     calls: list[float] = []
 
     def timed(*args: object) -> float:
-        calls.append(time_eager_step(*args))  # type: ignore[arg-type]
+        calls.append(time_forward_backward(*args))  # type: ignore[arg-type]
         return calls[-1]
 
-    monkeypatch.setattr(train_module, "time_eager_step", timed)
+    monkeypatch.setattr(train_module, "time_forward_backward", timed)
     s = setup(tiny_run(str(text_file), train={"compile": "auto"}))  # 20 tiny steps
     assert len(calls) == 1 and s.compiled is False
     assert f"({calls[0] * 1e3:,.1f} ms/step measured)" in s.compile_reason
@@ -77,9 +77,9 @@ def test_a_time_only_budget_or_a_fixed_setting_times_nothing(
     text_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def refuse(*args: object) -> float:
-        raise AssertionError("time_eager_step called")
+        raise AssertionError("time_forward_backward called")
 
-    monkeypatch.setattr(train_module, "time_eager_step", refuse)
+    monkeypatch.setattr(train_module, "time_forward_backward", refuse)
     assert setup(tiny_run(str(text_file), train={"compile": False})).compiled is False
     timed = tiny_run(str(text_file), train={"compile": "auto"}, budget={"max_seconds": 1.0})
     s = setup(timed)
