@@ -6,7 +6,11 @@ would charge every run the cold figure and never compile a run that only a warm 
 for. The record (`compiles.json` in chargpt's cache directory) lists, per graph (torch version,
 hardware, model shape, batch size, dtype), how long its compiles took, how much faster its
 compiled step ran, and which inductor cache holds the kernels; a graph counts as compiled
-before only while that cache folder holds files.
+before only while that cache folder holds files. The warm compile's seconds and the gain are
+medians of the graph's last RECENT figures, because one run's figure is noisy: twelve
+measurements of the nanoGPT CPU recipe's gain on one compiled model (2-core AMD EPYC Zen 5,
+2026-12-02) spread over 1.08-1.21x in float32 and 1.04-1.17x in bfloat16, and for the bfloat16
+recipe (~42 s eager, ~4 s warm compile) that spread straddles auto's break-even (~1.11x).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import logging
 import os
 import re
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,11 +30,13 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
+from chargpt.compiling import figure
 from chargpt.files import read_json_object, write_json
 
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 60.0
+RECENT = 5  # how many of a graph's latest warm compiles and gains its figures are medians of
 
 
 def graph_key(
@@ -99,8 +106,9 @@ def record_compile(key: str, seconds: float, warm: bool, step_gain: float | None
     """Note that this graph was compiled here, and in how long: `warm` when past_compile found
     it compiled before (then warm_s is updated), else this was a cold compile and starts the
     record afresh. step_gain: eager over compiled seconds of its forward and backward, as this
-    run measured it (kept, replacing any earlier one; None keeps the earlier one). A cache
-    folder that cannot be written costs the record, never the run."""
+    run measured it (None: nothing measured). warm_s and step_gain become the medians of the
+    last RECENT such figures (kept under "recent"). A cache folder that cannot be written costs
+    the record, never the run."""
     path = _record_file()
     inductor = str(inductor_cache_dir())
     try:
@@ -110,12 +118,26 @@ def record_compile(key: str, seconds: float, warm: bool, step_gain: float | None
             old = entries.get(key) if warm else None
             if isinstance(old, dict) and old.get("inductor_dir") == inductor:
                 n = old.get("compiles")
-                entry = {**old, "compiles": (n if isinstance(n, int) else 1) + 1, "warm_s": seconds}
+                entry = {**old, "compiles": (n if isinstance(n, int) else 1) + 1}
+                _add_recent(entry, "warm_s", seconds)
             else:
                 entry = {"inductor_dir": inductor, "compiles": 1, "cold_s": seconds, "warm_s": None}
             if step_gain is not None:
-                entry["step_gain"] = step_gain
+                _add_recent(entry, "step_gain", step_gain)
             entries[key] = {**entry, "last_at": time.time()}
             write_json(path, entries)
     except (OSError, Timeout) as exc:
         log.warning("compile time not recorded (%s: %s)", path, exc)
+
+
+def _add_recent(entry: dict[str, Any], name: str, value: float) -> None:
+    """Append value to the entry's recent figures of `name` (the last RECENT; an older record
+    that kept only one figure starts the list with it) and set `name` to their median."""
+    recent = entry.get("recent")
+    recent = dict(recent) if isinstance(recent, dict) else {}
+    kept = recent.get(name)
+    kept = kept if isinstance(kept, list) else [entry.get(name)]
+    figures = [x for x in map(figure, [*kept, value]) if x is not None][-RECENT:]
+    recent[name] = figures
+    entry["recent"] = recent
+    entry[name] = statistics.median(figures) if figures else None

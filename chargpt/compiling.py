@@ -83,8 +83,13 @@ def step_gain(device_type: str, past: dict[str, Any] | None) -> tuple[float, str
 
 
 def _recorded(past: dict[str, Any], key: str) -> float | None:
-    """A figure of the record, or None where it is missing or garbled (not a finite number)."""
-    value = past.get(key)
+    """A figure of the record, or None where it is missing or garbled."""
+    return figure(past.get(key))
+
+
+def figure(value: Any) -> float | None:
+    """value as a float if it is a finite number (not a bool), else None: what a record read
+    back from a file may hold is checked here before anything believes it."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)

@@ -155,7 +155,7 @@ def test_the_graph_key_follows_what_torch_compile_builds() -> None:
     assert len({key, *others}) == 6
 
 
-def test_the_record_keeps_the_cold_compile_and_the_latest_warm_one(
+def test_the_record_keeps_the_cold_compile_and_the_median_warm_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inductor = tmp_path / "inductor"
@@ -170,12 +170,13 @@ def test_the_record_keeps_the_cold_compile_and_the_latest_warm_one(
     assert past is not None and past["inductor_dir"] == str(inductor)
     assert (past["compiles"], past["cold_s"], past["warm_s"]) == (1, 30.0, None)
     record_compile("k", 3.0, warm=True, step_gain=1.25)
-    record_compile("k", 2.5, warm=True)  # no gain measured: the last one is kept
+    record_compile("k", 2.5, warm=True)  # no gain measured: the earlier one stands
     past = past_compile("k")
-    assert past is not None and (past["compiles"], past["cold_s"], past["warm_s"]) == (3, 30, 2.5)
+    assert past is not None and (past["compiles"], past["cold_s"], past["warm_s"]) == (3, 30, 2.75)
     assert past["step_gain"] == 1.25
-    record_compile("k", 2.5, warm=True, step_gain=1.1)
-    assert past_compile("k")["step_gain"] == 1.1
+    record_compile("k", 2.0, warm=True, step_gain=1.1)
+    past = past_compile("k")
+    assert (past["warm_s"], past["step_gain"]) == (2.5, pytest.approx(1.175))
     assert past_compile("other") is None
     # a compile that found nothing cached (the folder was emptied meanwhile) starts afresh:
     # its seconds are a cold compile's, not a warm figure that would keep auto eager
@@ -189,6 +190,51 @@ def test_the_record_keeps_the_cold_compile_and_the_latest_warm_one(
     record_compile("k", 20.0, warm=True)  # a stale warm flag: the folder differs, so cold
     past = past_compile("k")
     assert past is not None and (past["cold_s"], past["warm_s"]) == (20.0, None)
+
+
+def test_one_outlying_run_does_not_move_the_figures_auto_decides_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    (tmp_path / "fxgraph").mkdir()
+    record_compile("k", 35.0, warm=False, step_gain=1.3)
+    for gain in (1.28, 1.32):
+        record_compile("k", 3.0, warm=True, step_gain=gain)
+    record_compile("k", 9.0, warm=True, step_gain=1.03)  # a run in a slow spell
+    past = past_compile("k")
+    assert (past["warm_s"], past["step_gain"]) == (3.0, pytest.approx(1.29))
+    eager_s = 40.0  # the bfloat16 recipe's eager training on that machine, about
+    assert choose_compile("auto", "cpu", eager_s, past)[0] is True  # one 1.03x would say eager
+    assert choose_compile("auto", "cpu", eager_s, {**past, "step_gain": 1.03})[0] is False
+    for gain in (1.0, 1.01, 1.02, 1.03, 1.04):  # the gain really fell: the median follows
+        record_compile("k", 3.0, warm=True, step_gain=gain)
+    past = past_compile("k")
+    assert past["recent"]["step_gain"] == [1.0, 1.01, 1.02, 1.03, 1.04]
+    assert past["step_gain"] == pytest.approx(1.02)
+
+
+def test_a_record_from_before_the_medians_is_carried_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    (tmp_path / "fxgraph").mkdir()
+    path = compile_record._record_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = {
+        "inductor_dir": str(tmp_path),
+        "compiles": 3,
+        "cold_s": 33.0,
+        "warm_s": 4.0,
+        "step_gain": 1.2,
+    }
+    path.write_text(json.dumps({"k": old, "bad": {**old, "warm_s": True, "step_gain": "x"}}))
+    record_compile("k", 2.0, warm=True, step_gain=1.4)
+    past = past_compile("k")
+    assert past["recent"] == {"warm_s": [4.0, 2.0], "step_gain": [1.2, 1.4]}
+    assert (past["warm_s"], past["step_gain"]) == (3.0, pytest.approx(1.3))
+    record_compile("bad", 2.0, warm=True, step_gain=1.4)  # garbled figures are dropped
+    past = past_compile("bad")
+    assert (past["warm_s"], past["step_gain"]) == (2.0, 1.4)
 
 
 def test_a_garbled_record_counts_as_no_record_and_is_rewritten(
