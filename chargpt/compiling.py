@@ -74,12 +74,15 @@ def predicted_compile_s(device_type: str, past: dict[str, Any] | None) -> tuple[
 
 
 def step_gain(device_type: str, past: dict[str, Any] | None) -> tuple[float, str]:
-    """Eager over compiled seconds of a step expected for this graph, and whence: the gain
-    measured when it was last compiled here (chargpt.compile_record), else STEP_GAIN."""
+    """Eager over compiled seconds of a step expected for this graph, and whence: the median
+    gain its last compiled runs here measured (chargpt.compile_record), else STEP_GAIN."""
     gain = None if past is None else _recorded(past, "step_gain")
-    if gain is not None and gain > 0:
-        return gain, "measured"
-    return STEP_GAIN[device_type], "assumed"
+    if gain is None or gain <= 0:
+        return STEP_GAIN[device_type], "assumed"
+    recent = past.get("recent") if past is not None else None
+    kept = recent.get("step_gain") if isinstance(recent, dict) else None
+    n = len(kept) if isinstance(kept, list) else 1
+    return gain, "measured" if n < 2 else f"measured, median of {n} runs"
 
 
 def _recorded(past: dict[str, Any], key: str) -> float | None:
