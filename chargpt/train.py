@@ -179,9 +179,11 @@ def decide_compile(
         # the step: if even it says compiling does not pay, that is settled in one step.
         step_s = time_forward_backward(model, batch, autocast)
         compiled, _ = choose(step_s)
+        how = "first step, an upper bound"
         if compiled:  # confirm on steady steps before paying for a compile
             step_s = min(time_forward_backward(model, batch, autocast) for _ in range(2))
-        compiled, reason = choose(step_s, f" ({step_s * 1e3:,.1f} ms/step measured)")
+            how = "steady steps"
+        compiled, reason = choose(step_s, f" ({step_s * 1e3:,.1f} ms/step measured, {how})")
     if setting == "auto":
         log.info("train.compile %s", reason)
     return compiled, reason

@@ -64,13 +64,15 @@ def test_auto_times_the_model_once_when_one_step_settles_it(
     monkeypatch.setattr(train_module, "time_forward_backward", timed)
     s = setup(tiny_run(str(text_file), train={"compile": "auto"}))  # 20 tiny steps
     assert len(calls) == 1 and s.compiled is False
-    assert f"({calls[0] * 1e3:,.1f} ms/step measured)" in s.compile_reason
+    assert f"({calls[0] * 1e3:,.1f} ms/step measured, first step, an upper bound)" in (
+        s.compile_reason
+    )
     # where the first step says compiling may pay, two steady steps confirm it
     calls.clear()
     monkeypatch.setitem(compiling.COMPILE_S, "cpu", 0.0)
     s = setup(tiny_run(str(text_file), train={"compile": "auto"}))
     assert len(calls) == 3 and s.compiled is True
-    assert f"({min(calls[1:]) * 1e3:,.1f} ms/step measured)" in s.compile_reason
+    assert f"({min(calls[1:]) * 1e3:,.1f} ms/step measured, steady steps)" in s.compile_reason
 
 
 def test_a_time_only_budget_or_a_fixed_setting_times_nothing(
