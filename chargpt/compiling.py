@@ -50,6 +50,12 @@ COMPILE_WARM_S = {"cpu": 5.0, "cuda": 10.0}
 # dtype and the processor more than one constant can say (float32 1.1-1.2x on the CPUs above;
 # bfloat16 on an Intel Xeon's AMX 1.36x for whole recipe runs, 2026-12-01).
 STEP_GAIN = {"cpu": 1.1, "cuda": 1.5}
+# A measured gain below STEP_GAIN is believed only once this many runs have measured it: an
+# eager run measures nothing, so one low first figure (a compiled run in a slow spell of a
+# shared machine) would otherwise keep a graph eager for good. On a 2-core AMD EPYC Zen 5
+# (2026-12-02) one measurement of the recipe's gain spread over 1.04-1.17x in bfloat16 around
+# a break-even of ~1.11x; the few extra compiles this costs are warm ones (~3-5 s).
+TRUSTED_AFTER = 3
 
 
 def predicted_eager_s(
@@ -75,13 +81,18 @@ def predicted_compile_s(device_type: str, past: dict[str, Any] | None) -> tuple[
 
 def step_gain(device_type: str, past: dict[str, Any] | None) -> tuple[float, str]:
     """Eager over compiled seconds of a step expected for this graph, and whence: the median
-    gain its last compiled runs here measured (chargpt.compile_record), else STEP_GAIN."""
+    gain its last compiled runs here measured (chargpt.compile_record), else STEP_GAIN; and
+    STEP_GAIN still where fewer than TRUSTED_AFTER runs have measured a gain below it."""
+    assumed = STEP_GAIN[device_type]
     gain = None if past is None else _recorded(past, "step_gain")
     if gain is None or gain <= 0:
-        return STEP_GAIN[device_type], "assumed"
+        return assumed, "assumed"
     recent = past.get("recent") if past is not None else None
     kept = recent.get("step_gain") if isinstance(recent, dict) else None
     n = len(kept) if isinstance(kept, list) else 1
+    if gain < assumed and n < TRUSTED_AFTER:
+        runs = "1 run" if n == 1 else f"{n} runs"
+        return assumed, f"assumed: {runs} of {TRUSTED_AFTER} measured {gain:.2f}x"
     return gain, "measured" if n < 2 else f"measured, median of {n} runs"
 
 

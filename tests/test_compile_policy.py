@@ -134,8 +134,21 @@ def test_a_gain_measured_on_this_graph_replaces_the_assumed_one() -> None:
     assert no is False and f"(at {assumed:.2f}x a step, assumed)" in why_no
     yes, why_yes = choose_compile("auto", "cpu", eager_s, {**warm, "step_gain": 1.5})
     assert yes is True and "(at 1.50x a step, measured)" in why_yes
-    # a graph that ran slower compiled never compiles again, however long the run
-    assert choose_compile("auto", "cpu", 1e9, {**warm, "step_gain": 0.9})[0] is False
+    # a graph that three runs found slower compiled never compiles again, however long the run
+    slower = {**warm, "step_gain": 0.9, "recent": {"step_gain": [0.9, 0.8, 0.95]}}
+    assert choose_compile("auto", "cpu", 1e9, slower)[0] is False
+    # but one or two low figures are not believed yet: an eager run would never measure again
+    for gains in ([0.9], [0.9, 1.0]):
+        past = {**warm, "step_gain": gains[-1], "recent": {"step_gain": gains}}
+        yes, why = choose_compile("auto", "cpu", 1e9, past)
+        runs = "1 run" if len(gains) == 1 else "2 runs"
+        assert yes is True
+        assert f"(at {assumed:.2f}x a step, assumed: {runs} of 3 measured {gains[-1]:.2f}x)" in why
+    # a record from before the lists holds one figure: one run
+    gain, basis = compiling.step_gain("cpu", {**warm, "step_gain": 1.03})
+    assert (gain, basis) == (assumed, "assumed: 1 run of 3 measured 1.03x")
+    # a first figure above the assumption is believed at once
+    assert compiling.step_gain("cpu", {**warm, "step_gain": 1.3}) == (1.3, "measured")
     # a garbled gain is no measurement
     for bad in (math.nan, math.inf, 0.0, -2.0, True, "1.5", None):
         gain, basis = compiling.step_gain("cpu", {**warm, "step_gain": bad})
@@ -273,8 +286,10 @@ def test_auto_compiles_when_compiling_costs_nothing_and_then_compiles_warm(
     gain = past_compile(key)["step_gain"]
     assert math.isfinite(gain) and gain > 0
     # the next run is charged a warm compile, not COMPILE_S, and believes that gain (which on
-    # a graph this tiny may be below 1: a warm compile that costs less than any loss pays)
+    # a graph this tiny may be below 1: a warm compile that costs less than any loss pays;
+    # and an assumption below any gain, so that even a low first figure is believed)
     monkeypatch.setitem(compiling.COMPILE_WARM_S, "cpu", -1e9)
+    monkeypatch.setitem(compiling.STEP_GAIN, "cpu", 1e-6)
     second = train(run)
     assert second.compiled is True and second.compile_reason.endswith("(warm)")
     assert f"(at {gain:.2f}x a step, measured)" in second.compile_reason
