@@ -6,11 +6,9 @@ would charge every run the cold figure and never compile a run that only a warm 
 for. The record (`compiles.json` in chargpt's cache directory) lists, per graph (torch version,
 hardware, model shape, batch size, dtype), how long its compiles took, how much faster its
 compiled step ran, and which inductor cache holds the kernels; a graph counts as compiled
-before only while that cache folder holds files. The warm compile's seconds and the gain are
-medians of the graph's last RECENT figures, because one run's figure is noisy: twelve
-measurements of the nanoGPT CPU recipe's gain on one compiled model (2-core AMD EPYC Zen 5,
-2026-12-02) spread over 1.08-1.21x in float32 and 1.04-1.17x in bfloat16, and for the bfloat16
-recipe (~42 s eager, ~4 s warm compile) that spread straddles auto's break-even (~1.11x).
+before only while that cache folder holds files. It keeps each graph's last few warm compile
+times and gains (chargpt.compiling.RECENT, under "recent"), whose medians auto decides on,
+and the medians themselves under warm_s and step_gain for whoever reads the file.
 """
 
 from __future__ import annotations
@@ -30,13 +28,12 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
-from chargpt.compiling import figure
+from chargpt.compiling import RECENT, figure, recent_figures
 from chargpt.files import read_json_object, write_json
 
 log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 60.0
-RECENT = 5  # how many of a graph's latest warm compiles and gains its figures are medians of
 
 
 def graph_key(
@@ -83,8 +80,8 @@ def _record_file() -> Path:
 
 def past_compile(key: str) -> dict[str, Any] | None:
     """This graph's record if it was compiled here before and its kernels' cache folder is
-    still there (cold_s: the first compile's seconds; warm_s: the latest later one's, or
-    None); None when it counts as never compiled."""
+    still there (cold_s: the first compile's seconds; warm_s: the median of the latest later
+    ones, or None); None when it counts as never compiled."""
     entry = read_json_object(_record_file()).get(key)
     if not isinstance(entry, dict):
         return None
@@ -131,13 +128,12 @@ def record_compile(key: str, seconds: float, warm: bool, step_gain: float | None
 
 
 def _add_recent(entry: dict[str, Any], name: str, value: float) -> None:
-    """Append value to the entry's recent figures of `name` (the last RECENT; an older record
-    that kept only one figure starts the list with it) and set `name` to their median."""
+    """Append value to the entry's recent figures of `name` (chargpt.compiling.recent_figures:
+    garbled ones dropped), keep the last RECENT and set `name` to their median."""
+    figures = recent_figures(entry, name)
+    if figure(value) is not None:
+        figures.append(float(value))
+    figures = figures[-RECENT:]
     recent = entry.get("recent")
-    recent = dict(recent) if isinstance(recent, dict) else {}
-    kept = recent.get(name)
-    kept = kept if isinstance(kept, list) else [entry.get(name)]
-    figures = [x for x in map(figure, [*kept, value]) if x is not None][-RECENT:]
-    recent[name] = figures
-    entry["recent"] = recent
+    entry["recent"] = {**(recent if isinstance(recent, dict) else {}), name: figures}
     entry[name] = statistics.median(figures) if figures else None

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
-# The rule: compile when  eager_s * (1 - 1/gain) > compile_s, where gain is the one measured
-# on this graph when it was last compiled here (step_gain), else STEP_GAIN; eager_s is the
+# The rule: compile when  eager_s * (1 - 1/gain) > compile_s, where gain is the median of the
+# gains measured on this graph by its last RECENT compiled runs here (step_gain), else
+# STEP_GAIN (also while a gain below it rests on fewer than TRUSTED_AFTER runs); eager_s is the
 # predicted eager training time: steps times the eager step time measured on the run's own
 # model and batch before training (chargpt.train.time_forward_backward: forward and backward, which
 # are nearly all of a step), or budget.max_seconds when that is shorter; and compile_s is
-# COMPILE_S (cold) for a graph this machine has never compiled, else a warm compile's seconds
-# (predicted_compile_s). A study's runs of one graph and budget share the cold one
-# (choose_compile's shared_by).
+# COMPILE_S (cold) for a graph this machine has never compiled, else the median of its last
+# RECENT warm compiles' seconds (predicted_compile_s). A study's runs of one graph and budget
+# share the cold one (choose_compile's shared_by).
 #
 # Why measured, not predicted from the matmul peak: an earlier rule took steps * FLOPs /
 # (40% of the probe's peak). On a CPU with AMX (Intel Xeon, 2 cores, 2026-12-01) the bfloat16
@@ -50,11 +52,17 @@ COMPILE_WARM_S = {"cpu": 5.0, "cuda": 10.0}
 # dtype and the processor more than one constant can say (float32 1.1-1.2x on the CPUs above;
 # bfloat16 on an Intel Xeon's AMX 1.36x for whole recipe runs, 2026-12-01).
 STEP_GAIN = {"cpu": 1.1, "cuda": 1.5}
-# A measured gain below STEP_GAIN is believed only once this many runs have measured it: an
+# A graph's record keeps its last RECENT measured gains and warm compile times, and auto reads
+# their medians: one run's figure is noisy (twelve measurements of the recipe's gain on one
+# compiled model spread over 1.08-1.21x in float32 and 1.04-1.17x in bfloat16 on a 2-core AMD
+# EPYC Zen 5, 2026-12-02, around a bfloat16 break-even of ~1.11x).
+RECENT = 5
+# A median gain below STEP_GAIN is believed only once this many runs have measured gains: an
 # eager run measures nothing, so one low first figure (a compiled run in a slow spell of a
-# shared machine) would otherwise keep a graph eager for good. On a 2-core AMD EPYC Zen 5
-# (2026-12-02) one measurement of the recipe's gain spread over 1.04-1.17x in bfloat16 around
-# a break-even of ~1.11x; the few extra compiles this costs are warm ones (~3-5 s).
+# shared machine) would otherwise keep a graph eager for good. The price, where the graph
+# really is slower compiled: up to TRUSTED_AFTER - 1 more compiled runs (warm compiles, ~3-5
+# s, and their training at the lower speed) after each cold compile, which starts the record
+# afresh.
 TRUSTED_AFTER = 3
 
 
@@ -69,36 +77,39 @@ def predicted_eager_s(
 
 def predicted_compile_s(device_type: str, past: dict[str, Any] | None) -> tuple[float, str]:
     """Seconds compiling is expected to cost, and which kind: cold for a graph never compiled
-    here (`past` None, chargpt.compile_record.past_compile), else warm: its last measured warm
-    compile, or COMPILE_WARM_S until one has been measured."""
+    here (`past` None, chargpt.compile_record.past_compile), else warm: the median of its last
+    measured warm compiles, or COMPILE_WARM_S until one has been measured."""
     if past is None:
         return COMPILE_S[device_type], "cold"
-    warm = _recorded(past, "warm_s")
-    if warm is not None and warm >= 0:
-        return warm, "warm, measured"
+    warm = recent_figures(past, "warm_s")
+    if warm and statistics.median(warm) >= 0:
+        return statistics.median(warm), "warm, measured"
     return COMPILE_WARM_S[device_type], "warm"
 
 
 def step_gain(device_type: str, past: dict[str, Any] | None) -> tuple[float, str]:
     """Eager over compiled seconds of a step expected for this graph, and whence: the median
     gain its last compiled runs here measured (chargpt.compile_record), else STEP_GAIN; and
-    STEP_GAIN still where fewer than TRUSTED_AFTER runs have measured a gain below it."""
+    STEP_GAIN still where fewer than TRUSTED_AFTER runs have measured a median below it."""
     assumed = STEP_GAIN[device_type]
-    gain = None if past is None else _recorded(past, "step_gain")
-    if gain is None or gain <= 0:
+    gains = [] if past is None else recent_figures(past, "step_gain")
+    gain, n = (statistics.median(gains), len(gains)) if gains else (0.0, 0)
+    if gain <= 0:
         return assumed, "assumed"
-    recent = past.get("recent") if past is not None else None
-    kept = recent.get("step_gain") if isinstance(recent, dict) else None
-    n = len(kept) if isinstance(kept, list) else 1
     if gain < assumed and n < TRUSTED_AFTER:
         runs = "1 run" if n == 1 else f"{n} runs"
         return assumed, f"assumed: {runs} of {TRUSTED_AFTER} measured {gain:.2f}x"
     return gain, "measured" if n < 2 else f"measured, median of {n} runs"
 
 
-def _recorded(past: dict[str, Any], key: str) -> float | None:
-    """A figure of the record, or None where it is missing or garbled."""
-    return figure(past.get(key))
+def recent_figures(entry: dict[str, Any], name: str) -> list[float]:
+    """The last RECENT figures of `name` a compile record holds under "recent", garbled ones
+    left out; for a record older than those lists, its one figure under `name`."""
+    recent = entry.get("recent")
+    kept = recent.get(name) if isinstance(recent, dict) else None
+    if not isinstance(kept, list):
+        kept = [entry.get(name)]
+    return [x for x in map(figure, kept) if x is not None][-RECENT:]
 
 
 def figure(value: Any) -> float | None:

@@ -138,12 +138,23 @@ def test_a_gain_measured_on_this_graph_replaces_the_assumed_one() -> None:
     slower = {**warm, "step_gain": 0.9, "recent": {"step_gain": [0.9, 0.8, 0.95]}}
     assert choose_compile("auto", "cpu", 1e9, slower)[0] is False
     # but one or two low figures are not believed yet: an eager run would never measure again
-    for gains in ([0.9], [0.9, 1.0]):
-        past = {**warm, "step_gain": gains[-1], "recent": {"step_gain": gains}}
+    for gains, median in (([0.9], 0.9), ([0.9, 1.0], 0.95)):
+        past = {**warm, "step_gain": median, "recent": {"step_gain": gains}}
         yes, why = choose_compile("auto", "cpu", 1e9, past)
         runs = "1 run" if len(gains) == 1 else "2 runs"
         assert yes is True
-        assert f"(at {assumed:.2f}x a step, assumed: {runs} of 3 measured {gains[-1]:.2f}x)" in why
+        assert f"(at {assumed:.2f}x a step, assumed: {runs} of 3 measured {median:.2f}x)" in why
+    # the count and the median come from the list's sound figures, the last five of them
+    for garbled in (["a", "b", 0.9], [0.9, True, math.nan, None, 0.8]):
+        past = {**warm, "step_gain": 0.1, "recent": {"step_gain": garbled}}
+        assert choose_compile("auto", "cpu", 1e9, past)[0] is True  # 1 or 2 sound figures
+    long = {**warm, "recent": {"step_gain": [0.5] * 4 + [1.3] * 5}}
+    assert compiling.step_gain("cpu", long) == (1.3, "measured, median of 5 runs")
+    # a garbled list falls back to the record's one figure, as for a record from before lists
+    assert compiling.step_gain("cpu", {**warm, "step_gain": 1.4, "recent": "x"}) == (
+        1.4,
+        "measured",
+    )
     # a record from before the lists holds one figure: one run
     gain, basis = compiling.step_gain("cpu", {**warm, "step_gain": 1.03})
     assert (gain, basis) == (assumed, "assumed: 1 run of 3 measured 1.03x")
@@ -220,9 +231,11 @@ def test_one_outlying_run_does_not_move_the_figures_auto_decides_on(
     assert (past["warm_s"], past["step_gain"]) == (3.0, pytest.approx(1.29))
     eager_s = 40.0  # the bfloat16 recipe's eager training on that machine, about
     compiled, why = choose_compile("auto", "cpu", eager_s, past)
-    assert compiled is True  # one 1.03x would say eager
+    assert compiled is True
     assert "(at 1.29x a step, measured, median of 4 runs)" in why
-    assert choose_compile("auto", "cpu", eager_s, {**past, "step_gain": 1.03})[0] is False
+    # had the last figure replaced the others, as before the medians, auto would go eager
+    trusting_the_last = {**past, "recent": {"step_gain": [1.03] * 3}}
+    assert choose_compile("auto", "cpu", eager_s, trusting_the_last)[0] is False
     for gain in (1.0, 1.01, 1.02, 1.03, 1.04):  # the gain really fell: the median follows
         record_compile("k", 3.0, warm=True, step_gain=gain)
     past = past_compile("k")
@@ -252,6 +265,15 @@ def test_a_record_from_before_the_medians_is_carried_on(
     record_compile("bad", 2.0, warm=True, step_gain=1.4)  # garbled figures are dropped
     past = past_compile("bad")
     assert (past["warm_s"], past["step_gain"]) == (2.0, 1.4)
+    # so are garbled lists and their garbled items, and a garbled measurement
+    junk = {**old, "recent": {"warm_s": "junk", "step_gain": ["x", 1.1, True, None, 1.3]}}
+    path.write_text(json.dumps({"k": junk, "j": {**old, "recent": [1, 2]}}))
+    record_compile("k", 2.0, warm=True, step_gain=math.nan)
+    past = past_compile("k")
+    assert past["recent"] == {"warm_s": [4.0, 2.0], "step_gain": [1.1, 1.3]}
+    assert (past["warm_s"], past["step_gain"]) == (3.0, pytest.approx(1.2))
+    record_compile("j", 2.0, warm=True, step_gain=1.0)
+    assert past_compile("j")["recent"] == {"warm_s": [4.0, 2.0], "step_gain": [1.2, 1.0]}
 
 
 def test_a_garbled_record_counts_as_no_record_and_is_rewritten(
