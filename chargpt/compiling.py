@@ -82,8 +82,9 @@ def predicted_compile_s(device_type: str, past: dict[str, Any] | None) -> tuple[
     if past is None:
         return COMPILE_S[device_type], "cold"
     warm = recent_figures(past, "warm_s")
-    if warm and statistics.median(warm) >= 0:
-        return statistics.median(warm), "warm, measured"
+    warm_s = statistics.median(warm) if warm else -1.0
+    if warm_s >= 0:
+        return warm_s, "warm, measured"
     return COMPILE_WARM_S[device_type], "warm"
 
 

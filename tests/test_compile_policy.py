@@ -181,6 +181,17 @@ def test_the_graph_key_follows_what_torch_compile_builds() -> None:
     assert len({key, *others}) == 6
 
 
+@pytest.fixture
+def record_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The compile record's path (its folder made), with inductor's cache in tmp_path
+    holding files, so that graphs recorded there count as compiled before."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    (tmp_path / "fxgraph").mkdir()  # what a compile leaves there
+    path = compile_record._record_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def test_the_record_keeps_the_cold_compile_and_the_median_warm_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,11 +229,8 @@ def test_the_record_keeps_the_cold_compile_and_the_median_warm_one(
     assert past is not None and (past["cold_s"], past["warm_s"]) == (20.0, None)
 
 
-def test_one_outlying_run_does_not_move_the_figures_auto_decides_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    (tmp_path / "fxgraph").mkdir()
+@pytest.mark.usefixtures("record_file")
+def test_one_outlying_run_does_not_move_the_figures_auto_decides_on() -> None:
     record_compile("k", 35.0, warm=False, step_gain=1.3)
     for gain in (1.28, 1.32):
         record_compile("k", 3.0, warm=True, step_gain=gain)
@@ -243,13 +251,7 @@ def test_one_outlying_run_does_not_move_the_figures_auto_decides_on(
     assert past["step_gain"] == pytest.approx(1.02)
 
 
-def test_a_record_from_before_the_medians_is_carried_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    (tmp_path / "fxgraph").mkdir()
-    path = compile_record._record_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
+def test_a_record_from_before_the_medians_is_carried_on(record_file: Path, tmp_path: Path) -> None:
     old = {
         "inductor_dir": str(tmp_path),
         "compiles": 3,
@@ -257,7 +259,7 @@ def test_a_record_from_before_the_medians_is_carried_on(
         "warm_s": 4.0,
         "step_gain": 1.2,
     }
-    path.write_text(json.dumps({"k": old, "bad": {**old, "warm_s": True, "step_gain": "x"}}))
+    record_file.write_text(json.dumps({"k": old, "bad": {**old, "warm_s": True, "step_gain": "x"}}))
     record_compile("k", 2.0, warm=True, step_gain=1.4)
     past = past_compile("k")
     assert past["recent"] == {"warm_s": [4.0, 2.0], "step_gain": [1.2, 1.4]}
@@ -267,7 +269,7 @@ def test_a_record_from_before_the_medians_is_carried_on(
     assert (past["warm_s"], past["step_gain"]) == (2.0, 1.4)
     # so are garbled lists and their garbled items, and a garbled measurement
     junk = {**old, "recent": {"warm_s": "junk", "step_gain": ["x", 1.1, True, None, 1.3]}}
-    path.write_text(json.dumps({"k": junk, "j": {**old, "recent": [1, 2]}}))
+    record_file.write_text(json.dumps({"k": junk, "j": {**old, "recent": [1, 2]}}))
     record_compile("k", 2.0, warm=True, step_gain=math.nan)
     past = past_compile("k")
     assert past["recent"] == {"warm_s": [4.0, 2.0], "step_gain": [1.1, 1.3]}
@@ -277,17 +279,13 @@ def test_a_record_from_before_the_medians_is_carried_on(
 
 
 def test_a_garbled_record_counts_as_no_record_and_is_rewritten(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    record_file: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
-    (tmp_path / "fxgraph").mkdir()
-    path = compile_record._record_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("{not json")
+    record_file.write_text("{not json")
     assert past_compile("k") is None
     record_compile("k", 7.0, warm=False)
     assert past_compile("k")["cold_s"] == 7.0
-    path.write_text(json.dumps({"k": {"inductor_dir": str(tmp_path), "compiles": "many"}}))
+    record_file.write_text(json.dumps({"k": {"inductor_dir": str(tmp_path), "compiles": "many"}}))
     record_compile("k", 2.0, warm=True)  # a bad count is restarted, not a crash
     assert past_compile("k")["compiles"] == 2
 
