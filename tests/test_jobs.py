@@ -1,5 +1,5 @@
-"""--jobs: the auto rule (small runs side by side on one thread each, large ones alone on every
-core), the jobs and threads columns, the warning about timings, bad values."""
+"""--jobs: fixed jobs, the size bound, the jobs and threads columns, the warning about timings,
+bad values (--jobs auto's placement itself: tests/test_packing.py)."""
 
 from __future__ import annotations
 
@@ -9,40 +9,13 @@ import pytest
 from cli_helpers import run_here
 from test_runner import main, read_csv, write_study
 
-from chargpt.study.packing import (
-    SMALL_STEP_FLOPS,
-    Slot,
-    auto_slot,
-    auto_slots,
-    fixed_slot,
-    step_flops,
-    usable_cores,
-)
+from chargpt.study.packing import SMALL_STEP_FLOPS, Slot, fixed_slot, step_flops, usable_cores
 from chargpt.study.runner import _fits
 from chargpt.study.spec import load_study
 
 WARNING = (
     "timings (train_s, tokens_per_s, mfu) are not isolated; timing studies should use --jobs 1"
 )
-
-
-def test_auto_puts_small_runs_side_by_side_and_large_ones_alone() -> None:
-    assert auto_slot(SMALL_STEP_FLOPS / 10, cores=8) == Slot(jobs=8, threads=1)
-    assert auto_slot(SMALL_STEP_FLOPS * 10, cores=8) == Slot(jobs=1, threads=8)
-    assert auto_slot(SMALL_STEP_FLOPS, cores=8) == Slot(jobs=1, threads=8)  # the bound is large
-    assert auto_slot(SMALL_STEP_FLOPS / 10, cores=1) == Slot(jobs=1, threads=1)
-
-
-def test_auto_gives_the_small_runs_left_over_every_core() -> None:
-    """Three small runs on two cores: two side by side, the third alone on both cores (one
-    thread would idle the other core while the large runs wait); the left-over small runs
-    share the cores among themselves."""
-    small, large = SMALL_STEP_FLOPS / 10, SMALL_STEP_FLOPS * 10
-    pair, alone = Slot(jobs=2, threads=1), Slot(jobs=1, threads=2)
-    assert auto_slots([small, small, small, large], cores=2) == [pair, pair, alone, alone]
-    assert auto_slots([small, large, small], cores=2) == [pair, alone, pair]
-    assert auto_slots([small] * 3, cores=4) == [Slot(jobs=3, threads=1)] * 3
-    assert auto_slots([small] * 6, cores=4) == [Slot(jobs=4, threads=1)] * 4 + [Slot(2, 2)] * 2
 
 
 def test_a_fixed_jobs_shares_the_cores_and_one_job_keeps_torchs_default() -> None:

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from chargpt.config import RunConfig
 
-# The rule of --jobs auto. A run whose training step is below SMALL_STEP_FLOPS trains with one
-# thread, as many such runs at once as there are cores; a larger run trains alone with every
-# core. Why: a small model's step is many small ops (matmuls of a few hundred rows, layer
-# norms, the optimizer's per-tensor updates, Python between them) whose fork/join of a thread
-# team costs about as much as the work it splits, so a second thread speeds one small run up
-# little, while a second run on the second core doubles the study's throughput. A large step's
-# matmuls split well over threads, and two large runs side by side would compete for the
-# caches and memory bandwidth as well as the cores. 1e10 FLOPs (~0.1 s per step on one core at
-# ~80 GFLOP/s) puts the first three shapes of studies/scaling.yaml (3e9-9e9) on one thread each
-# and the last three (3.6e10-4.5e10) on all cores.
+if TYPE_CHECKING:
+    from chargpt.study.pack_probe import PackSpeed
+
+# The size rule, for the groups --jobs auto does not measure (short ones; see PROBE_WORTH_S).
+# A run whose training step is below SMALL_STEP_FLOPS trains with one thread, as many such
+# runs at once as there are cores; a larger run trains alone with every core. Why: a small
+# model's step is many small ops (matmuls of a few hundred rows, layer norms, the optimizer's
+# per-tensor updates, Python between them) whose fork/join of a thread team costs about as
+# much as the work it splits, while a second run on the second core nearly doubles the
+# study's throughput; and short runs side by side also overlap their start-up and sampling.
+# A large step's matmuls split better over threads. How much better is the CPU's business:
+# measured, the scaling study's D (3.6e10 FLOPs a step) still did 1.2x the work two at a time
+# on a 2-core Zen 4, which is why long groups are measured rather than ruled. 1e10 FLOPs
+# (~0.1 s a step on one core at ~80 GFLOP/s) puts studies/scaling.yaml's A-C (3e9-9e9) below
+# it and D-F (3.6e10-4.5e10) above.
 SMALL_STEP_FLOPS = 1e10
 
 
@@ -42,25 +49,113 @@ def fixed_slot(jobs: int, cores: int) -> Slot:
     return Slot(jobs=jobs, threads=max(1, cores // jobs) if jobs > 1 else None)
 
 
-def auto_slot(step_flops: float, cores: int) -> Slot:
-    """--jobs auto for a run whose training step costs step_flops (see SMALL_STEP_FLOPS)."""
-    if step_flops < SMALL_STEP_FLOPS and cores > 1:
-        return Slot(jobs=cores, threads=1)
-    return Slot(jobs=1, threads=cores)
+# --jobs auto goes by measurement where there is one. Runs are taken in plan order in groups
+# of `cores`; when this machine has measured every shape of a group (python -m bench.packing,
+# kept in chargpt.study.pack_probe's cache), the group trains side by side only if the figures
+# predict it finishing MIN_GAIN sooner than one run after the other on every core; otherwise
+# the size rule above places it. A study does not measure by itself: on the 2-core Zen 4 VM
+# the six shapes of studies/scaling.yaml took ~60 s to measure, more than packing them well
+# could save there, so measuring is a separate, deliberate step whose figures every later
+# study on the machine reuses.
+MIN_GAIN = 1.05  # below this a prediction is within what the short measurement resolves
 
 
-def auto_slots(flops: list[float], cores: int) -> list[Slot]:
-    """--jobs auto for a study's runs in plan order (their step FLOPs): small runs side by side
-    in whole groups of `cores`, one thread each; the k small runs left over (k < cores, the
-    last ones) share the cores as k jobs of cores // k threads. Measured on
-    studies/scaling.yaml (2 cores): A and B side by side, then C alone on one thread, left a
-    core idle for C's 237 s while D-F waited, and the study took longer than with --jobs 1."""
-    slots = [auto_slot(f, cores) for f in flops]
-    small = [i for i, slot in enumerate(slots) if slot.jobs > 1]
-    left = small[len(small) // cores * cores :]
-    for i in left:
-        slots[i] = Slot(jobs=len(left), threads=cores // len(left))
-    return slots
+@dataclass(frozen=True)
+class RunLoad:
+    """What --jobs auto knows of a run before it starts."""
+
+    label: str
+    step_flops: float  # training FLOPs of one step
+    steps: int | None  # what its budget allows; None: only max_seconds bounds it
+    max_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A run's slot under --jobs auto, and why (the runner logs it)."""
+
+    slot: Slot
+    reason: str
+
+
+def auto_placements(
+    loads: list[RunLoad], cores: int, speed_of: Callable[[int], PackSpeed | None]
+) -> list[Placement]:
+    """--jobs auto for a study's runs in plan order: groups of `cores` consecutive runs, each
+    group side by side on one thread each or one after the other on every core.
+    speed_of(i): run i's measured PackSpeed, None where this machine has not measured it."""
+    placements: list[Placement] = []
+    for start in range(0, len(loads), max(cores, 1)):
+        idx = list(range(start, min(start + cores, len(loads))))
+        group = [loads[i] for i in idx]
+        if cores < 2:
+            placement = Placement(Slot(jobs=1, threads=1), "one core: one run at a time")
+        elif len(idx) < cores:
+            placement = _left_over(group, cores)
+        else:
+            speeds = [speed_of(i) for i in idx]
+            if all(s is not None for s in speeds):
+                placement = _by_measure(group, speeds, cores)  # type: ignore[arg-type]
+            else:
+                placement = _by_size(group, cores)
+        placements += [placement] * len(idx)
+    return placements
+
+
+def _by_size(group: list[RunLoad], cores: int) -> Placement:
+    """All small (SMALL_STEP_FLOPS): side by side on one thread each; else each alone."""
+    why = "not measured on this machine, placed by size"
+    if all(load.step_flops < SMALL_STEP_FLOPS for load in group):
+        return Placement(Slot(jobs=cores, threads=1), f"side by side, 1 thread each: {why}")
+    return Placement(Slot(jobs=1, threads=cores), f"one at a time on {cores} threads: {why}")
+
+
+def _left_over(group: list[RunLoad], cores: int) -> Placement:
+    """The k < cores runs at the end share the cores when all are small (k jobs of cores // k
+    threads); one alone gets them all. One thread would leave cores idle for its whole run."""
+    k = len(group)
+    if k > 1 and all(load.step_flops < SMALL_STEP_FLOPS for load in group):
+        return Placement(
+            Slot(jobs=k, threads=cores // k), f"the last {k}: small, sharing the cores"
+        )
+    return Placement(Slot(jobs=1, threads=cores), f"the last {k}: one at a time on {cores} threads")
+
+
+def _by_measure(group: list[RunLoad], speeds: list[PackSpeed], cores: int) -> Placement:
+    """Side by side when the measured steps predict the group finishing MIN_GAIN sooner:
+    one after the other takes the sum of each run's steps x alone_s, side by side the longest
+    steps x beside_s (pessimistic: a run whose neighbours have finished speeds up). With a
+    max_seconds-only run, whose time is fixed, the criterion is the work done a second."""
+    if any(load.steps is None for load in group):
+        gain = sum(s.alone_s / s.beside_s for s in speeds)
+        what = f"{gain:.3f}x the work a second"
+    else:
+
+        def capped(load: RunLoad, step_s: float) -> float:
+            seconds = load.steps * step_s  # type: ignore[operator]
+            return min(seconds, load.max_seconds) if load.max_seconds is not None else seconds
+
+        one_by_one = sum(capped(load, s.alone_s) for load, s in zip(group, speeds))
+        side_by_side = max(capped(load, s.beside_s) for load, s in zip(group, speeds))
+        gain = one_by_one / side_by_side
+        what = f"{side_by_side:,.0f} s against {one_by_one:,.0f} s one at a time ({gain:.3f}x)"
+    if gain >= MIN_GAIN:
+        return Placement(
+            Slot(jobs=cores, threads=1), f"side by side, 1 thread each: measured, {what}"
+        )
+    return Placement(
+        Slot(jobs=1, threads=cores),
+        f"one at a time on {cores} threads: measured, side by side {what}, below {MIN_GAIN}x",
+    )
+
+
+def run_load(label: str, run: RunConfig, vocab_size: int) -> RunLoad:
+    """A run's RunLoad: its step FLOPs and the steps its budget allows."""
+    from chargpt.schedule import budget_steps
+
+    flops = step_flops(run, vocab_size)
+    tokens = run.train.batch_size * run.model.block_size
+    return RunLoad(label, flops, budget_steps(run.budget, tokens, flops), run.budget.max_seconds)
 
 
 def step_flops(run: RunConfig, vocab_size: int) -> float:

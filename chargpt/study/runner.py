@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chargpt.config import DataConfig
 from chargpt.files import write_atomic, write_json
@@ -20,9 +20,12 @@ from chargpt.schema import DIVERGED, FAILED, FINISHED, OK, base_record
 from chargpt.study import spec
 from chargpt.study.forked import ENDED
 from chargpt.study.local import LocalExecutor, WorkerProcess, failure
-from chargpt.study.packing import Slot, auto_slots, fixed_slot, step_flops, usable_cores
+from chargpt.study.packing import Slot, auto_placements, fixed_slot, run_load, usable_cores
 from chargpt.study.progress import LogReporter
 from chargpt.study.store import ResultsUnwritable, StudyStore, csv_text
+
+if TYPE_CHECKING:
+    from chargpt.study.pack_probe import PackSpeed
 
 log = logging.getLogger("chargpt.study")
 
@@ -45,7 +48,7 @@ class Options:
     retry_failed: bool = False
     jobs: int | str = 1  # runs at once, or "auto" (chargpt.study.packing)
     timeout_s: float | None = None
-    reprobe: bool = False  # measure the peak FLOP/s again instead of using the cached figure
+    reprobe: bool = False  # measure the peak FLOP/s and packing figures again, not cached ones
     executor: str = "local"  # local: worker processes here; ray: Ray tasks on a cluster
     ray_address: str | None = None  # None: start a local Ray; auto or HOST:PORT: join one
 
@@ -200,8 +203,10 @@ def run_study(
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         if opts.reprobe:
             from chargpt.measure import forget_peak_flops
+            from chargpt.study.pack_probe import forget_packing_speeds
 
             forget_peak_flops()
+            forget_packing_speeds()
         try:
             _describe_study(study, store, corpora)
         except OSError as exc:
@@ -378,12 +383,27 @@ def _should_run(status: str | None, opts: Options) -> bool:
 
 
 def _slots(runs: list[spec.PlannedRun], opts: Options, vocab: dict[str, int]) -> dict[str, Slot]:
-    """Each run's placement: --jobs N for all alike, or --jobs auto by the run's size."""
+    """Each run's placement: --jobs N for all alike, or --jobs auto by this machine's packing
+    figures where it has them, else by size (packing.auto_placements); auto logs each group's
+    choice and why."""
     cores = usable_cores()
     if opts.jobs != "auto":
         return {r.run_id: fixed_slot(int(opts.jobs), cores) for r in runs}
-    flops = [step_flops(r.config, vocab[r.config.data.corpus]) for r in runs]
-    return {r.run_id: slot for r, slot in zip(runs, auto_slots(flops, cores))}
+    from chargpt import measure
+    from chargpt.study.pack_probe import cached_speed
+
+    loads = [run_load(r.label, r.config, vocab[r.config.data.corpus]) for r in runs]
+    on_cpu = bool(runs) and measure.resolve_device(runs[0].config.train.device).type == "cpu"
+
+    def speed_of(i: int) -> PackSpeed | None:
+        config = runs[i].config
+        return cached_speed(config, vocab[config.data.corpus], cores) if on_cpu else None
+
+    placements = auto_placements(loads, cores, speed_of)
+    for start in range(0, len(runs), max(cores, 1)):
+        labels = " + ".join(r.label for r in runs[start : start + cores])
+        log.info("--jobs auto: %s: %s", labels, placements[start].reason)
+    return {r.run_id: p.slot for r, p in zip(runs, placements)}
 
 
 def _compile_shares(runs: list[spec.PlannedRun], slots: dict[str, Slot]) -> dict[str, int]:

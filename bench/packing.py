@@ -1,0 +1,152 @@
+"""Does packing a study's runs onto cores pay on this machine? Measure it for --jobs auto.
+
+    python -m bench.packing studies/scaling.yaml [--only A-L2-C96-T64 ...] [--rounds 5]
+        [--seconds 0.5] [--json FILE]
+
+For each shape (model, batch, dtype) of the study's runs: the training step of one process on
+every core, against as many processes as cores stepping at once on one thread each, in
+alternating rounds (chargpt.study.pack_probe). Prints each shape's seconds a step both ways
+and the throughput gain of side by side (per round and the median), keeps the figures in
+chargpt's cache for `--jobs auto` on this machine, and prints the placement auto now chooses
+for the study, group by group, with the predicted times. Run it on an idle machine: another
+load moves both sides, and not always alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from chargpt.cli import ArgumentParser
+from chargpt.files import write_json
+
+
+def _positive(kind: type) -> Any:
+    """An argparse type: a number of `kind` above zero (else a one-line usage error)."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)  # ValueError: argparse says "invalid int value: 'x'"
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> Any:
+    p = ArgumentParser(prog="python -m bench.packing", description=__doc__)
+    p.add_argument("study", type=Path, help="the study file whose runs to measure")
+    p.add_argument("--only", nargs="+", default=[], metavar="RUN_ID|LABEL", help="these runs")
+    p.add_argument("--rounds", type=_positive(int), default=5, help="rounds each way (5)")
+    p.add_argument(
+        "--seconds", type=_positive(float), default=0.5, help="steps a side a round (0.5 s)"
+    )
+    p.add_argument("--json", type=Path, help="also write the figures and the machine here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from chargpt import measure
+    from chargpt.data import CorpusError
+    from chargpt.study.pack_probe import ProbeError, cached_speed, measure_and_record, speed_key
+    from chargpt.study.packing import auto_placements, run_load, usable_cores
+    from chargpt.study.runner import InputError, Options, check_inputs
+    from chargpt.study.spec import StudyError, load_study
+
+    cores = usable_cores()
+    try:
+        study = load_study(args.study)
+        with tempfile.TemporaryDirectory() as tmp:  # check_inputs writes nothing; out unused
+            runs, corpora = check_inputs(study, Options(out=Path(tmp), only=tuple(args.only)))
+        device = measure.resolve_device(runs[0].config.train.device)
+        if device.type != "cpu":
+            raise InputError(f"{args.study}: its runs train on {device.type}; packing is for CPUs")
+        if cores < 2:
+            raise InputError(f"this process may use {cores} core: packing needs at least 2")
+    except (StudyError, InputError, CorpusError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    vocab = {name: facts["vocab_size"] for name, facts in corpora.items()}
+    print(f"{measure.cpu_model()}, {cores} cores; flags: {' '.join(measure.cpu_flags() or [])}")
+    print(
+        f"each shape: 1 process on {cores} threads against {cores} on 1 thread each, "
+        f"{args.rounds} rounds of ~{args.seconds:g} s each way"
+    )
+    shapes: dict[str, list[str]] = {}
+    figures = []
+    try:
+        for r in runs:
+            key = speed_key(r.config, vocab[r.config.data.corpus], cores)
+            if key in shapes:
+                shapes[key].append(r.label)
+                continue
+            shapes[key] = [r.label]
+            v = vocab[r.config.data.corpus]
+            speed = measure_and_record(r.config, v, cores, r.label, args.rounds, args.seconds)
+            gains = [cores * rel for rel in speed.relative]
+            figures.append(
+                {
+                    "labels": shapes[key],
+                    "key": key,
+                    "alone_s": speed.alone_s,
+                    "beside_s": speed.beside_s,
+                    "gains": gains,
+                    "gain": speed.gain,
+                }
+            )
+            print(
+                f"{r.label}: {speed.alone_s * 1e3:,.1f} ms a step alone, "
+                f"{speed.beside_s * 1e3:,.1f} ms side by side; {cores} side by side do "
+                f"{speed.gain:.2f}x the work (rounds {min(gains):.2f}-{max(gains):.2f}, "
+                f"median {statistics.median(gains):.2f})",
+                flush=True,
+            )
+    except ProbeError as exc:
+        print(f"error: measuring failed: {exc}", file=sys.stderr)
+        return 1
+    loads = [run_load(r.label, r.config, vocab[r.config.data.corpus]) for r in runs]
+    placements = auto_placements(
+        loads,
+        cores,
+        lambda i: cached_speed(runs[i].config, vocab[runs[i].config.data.corpus], cores),
+    )
+    print("--jobs auto now places them:")
+    plan = []
+    for start in range(0, len(runs), cores):
+        labels = [r.label for r in runs[start : start + cores]]
+        plan.append(
+            {
+                "labels": labels,
+                "jobs": placements[start].slot.jobs,
+                "threads": placements[start].slot.threads,
+                "reason": placements[start].reason,
+            }
+        )
+        print(f"  {' + '.join(labels)}: {placements[start].reason}")
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "study": str(args.study),
+                "cores": cores,
+                "rounds": args.rounds,
+                "seconds": args.seconds,
+                "machine": measure.fingerprint(device),
+                "shapes": figures,
+                "plan": plan,
+            },
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

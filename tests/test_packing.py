@@ -1,0 +1,273 @@
+"""--jobs auto's placement (measured figures where this machine has them, else by size), the
+measurement behind it (chargpt.study.pack_probe) and its benchmark (bench.packing)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_here
+from test_runner import TINY_BASE, read_csv, write_study
+
+from bench import packing as bench_packing
+from chargpt.config import RunConfig
+from chargpt.study import pack_probe
+from chargpt.study.pack_probe import (
+    PackSpeed,
+    ProbeError,
+    cached_speed,
+    measure_and_record,
+    measure_speed,
+    speed_key,
+)
+from chargpt.study.packing import (
+    MIN_GAIN,
+    SMALL_STEP_FLOPS,
+    RunLoad,
+    Slot,
+    auto_placements,
+    run_load,
+    usable_cores,
+)
+from chargpt.study.spec import load_study
+
+SMALL, LARGE = SMALL_STEP_FLOPS / 10, SMALL_STEP_FLOPS * 10
+PAIR, ALONE = Slot(jobs=2, threads=1), Slot(jobs=1, threads=2)
+TINY = RunConfig.from_dict(TINY_BASE)
+VOCAB = 32  # any vocabulary: the measurement steps on random tokens
+two_cores = pytest.mark.skipif(usable_cores() < 2, reason="packing needs 2 cores")
+
+
+def load(
+    flops: float = SMALL, steps: int | None = 100, max_seconds: float | None = None
+) -> RunLoad:
+    return RunLoad("run", flops, steps, max_seconds)
+
+
+def speed(alone_s: float, beside_s: float, cores: int = 2) -> PackSpeed:
+    return PackSpeed(
+        alone_s=alone_s, beside_s=beside_s, relative=(alone_s / beside_s,), cores=cores
+    )
+
+
+def slots(
+    loads: list[RunLoad], cores: int, speeds: list[PackSpeed | None] | None = None
+) -> list[Slot]:
+    figures = speeds or [None] * len(loads)
+    return [p.slot for p in auto_placements(loads, cores, lambda i: figures[i])]
+
+
+# ----- placement by size (nothing measured) ---------------------------------------------------
+
+
+def test_unmeasured_groups_go_by_size() -> None:
+    """Consecutive groups of `cores`: all small side by side, otherwise one at a time on every
+    core; the runs left over share the cores when small, and one alone gets them all."""
+    small, large = load(SMALL), load(LARGE)
+    assert slots([small, small], cores=2) == [PAIR, PAIR]
+    assert slots([large, large], cores=2) == [ALONE, ALONE]
+    assert slots([small, small, small, large], cores=2) == [PAIR, PAIR, ALONE, ALONE]
+    # A small run beside a large one trains alone: side by side the large one would get one
+    # thread; and the small run after it has no partner, so it gets both cores.
+    assert slots([small, large, small], cores=2) == [ALONE, ALONE, ALONE]
+    assert slots([small] * 3, cores=4) == [Slot(jobs=3, threads=1)] * 3
+    assert slots([small] * 6, cores=4) == [Slot(jobs=4, threads=1)] * 4 + [Slot(2, 2)] * 2
+    assert slots([small, large], cores=1) == [Slot(jobs=1, threads=1)] * 2
+
+
+def test_the_reason_says_it_was_not_measured() -> None:
+    (placement, _) = auto_placements([load(), load()], 2, lambda i: None)
+    assert "not measured on this machine, placed by size" in placement.reason
+
+
+def test_one_unmeasured_run_sends_its_group_by_size() -> None:
+    figures = [speed(1.0, 1.0), None]  # measured, the pair would gain 2x
+    assert slots([load(LARGE), load(LARGE)], 2, figures) == [ALONE, ALONE]
+
+
+# ----- placement by measurement -----------------------------------------------------------
+
+
+def test_measured_groups_pack_only_when_predicted_to_finish_sooner() -> None:
+    """Large runs pack when the figures say so, small ones stay apart when they say not."""
+    fast_beside, slow_beside = speed(0.10, 0.15), speed(0.10, 0.25)  # 1.33x and 0.8x the work
+    assert slots([load(LARGE)] * 2, 2, [fast_beside] * 2) == [PAIR, PAIR]
+    assert slots([load(SMALL)] * 2, 2, [slow_beside] * 2) == [ALONE, ALONE]
+
+
+def test_the_prediction_takes_the_longest_run_side_by_side() -> None:
+    """1.6x the work a second side by side, but one run is ten times as long: one after the
+    other takes 1,000 + 100 steps of 1 s, side by side the long run's 1,000 steps of 1.25 s."""
+    long, short = load(steps=1000), load(steps=100)
+    placements = auto_placements([long, short], 2, lambda i: speed(1.0, 1.25))
+    assert [p.slot for p in placements] == [ALONE, ALONE]
+    assert "1,250 s against 1,100 s one at a time (0.880x)" in placements[0].reason
+    even = auto_placements([long, long], 2, lambda i: speed(1.0, 1.25))
+    assert [p.slot for p in even] == [PAIR, PAIR]
+    assert "1,250 s against 2,000 s one at a time (1.600x)" in even[0].reason
+
+
+def test_the_bound_is_min_gain() -> None:
+    at, below = speed(1.0, 2.0 / MIN_GAIN), speed(1.0, 2.0 / MIN_GAIN * 1.01)
+    assert slots([load(), load()], 2, [at, at]) == [PAIR, PAIR]
+    placement = auto_placements([load(), load()], 2, lambda i: below)[0]
+    assert placement.slot == ALONE and f"below {MIN_GAIN}x" in placement.reason
+
+
+def test_a_time_budget_packs_by_the_work_done_a_second() -> None:
+    """A max_seconds run takes its seconds either way: what differs is the work it does."""
+    timed = load(steps=None, max_seconds=60.0)
+    placement = auto_placements([timed, timed], 2, lambda i: speed(1.0, 1.5))[0]
+    assert placement.slot == PAIR and "1.333x the work a second" in placement.reason
+    assert slots([timed, timed], 2, [speed(1.0, 2.5)] * 2) == [ALONE, ALONE]
+
+
+def test_run_load_counts_the_budgets_steps() -> None:
+    study = load_study(Path(__file__).resolve().parent.parent / "studies" / "scaling.yaml")
+    a = run_load("A", study.runs[0].config, 65)
+    assert a.steps == int(1.5e13 // a.step_flops) and a.max_seconds is None
+    assert a.step_flops < SMALL_STEP_FLOPS
+
+
+# ----- the measurement ----------------------------------------------------------------------
+
+
+@two_cores
+def test_measure_speed_times_both_sides_in_every_round() -> None:
+    figures = measure_speed(TINY, VOCAB, cores=2, rounds=2, seconds=0.05)
+    assert figures.alone_s > 0 and figures.beside_s > 0 and len(figures.relative) == 2
+    assert figures.cores == 2
+    assert figures.gain == pytest.approx(2 * figures.alone_s / figures.beside_s)
+
+
+@two_cores
+def test_a_recorded_figure_is_what_auto_reads_until_it_is_too_old(_test_cache: Path) -> None:
+    assert cached_speed(TINY, VOCAB, 2) is None
+    recorded = measure_and_record(TINY, VOCAB, 2, "tiny", rounds=1, seconds=0.05)
+    assert cached_speed(TINY, VOCAB, 2) == recorded
+    assert cached_speed(TINY, VOCAB, 4) is None  # measured on another number of cores
+    path = _test_cache / "chargpt" / "packing.json"
+    entries = json.loads(path.read_text())
+    entry = entries[speed_key(TINY, VOCAB, 2)]
+    assert entry["label"] == "tiny" and entry["model"] == "L1 H2 C16 T8 B8"
+    entry["measured_at"] = time.time() - (pack_probe.MAX_AGE_DAYS + 1) * 86400
+    path.write_text(json.dumps(entries))
+    assert cached_speed(TINY, VOCAB, 2) is None
+
+
+def test_the_key_is_the_shape_not_the_learning_rate() -> None:
+    other_lr = RunConfig.from_dict({**TINY_BASE, "optim": {"lr": 1e-2}})
+    wider = RunConfig.from_dict({**TINY_BASE, "model": {**TINY_BASE["model"], "n_embd": 32}})
+    assert speed_key(TINY, VOCAB, 2) == speed_key(other_lr, VOCAB, 2)
+    assert speed_key(TINY, VOCAB, 2) != speed_key(wider, VOCAB, 2)
+    assert speed_key(TINY, VOCAB, 2) != speed_key(TINY, VOCAB + 1, 2)
+
+
+@two_cores
+def test_a_failing_copy_is_an_error_that_says_why() -> None:
+    """A copy that fails (here: a model of 0 tokens) stops the measurement with its own
+    error, and every copy ends (the test would hang otherwise)."""
+    with pytest.raises(ProbeError, match="ConfigError: model.vocab_size: must be a positive"):
+        measure_speed(TINY, 0, cores=2, rounds=1, seconds=0.05)
+
+
+# ----- the runner and the benchmark ------------------------------------------------------------
+
+
+def _write_figure(
+    cache: Path, run: RunConfig, vocab: int, cores: int, alone_s: float, beside_s: float
+) -> None:
+    """A packing.json entry as measure_and_record writes it (the machine's figures are input)."""
+    path = cache / "chargpt" / "packing.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "alone_s": alone_s,
+        "beside_s": beside_s,
+        "relative": [alone_s / beside_s],
+        "measured_at": time.time(),
+    }
+    path.write_text(json.dumps({speed_key(run, vocab, cores): entry}))
+
+
+@pytest.mark.slow
+@two_cores
+def test_jobs_auto_follows_this_machines_figures(tmp_path: Path, _test_cache: Path) -> None:
+    """Tiny runs go side by side by size; with figures saying side by side is 4x slower a
+    step, the same study trains them one at a time on every core, and says why."""
+    study = write_study(tmp_path / "fig.yaml", "fig", grid={"optim.lr": [1e-3, 2e-3]})
+    cores = usable_cores()
+    _write_figure(_test_cache, TINY, _synthetic_vocab(), cores, alone_s=0.01, beside_s=0.04)
+    proc = run_here(study, "--out", tmp_path / "results", "--jobs", "auto")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_csv(tmp_path / "results" / "fig" / "runs.csv")[1]
+    assert {(r["jobs"], r["threads"]) for r in rows} == {("1", str(cores))}
+    assert "one at a time on" in proc.stderr and "measured, side by side" in proc.stderr
+    assert "not isolated" not in proc.stderr  # nothing trained side by side
+
+
+def _synthetic_vocab() -> int:
+    from chargpt.data import CharTokenizer, load_corpus
+
+    return CharTokenizer.from_text(load_corpus("synthetic")).vocab_size
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["missing.yaml"], "no such file"),
+        (["STUDY", "--rounds", "0"], "--rounds: must be > 0"),
+        (["STUDY", "--seconds", "-1"], "--seconds: must be > 0"),
+        (["STUDY", "--only", "nobody"], "--only nobody: no run"),
+    ],
+)
+def test_bench_packing_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    study = write_study(tmp_path / "s.yaml", "s")
+    assert _bench([str(study) if a == "STUDY" else a for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+
+
+def _bench(args: list[str]) -> int:
+    """bench.packing's exit code: main's return, or argparse's usage-error exit."""
+    try:
+        return bench_packing.main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+@pytest.mark.slow
+@two_cores
+def test_bench_packing_measures_records_and_prints_the_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = write_study(tmp_path / "b.yaml", "b", grid={"optim.lr": [1e-3, 2e-3]})
+    out = tmp_path / "packing.json"
+    code = bench_packing.main(
+        [str(study), "--rounds", "1", "--seconds", "0.05", "--json", str(out)]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "side by side do" in text and "--jobs auto now places them:" in text
+    assert "measured" in text  # the plan uses the figures just taken (one shape for both runs)
+    report = json.loads(out.read_text())
+    assert len(report["shapes"]) == 1 and len(report["shapes"][0]["labels"]) == 2
+    assert "cpu_flags" in report["machine"] and report["cores"] == usable_cores()
+    vocab = _synthetic_vocab()
+    assert cached_speed(load_study(study).runs[0].config, vocab, usable_cores()) is not None
+
+
+@pytest.mark.slow
+def test_reprobe_drops_the_packing_figures(tmp_path: Path, _test_cache: Path) -> None:
+    """run_study.py --reprobe: every cached measurement is taken again, the packing figures
+    as well as the peak FLOP/s."""
+    _write_figure(_test_cache, TINY, _synthetic_vocab(), 2, alone_s=0.01, beside_s=0.04)
+    assert cached_speed(TINY, _synthetic_vocab(), 2) is not None
+    study = write_study(tmp_path / "re.yaml", "re")
+    proc = run_here(study, "--out", tmp_path / "results", "--reprobe")
+    assert proc.returncode == 0, proc.stderr
+    assert cached_speed(TINY, _synthetic_vocab(), 2) is None
+    assert not (_test_cache / "chargpt" / "packing.json").exists()
