@@ -15,9 +15,10 @@ load moves both sides, and not always alike.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +26,20 @@ from chargpt.cli import ArgumentParser
 from chargpt.files import write_json
 
 
-def _positive(kind: type) -> Any:
-    """An argparse type: a number of `kind` above zero (else a one-line usage error)."""
+def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a finite number of `kind` above zero (else a one-line usage error)."""
 
     def parse(text: str) -> Any:
         value = kind(text)  # ValueError: argparse says "invalid int value: 'x'"
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its error
     return parse
 
 
-def parse_args(argv: list[str] | None) -> Any:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m bench.packing", description=__doc__)
     p.add_argument("study", type=Path, help="the study file whose runs to measure")
     p.add_argument("--only", nargs="+", default=[], metavar="RUN_ID|LABEL", help="these runs")
@@ -52,12 +53,10 @@ def parse_args(argv: list[str] | None) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from chargpt import measure
     from chargpt.data import CorpusError
-    from chargpt.study.pack_probe import ProbeError, cached_speed, measure_and_record, speed_key
+    from chargpt.study.pack_probe import ProbeError
+    from chargpt.study.pack_record import cached_speed, measure_and_record, speed_key
     from chargpt.study.packing import auto_placements, run_load, usable_cores
     from chargpt.study.runner import InputError, Options, check_inputs
     from chargpt.study.spec import StudyError, load_study
@@ -65,13 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     cores = usable_cores()
     try:
         study = load_study(args.study)
-        with tempfile.TemporaryDirectory() as tmp:  # check_inputs writes nothing; out unused
-            runs, corpora = check_inputs(study, Options(out=Path(tmp), only=tuple(args.only)))
-        device = measure.resolve_device(runs[0].config.train.device)
-        if device.type != "cpu":
-            raise InputError(f"{args.study}: its runs train on {device.type}; packing is for CPUs")
+        runs, corpora = check_inputs(study, Options(only=tuple(args.only)))  # writes nothing
+        for r in runs:
+            device = measure.resolve_device(r.config.train.device)
+            if device.type != "cpu":
+                raise InputError(
+                    f"{args.study}: {r.label} trains on {device.type}: packing is for CPUs"
+                )
         if cores < 2:
             raise InputError(f"this process may use {cores} core: packing needs at least 2")
+        if args.json is not None and not args.json.parent.is_dir():
+            raise InputError(f"--json {args.json}: no folder {args.json.parent}")
     except (StudyError, InputError, CorpusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -81,28 +84,24 @@ def main(argv: list[str] | None = None) -> int:
         f"each shape: 1 process on {cores} threads against {cores} on 1 thread each, "
         f"{args.rounds} rounds of ~{args.seconds:g} s each way"
     )
-    shapes: dict[str, list[str]] = {}
-    figures = []
+    shapes: dict[str, dict[str, Any]] = {}
     try:
         for r in runs:
-            key = speed_key(r.config, vocab[r.config.data.corpus], cores)
-            if key in shapes:
-                shapes[key].append(r.label)
-                continue
-            shapes[key] = [r.label]
             v = vocab[r.config.data.corpus]
+            key = speed_key(r.config, v, cores)
+            if key in shapes:
+                shapes[key]["labels"].append(r.label)
+                continue
             speed = measure_and_record(r.config, v, cores, r.label, args.rounds, args.seconds)
             gains = [cores * rel for rel in speed.relative]
-            figures.append(
-                {
-                    "labels": shapes[key],
-                    "key": key,
-                    "alone_s": speed.alone_s,
-                    "beside_s": speed.beside_s,
-                    "gains": gains,
-                    "gain": speed.gain,
-                }
-            )
+            shapes[key] = {
+                "labels": [r.label],
+                "key": key,
+                "alone_s": speed.alone_s,
+                "beside_s": speed.beside_s,
+                "gains": gains,
+                "gain": speed.gain,
+            }
             print(
                 f"{r.label}: {speed.alone_s * 1e3:,.1f} ms a step alone, "
                 f"{speed.beside_s * 1e3:,.1f} ms side by side; {cores} side by side do "
@@ -110,28 +109,31 @@ def main(argv: list[str] | None = None) -> int:
                 f"median {statistics.median(gains):.2f})",
                 flush=True,
             )
-    except ProbeError as exc:
+    except (ProbeError, OSError) as exc:
         print(f"error: measuring failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: the shapes measured so far are kept", file=sys.stderr)
+        return 130
     loads = [run_load(r.label, r.config, vocab[r.config.data.corpus]) for r in runs]
-    placements = auto_placements(
+    groups = auto_placements(
         loads,
         cores,
         lambda i: cached_speed(runs[i].config, vocab[runs[i].config.data.corpus], cores),
     )
-    print("--jobs auto now places them:")
+    print("--jobs auto now places them (a study's runs still to do, in groups of the cores):")
     plan = []
-    for start in range(0, len(runs), cores):
-        labels = [r.label for r in runs[start : start + cores]]
+    for group in groups:
+        labels = [runs[i].label for i in group.runs]
         plan.append(
             {
                 "labels": labels,
-                "jobs": placements[start].slot.jobs,
-                "threads": placements[start].slot.threads,
-                "reason": placements[start].reason,
+                "jobs": group.slot.jobs,
+                "threads": group.slot.threads,
+                "reason": group.reason,
             }
         )
-        print(f"  {' + '.join(labels)}: {placements[start].reason}")
+        print(f"  {' + '.join(labels)}: {group.reason}")
     if args.json:
         write_json(
             args.json,
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rounds": args.rounds,
                 "seconds": args.seconds,
                 "machine": measure.fingerprint(device),
-                "shapes": figures,
+                "shapes": list(shapes.values()),
                 "plan": plan,
             },
         )

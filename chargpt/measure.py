@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
+from chargpt import machine_cache
 from chargpt.files import read_json_object, write_json
 
 log = logging.getLogger(__name__)
 
 PROBE_VERSION = 2  # bump when the probe or its cache entry changes: cached figures are redone
-PROBE_MAX_AGE_DAYS = 30.0  # a cached peak older than this is measured again
+PROBE_MAX_AGE_DAYS = machine_cache.MAX_AGE_DAYS  # a cached peak older than this is measured again
 PROBE_LOCK_TIMEOUT_S = 300.0  # another process probing holds the cache lock this long at most
 
 
@@ -257,9 +258,7 @@ def _probe_key(device: torch.device, dtype: torch.dtype) -> str:
 
 
 def _probe_cache() -> Path:
-    from chargpt.data import cache_dir
-
-    return cache_dir() / "peak_flops.json"
+    return machine_cache.cache_file("peak_flops.json")
 
 
 def measure_peak_flops(
@@ -286,7 +285,8 @@ def measure_peak_flops(
             entry = entries.get(key)
             if _fresh(entry):
                 return float(entry["flops"])
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            taken = machine_cache.stamp()
+            load = taken["load_avg_1m"]
             if load is not None and load > 0.5 * (os.cpu_count() or 1):
                 log.warning(
                     "measuring the peak FLOP/s while the machine is busy (load average "
@@ -294,12 +294,7 @@ def measure_peak_flops(
                     load,
                 )
             best = probe_peak_flops(device, dtype, seconds)
-            entries[key] = {
-                "flops": best,
-                "measured_at": time.time(),
-                "load_avg_1m": load,
-                "cpu_count": os.cpu_count(),
-            }
+            entries[key] = {"flops": best, **taken}
             write_json(cache, entries)
             return best
     except (OSError, Timeout) as exc:  # a read-only home or a stuck lock must not fail a run
@@ -309,19 +304,15 @@ def measure_peak_flops(
 
 def forget_peak_flops() -> None:
     """Drop every cached peak, so each is measured again at its next use."""
-    cache = _probe_cache()
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{cache}.lock", timeout=PROBE_LOCK_TIMEOUT_S):
-        cache.unlink(missing_ok=True)
+    machine_cache.forget(_probe_cache(), PROBE_LOCK_TIMEOUT_S)
 
 
 def _fresh(entry: Any) -> bool:
     """A usable cache entry: well-formed and younger than the maximum age."""
-    if not isinstance(entry, dict):
+    if not machine_cache.taken_recently(entry, PROBE_MAX_AGE_DAYS):
         return False
     try:
-        age_days = (time.time() - float(entry["measured_at"])) / 86400
-        return float(entry["flops"]) > 0 and 0 <= age_days <= PROBE_MAX_AGE_DAYS
+        return float(entry["flops"]) > 0
     except (KeyError, TypeError, ValueError):
         return False
 

@@ -9,7 +9,8 @@ import pytest
 from cli_helpers import run_here
 from test_runner import main, read_csv, write_study
 
-from chargpt.study.packing import SMALL_STEP_FLOPS, Slot, fixed_slot, step_flops, usable_cores
+from chargpt.study import runner
+from chargpt.study.packing import SMALL_STEP_FLOPS, Slot, fixed_slot, step_flops
 from chargpt.study.runner import _fits
 from chargpt.study.spec import load_study
 
@@ -41,13 +42,19 @@ def test_step_flops_of_the_scaling_shapes_split_at_the_bound() -> None:
 
 
 @pytest.mark.slow
-def test_jobs_auto_records_jobs_and_threads_and_warns(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cores", [1, 2])
+def test_jobs_auto_records_jobs_and_threads_and_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int
+) -> None:
+    """Two tiny runs (no packing figures): on two cores side by side, one thread each, and a
+    warning; on one core one at a time, no warning. (The cores are set: on more, two runs
+    would be a group left over, which shares the cores.)"""
+    monkeypatch.setattr(runner, "usable_cores", lambda: cores)
     study = write_study(tmp_path / "auto.yaml", "auto", grid={"optim.lr": [1e-3, 2e-3]})
     proc = run_here(study, "--out", tmp_path / "results", "--jobs", "auto")
     assert proc.returncode == 0, proc.stderr
     header, rows = read_csv(tmp_path / "results" / "auto" / "runs.csv")
     assert {"jobs", "threads"} <= set(header)
-    cores = usable_cores()
     assert {(r["jobs"], r["threads"]) for r in rows} == {(str(cores), "1")}
     warned = [line for line in proc.stderr.splitlines() if WARNING in line]
     assert len(warned) == (1 if cores > 1 else 0), proc.stderr

@@ -4,24 +4,22 @@ measurement behind it (chargpt.study.pack_probe) and its benchmark (bench.packin
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from cli_helpers import run_here
 from test_runner import TINY_BASE, read_csv, write_study
 
 from bench import packing as bench_packing
+from chargpt import machine_cache
 from chargpt.config import RunConfig
-from chargpt.study import pack_probe
-from chargpt.study.pack_probe import (
-    PackSpeed,
-    ProbeError,
-    cached_speed,
-    measure_and_record,
-    measure_speed,
-    speed_key,
-)
+from chargpt.study import packing, runner
+from chargpt.study.pack_probe import PackSpeed, ProbeError, _Copies, measure_speed
+from chargpt.study.pack_record import cached_speed, measure_and_record, speed_key
 from chargpt.study.packing import (
     MIN_GAIN,
     SMALL_STEP_FLOPS,
@@ -56,7 +54,9 @@ def slots(
     loads: list[RunLoad], cores: int, speeds: list[PackSpeed | None] | None = None
 ) -> list[Slot]:
     figures = speeds or [None] * len(loads)
-    return [p.slot for p in auto_placements(loads, cores, lambda i: figures[i])]
+    groups = auto_placements(loads, cores, lambda i: figures[i])
+    assert [i for g in groups for i in g.runs] == list(range(len(loads)))  # each once, in order
+    return [g.slot for g in groups for _ in g.runs]
 
 
 # ----- placement by size (nothing measured) ---------------------------------------------------
@@ -78,8 +78,8 @@ def test_unmeasured_groups_go_by_size() -> None:
 
 
 def test_the_reason_says_it_was_not_measured() -> None:
-    (placement, _) = auto_placements([load(), load()], 2, lambda i: None)
-    assert "not measured on this machine, placed by size" in placement.reason
+    (group,) = auto_placements([load(), load()], 2, lambda i: None)
+    assert "no packing figures for them on this machine (python -m bench.packing)" in group.reason
 
 
 def test_one_unmeasured_run_sends_its_group_by_size() -> None:
@@ -102,10 +102,10 @@ def test_the_prediction_takes_the_longest_run_side_by_side() -> None:
     other takes 1,000 + 100 steps of 1 s, side by side the long run's 1,000 steps of 1.25 s."""
     long, short = load(steps=1000), load(steps=100)
     placements = auto_placements([long, short], 2, lambda i: speed(1.0, 1.25))
-    assert [p.slot for p in placements] == [ALONE, ALONE]
+    assert placements[0].slot == ALONE
     assert "1,250 s against 1,100 s one at a time (0.880x)" in placements[0].reason
     even = auto_placements([long, long], 2, lambda i: speed(1.0, 1.25))
-    assert [p.slot for p in even] == [PAIR, PAIR]
+    assert even[0].slot == PAIR
     assert "1,250 s against 2,000 s one at a time (1.600x)" in even[0].reason
 
 
@@ -122,6 +122,14 @@ def test_a_time_budget_packs_by_the_work_done_a_second() -> None:
     placement = auto_placements([timed, timed], 2, lambda i: speed(1.0, 1.5))[0]
     assert placement.slot == PAIR and "1.333x the work a second" in placement.reason
     assert slots([timed, timed], 2, [speed(1.0, 2.5)] * 2) == [ALONE, ALONE]
+
+
+def test_stopping_on_the_clock_is_not_finishing_sooner() -> None:
+    """1,000 steps of 1 s alone, 3 s side by side, capped at 1,000 s: side by side each run
+    would stop a third of the way, which a wall-time comparison would call 2x faster."""
+    capped = load(steps=1000, max_seconds=1000.0)
+    placement = auto_placements([capped, capped], 2, lambda i: speed(1.0, 3.0))[0]
+    assert placement.slot == ALONE and "0.667x the work a second" in placement.reason
 
 
 def test_run_load_counts_the_budgets_steps() -> None:
@@ -152,7 +160,7 @@ def test_a_recorded_figure_is_what_auto_reads_until_it_is_too_old(_test_cache: P
     entries = json.loads(path.read_text())
     entry = entries[speed_key(TINY, VOCAB, 2)]
     assert entry["label"] == "tiny" and entry["model"] == "L1 H2 C16 T8 B8"
-    entry["measured_at"] = time.time() - (pack_probe.MAX_AGE_DAYS + 1) * 86400
+    entry["measured_at"] = time.time() - (machine_cache.MAX_AGE_DAYS + 1) * 86400
     path.write_text(json.dumps(entries))
     assert cached_speed(TINY, VOCAB, 2) is None
 
@@ -166,11 +174,46 @@ def test_the_key_is_the_shape_not_the_learning_rate() -> None:
 
 
 @two_cores
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_failing_copy_is_an_error_that_says_why() -> None:
-    """A copy that fails (here: a model of 0 tokens) stops the measurement with its own
-    error, and every copy ends (the test would hang otherwise)."""
-    with pytest.raises(ProbeError, match="ConfigError: model.vocab_size: must be a positive"):
-        measure_speed(TINY, 0, cores=2, rounds=1, seconds=0.05)
+    """A copy that fails as it sets up (here: asked for CUDA on a machine without it) stops
+    the measurement with its own error, and every copy ends (the test would hang otherwise)."""
+    on_cuda = RunConfig.from_dict({**TINY_BASE, "train": {**TINY_BASE["train"], "device": "cuda"}})
+    with pytest.raises(ProbeError, match="ValueError: train.device: cuda was asked for"):
+        measure_speed(on_cuda, VOCAB, cores=2, rounds=1, seconds=0.05)
+
+
+@two_cores
+def test_a_copy_killed_mid_measurement_ends_it_at_once() -> None:
+    """The OOM killer's way: no word from the copy. The other, waiting at the barrier to step
+    beside it, is released; the error says how the copy died; close() ends what is left."""
+    copies = _Copies(TINY, VOCAB, 2)
+    pids = [proc.pid for proc in copies.procs]
+    try:
+        assert len(copies.step([0, 1], 1, 0.05)) == 2  # both step, side by side
+        os.kill(pids[1], signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(ProbeError, match="killed by signal 9"):
+            copies.step([0, 1], 1, 0.05)
+        assert time.monotonic() - t0 < 30  # not the barrier's 300 s timeout
+    finally:
+        copies.close()
+    assert all(_gone_within(pid, 10.0) for pid in pids)
+
+
+def _gone_within(pid: int | None, seconds: float) -> bool:
+    """Wait up to `seconds` for a process to be gone; True when it is (its reaper is the
+    zygote, so a dead child can stay a zombie for a moment)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status")
+        try:
+            if "State:\tZ" in status.read_text():
+                return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 # ----- the runner and the benchmark ------------------------------------------------------------
@@ -193,11 +236,15 @@ def _write_figure(
 
 @pytest.mark.slow
 @two_cores
-def test_jobs_auto_follows_this_machines_figures(tmp_path: Path, _test_cache: Path) -> None:
+def test_jobs_auto_follows_this_machines_figures(
+    tmp_path: Path, _test_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tiny runs go side by side by size; with figures saying side by side is 4x slower a
-    step, the same study trains them one at a time on every core, and says why."""
+    step, the same study trains them one at a time on every core, and says why. (Two cores,
+    whatever the machine has: two runs on more would be a group left over, placed by size.)"""
+    monkeypatch.setattr(runner, "usable_cores", lambda: 2)
     study = write_study(tmp_path / "fig.yaml", "fig", grid={"optim.lr": [1e-3, 2e-3]})
-    cores = usable_cores()
+    cores = 2
     _write_figure(_test_cache, TINY, _synthetic_vocab(), cores, alone_s=0.01, beside_s=0.04)
     proc = run_here(study, "--out", tmp_path / "results", "--jobs", "auto")
     assert proc.returncode == 0, proc.stderr
@@ -217,8 +264,9 @@ def _synthetic_vocab() -> int:
     "args, says",
     [
         (["missing.yaml"], "no such file"),
-        (["STUDY", "--rounds", "0"], "--rounds: must be > 0"),
-        (["STUDY", "--seconds", "-1"], "--seconds: must be > 0"),
+        (["STUDY", "--rounds", "0"], "--rounds: must be a finite number > 0"),
+        (["STUDY", "--seconds", "-1"], "--seconds: must be a finite number > 0"),
+        (["STUDY", "--seconds", "inf"], "--seconds: must be a finite number > 0"),
         (["STUDY", "--only", "nobody"], "--only nobody: no run"),
     ],
 )
@@ -242,8 +290,9 @@ def _bench(args: list[str]) -> int:
 @pytest.mark.slow
 @two_cores
 def test_bench_packing_measures_records_and_prints_the_plan(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(packing, "usable_cores", lambda: 2)  # a full group of two runs
     study = write_study(tmp_path / "b.yaml", "b", grid={"optim.lr": [1e-3, 2e-3]})
     out = tmp_path / "packing.json"
     code = bench_packing.main(
@@ -251,13 +300,13 @@ def test_bench_packing_measures_records_and_prints_the_plan(
     )
     assert code == 0
     text = capsys.readouterr().out
-    assert "side by side do" in text and "--jobs auto now places them:" in text
-    assert "measured" in text  # the plan uses the figures just taken (one shape for both runs)
+    assert "side by side do" in text and "--jobs auto now places them" in text
+    # The plan goes by the figures just taken (one shape for both runs).
+    assert "measured, " in text and "no packing figures" not in text
     report = json.loads(out.read_text())
     assert len(report["shapes"]) == 1 and len(report["shapes"][0]["labels"]) == 2
-    assert "cpu_flags" in report["machine"] and report["cores"] == usable_cores()
-    vocab = _synthetic_vocab()
-    assert cached_speed(load_study(study).runs[0].config, vocab, usable_cores()) is not None
+    assert "cpu_flags" in report["machine"] and report["cores"] == 2
+    assert cached_speed(load_study(study).runs[0].config, _synthetic_vocab(), 2) is not None
 
 
 @pytest.mark.slow
@@ -271,3 +320,9 @@ def test_reprobe_drops_the_packing_figures(tmp_path: Path, _test_cache: Path) ->
     assert proc.returncode == 0, proc.stderr
     assert cached_speed(TINY, _synthetic_vocab(), 2) is None
     assert not (_test_cache / "chargpt" / "packing.json").exists()
+
+
+def test_copies_that_would_not_fit_in_memory_are_not_started() -> None:
+    """Ten million copies of even the tiny model: refused before a process starts."""
+    with pytest.raises(ProbeError, match="copies would need ~[0-9,]+ MiB, over 40% of the free"):
+        measure_speed(TINY, VOCAB, cores=10_000_000, rounds=1, seconds=0.05)

@@ -54,8 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--reprobe",
         action="store_true",
-        help="measure the peak FLOP/s (MFU's reference) and --jobs auto's packing figures "
-        "again; best on an idle machine",
+        help="measure the peak FLOP/s (MFU's reference) again, best on an idle machine; and drop "
+        "--jobs auto's packing figures (python -m bench.packing measures them)",
     )
     p.add_argument(
         "--executor",

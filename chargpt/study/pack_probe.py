@@ -1,40 +1,37 @@
 """--jobs auto's measurement: a run's step alone on every core, and beside copies of itself.
 
 Whether packing pays depends on the CPU as much as on the model: on a 2-core AMD EPYC (Zen 4)
-two copies of the scaling study's shapes side by side, one thread each, did 0.98-1.12x the
-work of one on both cores; on an Intel Ice Lake the A+B pair did 1.05x. So this measures, per
+two copies of each of the scaling study's shapes side by side, one thread each, did 1.06-1.43x
+the work of one on both cores (minutes apart, the same shape moved by a quarter); on an Intel
+Ice Lake VM its A and B side by side did 1.05x. So this measures, per
 machine and shape, in short alternating rounds: the training step (chargpt.step, eager, the
 run's resolved dtype, a random batch) of one process on `cores` threads, then of `cores`
 processes on one thread each stepping at once. Each side is a child of the study's zygote
 (chargpt.study.forked) that lives for the whole measurement, so a round costs its steps.
-`python -m bench.packing STUDY` measures a study's shapes; the figures are kept per machine
-(`packing.json` in chargpt's cache directory) for every later `--jobs auto` to use.
+chargpt.study.pack_record keeps the figures per machine for --jobs auto.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import multiprocessing
-import os
+import multiprocessing.connection
+import signal
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Barrier
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from chargpt.config import RunConfig
-from chargpt.files import read_json_object, write_json
+from chargpt.study.local import die_with_parent
 
-PROBE_VERSION = 1  # bump when the measurement changes: cached figures are measured again
-MAX_AGE_DAYS = 30.0  # a cached figure older than this is measured again
-LOCK_TIMEOUT_S = 600.0  # another process measuring holds the cache this long at most
 WARMUP_STEPS = 2  # untimed steps on each thread count a copy first steps with
 BARRIER_TIMEOUT_S = 300.0  # copies that cannot all start stepping within this are a failure
+CLOSE_GRACE_S = 5.0  # copies told to stop that have not within this are killed
 
 
 class ProbeError(RuntimeError):
@@ -56,11 +53,12 @@ class PackSpeed:
         return self.cores * self.alone_s / self.beside_s
 
 
-def _child(config: dict[str, Any], vocab_size: int, barrier: Any, conn: Connection) -> None:
+def _child(config: dict[str, Any], vocab_size: int, barrier: Barrier, conn: Connection) -> None:
     """One copy of the run for a measurement: build its model and step, then answer the
     parent's commands: (threads, seconds, together) steps for `seconds` on `threads` threads
     (at the barrier first when `together`, so all copies step at once) and sends back the
     seconds a step; None ends it. Errors are sent back as text."""
+    die_with_parent()  # the zygote's child: dies with it, and the zygote with the runner
     try:
         import torch
 
@@ -77,7 +75,7 @@ def _child(config: dict[str, Any], vocab_size: int, barrier: Any, conn: Connecti
         shape = (run.train.batch_size, run.model.block_size)
         x = torch.randint(0, vocab_size, shape, device=device)
         y = torch.randint(0, vocab_size, shape, device=device)
-        lr, warm = run.optim.lr, set()
+        lr, warm = run.optim.lr, set[int]()
         conn.send(("ok", None))
         while (command := conn.recv()) is not None:
             threads, seconds, together = command
@@ -95,8 +93,13 @@ def _child(config: dict[str, Any], vocab_size: int, barrier: Any, conn: Connecti
             conn.send(("ok", (time.perf_counter() - t0) / n))
     except BaseException as exc:  # noqa: BLE001 (reported to the parent, which raises it)
         barrier.abort()  # the other copies must not wait for this one
+        why = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, threading.BrokenBarrierError):  # it has no message of its own
+            why = (
+                f"BrokenBarrierError: the copies did not all start within {BARRIER_TIMEOUT_S:.0f} s"
+            )
         try:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            conn.send(("error", why))
         except OSError:  # the parent has gone
             pass
     finally:
@@ -104,8 +107,9 @@ def _child(config: dict[str, Any], vocab_size: int, barrier: Any, conn: Connecti
 
 
 class _Copies:
-    """`n` processes, each holding the run's model and step (children of the study's zygote,
-    so each starts in ~0.1 s with torch imported)."""
+    """`n` processes, each holding the run's model and step: children of the study's zygote,
+    so each starts in ~0.1 s with torch imported. A copy that fails, or dies outright (the
+    OOM killer), ends the measurement with its own error; close() ends every copy."""
 
     def __init__(self, run: RunConfig, vocab_size: int, n: int) -> None:
         from chargpt.study.forked import start_zygote
@@ -113,55 +117,108 @@ class _Copies:
         start_zygote()
         ctx = multiprocessing.get_context("forkserver")
         self.barrier = ctx.Barrier(n)
-        self.procs, self.conns = [], []
-        for _ in range(n):
-            parent, child = ctx.Pipe(duplex=True)
-            proc = ctx.Process(
-                target=_child,
-                args=(run.to_dict(), vocab_size, self.barrier, child),
-                name="chargpt-pack-probe",
-            )
-            proc.start()
-            child.close()
-            self.procs.append(proc)
-            self.conns.append(parent)
-        self._answers(self.conns)  # each has built its model
+        self.procs: list[BaseProcess] = []
+        self.conns: list[Connection] = []
+        try:
+            for _ in range(n):
+                parent, child = ctx.Pipe(duplex=True)
+                self.conns.append(parent)
+                proc = ctx.Process(
+                    target=_child,
+                    args=(run.to_dict(), vocab_size, self.barrier, child),
+                    name="chargpt-pack-probe",
+                )
+                proc.start()
+                child.close()
+                self.procs.append(proc)
+            self._answers(list(range(n)))  # each has built its model
+        except BaseException:
+            self.close()
+            raise
 
     def step(self, which: list[int], threads: int, seconds: float) -> list[float]:
         """Seconds a step of the copies in `which`, stepping at once on `threads` threads."""
-        conns = [self.conns[i] for i in which]
-        for conn in conns:
-            conn.send((threads, seconds, len(which) > 1))
-        return [float(v) for v in self._answers(conns)]
-
-    def _answers(self, conns: list[Connection]) -> list[Any]:
-        answers = []
-        for conn in conns:
+        for i in which:
             try:
-                answers.append(conn.recv())
-            except EOFError:
-                answers.append(("error", "the process ended without an answer"))
-        errors = [str(value) for status, value in answers if status != "ok"]
+                self.conns[i].send((threads, seconds, len(which) > 1))
+            except OSError:  # it has died: _answers says how, once the barrier is broken
+                self.barrier.abort()
+        return [float(v) for v in self._answers(which)]
+
+    def _answers(self, which: list[int]) -> list[Any]:
+        """Each copy's answer, in the order of `which`, read as they come; a copy that dies
+        instead breaks the barrier (the others stop waiting) and is reported by how it died."""
+        pending = {self.procs[i].sentinel: i for i in which}
+        pending.update({self.conns[i].fileno(): i for i in which})
+        answers: dict[int, Any] = {}
+        while pending:
+            for ready in multiprocessing.connection.wait(list(pending)):
+                i = pending.get(ready)  # type: ignore[call-overload]
+                if i is None:  # the copy's other handle, already dealt with in this pass
+                    continue
+                try:
+                    if not self.conns[i].poll():
+                        raise EOFError  # only its sentinel is ready: it ended without a word
+                    answers[i] = self.conns[i].recv()
+                except (EOFError, OSError):  # closed, or reset by a copy killed mid-send
+                    self.barrier.abort()
+                    answers[i] = ("error", _how_it_ended(self.procs[i]))
+                pending = {key: j for key, j in pending.items() if j != i}
+        errors = [str(answers[i][1]) for i in which if answers[i][0] != "ok"]
         if errors:
             # A copy that failed aborts the barrier, so the others report BrokenBarrierError:
             # the first real error is the one to show.
             real = [e for e in errors if not e.startswith("BrokenBarrierError")] or errors
             raise ProbeError(real[0])
-        return [value for _, value in answers]
+        return [answers[i][1] for i in which]
 
     def close(self) -> None:
+        """End every copy: told to stop, then killed if it has not within a few seconds."""
+        self.barrier.abort()  # none may be left waiting for the others
         for conn in self.conns:
             try:
                 conn.send(None)
-            except OSError:
+            except OSError:  # that copy has gone
                 pass
+        deadline = time.monotonic() + CLOSE_GRACE_S
         for proc in self.procs:
-            proc.join(BARRIER_TIMEOUT_S)
+            proc.join(max(0.0, deadline - time.monotonic()))
             if proc.exitcode is None:
                 proc.kill()
                 proc.join()
+            proc.close()  # its sentinel: a long session must not run out of descriptors
         for conn in self.conns:
             conn.close()
+
+
+def _how_it_ended(proc: BaseProcess) -> str:
+    proc.join(1.0)
+    code = proc.exitcode
+    if code is None:
+        return "a copy stopped answering"
+    if code < 0:
+        oom = " (SIGKILL: out of memory?)" if -code == signal.SIGKILL else ""
+        return f"a copy was killed by signal {-code}{oom}"
+    return f"a copy exited with code {code} without an answer"
+
+
+def too_big(run: RunConfig, vocab_size: int, copies: int) -> str | None:
+    """Why `copies` of the run's step at once would not fit this machine's memory (the claims
+    probe's rough estimate against 40% of the available RAM), or None when they fit."""
+    import torch
+
+    from chargpt.claims.probe import estimate_mb, memory_budget_mb
+
+    sized = dataclasses.replace(run, model=dataclasses.replace(run.model, vocab_size=vocab_size))
+    need, budget = (
+        copies * estimate_mb(sized, run.train.batch_size),
+        memory_budget_mb(torch.device("cpu")),
+    )
+    if need <= budget:
+        return None
+    return (
+        f"{copies} copies would need ~{need:,.0f} MiB, over 40% of the free memory ({budget:,.0f})"
+    )
 
 
 def measure_speed(
@@ -173,8 +230,11 @@ def measure_speed(
     the whole measurement, so a round costs its steps, not a start or a model."""
     if cores < 2:
         raise ValueError(f"packing needs at least 2 cores, got {cores}")
-    copies = _Copies(run, vocab_size, cores)
-    alone, relative = [], []
+    if (why := too_big(run, vocab_size, cores)) is not None:
+        raise ProbeError(why)
+    alone: list[float] = []
+    relative: list[float] = []
+    copies = _Copies(run, vocab_size, cores)  # on failure it has ended its copies itself
     try:
         for i in range(rounds):
             sides: dict[str, float] = {}
@@ -194,106 +254,3 @@ def measure_speed(
         relative=tuple(relative),
         cores=cores,
     )
-
-
-def speed_key(run: RunConfig, vocab_size: int, cores: int) -> str:
-    """What decides the measurement: torch, the processor (its name and flags: VMs of two
-    generations can share a name such as "AMD EPYC"), the cores, model shape, batch and dtype
-    (as the run resolves it), and this probe's version."""
-    import torch
-
-    from chargpt.measure import cpu_flags, cpu_model
-    from chargpt.precision import resolve_dtype
-
-    blob = json.dumps(
-        {
-            "v": PROBE_VERSION,
-            "torch": torch.__version__,
-            "cpu": cpu_model(),
-            "cpu_flags": cpu_flags(),
-            "cores": cores,
-            "model": dataclasses.asdict(dataclasses.replace(run.model, vocab_size=vocab_size)),
-            "batch_size": run.train.batch_size,
-            "dtype": resolve_dtype(torch.device("cpu"), run.train.dtype),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _cache_file() -> Path:
-    from chargpt.data import cache_dir
-
-    return cache_dir() / "packing.json"
-
-
-def _from_entry(entry: Any, cores: int) -> PackSpeed | None:
-    """A cached entry as a PackSpeed; None when it is malformed or too old."""
-    try:
-        age_days = (time.time() - float(entry["measured_at"])) / 86400
-        speed = PackSpeed(
-            alone_s=float(entry["alone_s"]),
-            beside_s=float(entry["beside_s"]),
-            relative=tuple(float(r) for r in entry["relative"]),
-            cores=cores,
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-    fresh = 0 <= age_days <= MAX_AGE_DAYS and speed.alone_s > 0 and speed.beside_s > 0
-    return speed if fresh else None
-
-
-def cached_speed(run: RunConfig, vocab_size: int, cores: int) -> PackSpeed | None:
-    """The run's PackSpeed as this machine last measured it; None when it has not (or the
-    figure is too old, or was taken on another number of cores)."""
-    entries = read_json_object(_cache_file())
-    return _from_entry(entries.get(speed_key(run, vocab_size, cores)), cores)
-
-
-def measure_and_record(
-    run: RunConfig,
-    vocab_size: int,
-    cores: int,
-    label: str = "",
-    rounds: int = 5,
-    seconds: float = 0.5,
-) -> PackSpeed:
-    """Measure the run's PackSpeed (measure_speed) and keep it for --jobs auto. The cache is
-    written under a file lock, which is also held while measuring, so two measurements never
-    run at once (which would slow both)."""
-    path = _cache_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ProbeError(
-            f"{path}.lock: held by another measurement for {LOCK_TIMEOUT_S:.0f} s"
-        ) from None
-    try:
-        speed = measure_speed(run, vocab_size, cores, rounds, seconds)
-        entries = read_json_object(path)
-        entries[speed_key(run, vocab_size, cores)] = {
-            "label": label,
-            "model": f"L{run.model.n_layer} H{run.model.n_head} C{run.model.n_embd} "
-            f"T{run.model.block_size} B{run.train.batch_size}",
-            "cores": cores,
-            "alone_s": speed.alone_s,
-            "beside_s": speed.beside_s,
-            "relative": list(speed.relative),
-            "gain": speed.gain,
-            "measured_at": time.time(),
-            "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        }
-        write_json(path, entries)
-        return speed
-    finally:
-        lock.release()
-
-
-def forget_packing_speeds() -> None:
-    """Drop every cached figure (run_study.py --reprobe), so each is measured again."""
-    path = _cache_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S):
-        path.unlink(missing_ok=True)

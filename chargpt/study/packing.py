@@ -13,7 +13,7 @@ from chargpt.config import RunConfig
 if TYPE_CHECKING:
     from chargpt.study.pack_probe import PackSpeed
 
-# The size rule, for the groups --jobs auto does not measure (short ones; see PROBE_WORTH_S).
+# The size rule, for the groups --jobs auto has no measured figures for (see MIN_GAIN).
 # A run whose training step is below SMALL_STEP_FLOPS trains with one thread, as many such
 # runs at once as there are cores; a larger run trains alone with every core. Why: a small
 # model's step is many small ops (matmuls of a few hundred rows, layer norms, the optimizer's
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 # much as the work it splits, while a second run on the second core nearly doubles the
 # study's throughput; and short runs side by side also overlap their start-up and sampling.
 # A large step's matmuls split better over threads. How much better is the CPU's business:
-# measured, the scaling study's D (3.6e10 FLOPs a step) still did 1.2x the work two at a time
-# on a 2-core Zen 4, which is why long groups are measured rather than ruled. 1e10 FLOPs
+# the scaling study's D (3.6e10 FLOPs a step) still did 1.12-1.13x the work two at a time on
+# a 2-core Zen 4 VM, which is why measured figures, where there are some, decide. 1e10 FLOPs
 # (~0.1 s a step on one core at ~80 GFLOP/s) puts studies/scaling.yaml's A-C (3e9-9e9) below
 # it and D-F (3.6e10-4.5e10) above.
 SMALL_STEP_FLOPS = 1e10
@@ -49,14 +49,14 @@ def fixed_slot(jobs: int, cores: int) -> Slot:
     return Slot(jobs=jobs, threads=max(1, cores // jobs) if jobs > 1 else None)
 
 
-# --jobs auto goes by measurement where there is one. Runs are taken in plan order in groups
-# of `cores`; when this machine has measured every shape of a group (python -m bench.packing,
-# kept in chargpt.study.pack_probe's cache), the group trains side by side only if the figures
-# predict it finishing MIN_GAIN sooner than one run after the other on every core; otherwise
-# the size rule above places it. A study does not measure by itself: on the 2-core Zen 4 VM
-# the six shapes of studies/scaling.yaml took ~60 s to measure, more than packing them well
-# could save there, so measuring is a separate, deliberate step whose figures every later
-# study on the machine reuses.
+# --jobs auto goes by measurement where there is one. The runs still to do are taken in plan
+# order in groups of `cores`; when this machine has measured every shape of a group
+# (python -m bench.packing, kept by chargpt.study.pack_record), the group trains side by side
+# only if the figures predict it finishing MIN_GAIN sooner than one run after the other on
+# every core; otherwise the size rule above places it. A study does not measure by itself: on
+# the 2-core Zen 4 VM the six shapes of studies/scaling.yaml took ~60 s to measure, more than
+# placing them well saves there, so measuring is a separate, deliberate step whose figures
+# every later study on the machine reuses.
 MIN_GAIN = 1.05  # below this a prediction is within what the short measurement resolves
 
 
@@ -72,8 +72,10 @@ class RunLoad:
 
 @dataclass(frozen=True)
 class Placement:
-    """A run's slot under --jobs auto, and why (the runner logs it)."""
+    """Where --jobs auto puts a group of consecutive runs (their indices), and why (the
+    runner logs it)."""
 
+    runs: list[int]
     slot: Slot
     reason: str
 
@@ -81,72 +83,74 @@ class Placement:
 def auto_placements(
     loads: list[RunLoad], cores: int, speed_of: Callable[[int], PackSpeed | None]
 ) -> list[Placement]:
-    """--jobs auto for a study's runs in plan order: groups of `cores` consecutive runs, each
-    group side by side on one thread each or one after the other on every core.
-    speed_of(i): run i's measured PackSpeed, None where this machine has not measured it."""
+    """--jobs auto for a study's runs still to do, in plan order: groups of `cores`
+    consecutive runs, each side by side on one thread each or one after the other on every
+    core. speed_of(i): run i's measured PackSpeed, None where there is none to go by."""
     placements: list[Placement] = []
     for start in range(0, len(loads), max(cores, 1)):
         idx = list(range(start, min(start + cores, len(loads))))
         group = [loads[i] for i in idx]
         if cores < 2:
-            placement = Placement(Slot(jobs=1, threads=1), "one core: one run at a time")
+            slot, reason = Slot(jobs=1, threads=1), "one core: one run at a time"
         elif len(idx) < cores:
-            placement = _left_over(group, cores)
+            slot, reason = _left_over(group, cores)
         else:
             speeds = [speed_of(i) for i in idx]
-            if all(s is not None for s in speeds):
-                placement = _by_measure(group, speeds, cores)  # type: ignore[arg-type]
+            measured = [s for s in speeds if s is not None]
+            if len(measured) == len(speeds):
+                slot, reason = _by_measure(group, measured, cores)
             else:
-                placement = _by_size(group, cores)
-        placements += [placement] * len(idx)
+                slot, reason = _by_size(group, cores)
+        placements.append(Placement(idx, slot, reason))
     return placements
 
 
-def _by_size(group: list[RunLoad], cores: int) -> Placement:
+def _by_size(group: list[RunLoad], cores: int) -> tuple[Slot, str]:
     """All small (SMALL_STEP_FLOPS): side by side on one thread each; else each alone."""
-    why = "not measured on this machine, placed by size"
+    why = "no packing figures for them on this machine (python -m bench.packing), by size"
     if all(load.step_flops < SMALL_STEP_FLOPS for load in group):
-        return Placement(Slot(jobs=cores, threads=1), f"side by side, 1 thread each: {why}")
-    return Placement(Slot(jobs=1, threads=cores), f"one at a time on {cores} threads: {why}")
+        return Slot(jobs=cores, threads=1), f"side by side, 1 thread each: {why}"
+    return Slot(jobs=1, threads=cores), f"one at a time on {cores} threads: {why}"
 
 
-def _left_over(group: list[RunLoad], cores: int) -> Placement:
+def _left_over(group: list[RunLoad], cores: int) -> tuple[Slot, str]:
     """The k < cores runs at the end share the cores when all are small (k jobs of cores // k
-    threads); one alone gets them all. One thread would leave cores idle for its whole run."""
+    threads); one alone gets them all. One thread would leave cores idle for its whole run.
+    The figures (cores copies on one thread each) do not describe k runs, so size decides."""
     k = len(group)
     if k > 1 and all(load.step_flops < SMALL_STEP_FLOPS for load in group):
-        return Placement(
-            Slot(jobs=k, threads=cores // k), f"the last {k}: small, sharing the cores"
-        )
-    return Placement(Slot(jobs=1, threads=cores), f"the last {k}: one at a time on {cores} threads")
+        return Slot(jobs=k, threads=cores // k), f"the last {k}: small, sharing the cores"
+    return Slot(jobs=1, threads=cores), f"the last {k}: one at a time on {cores} threads"
 
 
-def _by_measure(group: list[RunLoad], speeds: list[PackSpeed], cores: int) -> Placement:
+def _by_measure(group: list[RunLoad], speeds: list[PackSpeed], cores: int) -> tuple[Slot, str]:
     """Side by side when the measured steps predict the group finishing MIN_GAIN sooner:
     one after the other takes the sum of each run's steps x alone_s, side by side the longest
-    steps x beside_s (pessimistic: a run whose neighbours have finished speeds up). With a
-    max_seconds-only run, whose time is fixed, the criterion is the work done a second."""
-    if any(load.steps is None for load in group):
+    steps x beside_s (pessimistic: a run whose neighbours have finished speeds up). A run with
+    a max_seconds limit may stop on the clock rather than its steps, and stopping sooner is
+    not finishing sooner: with one in the group the criterion is the work done a second."""
+    if any(load.steps is None or load.max_seconds is not None for load in group):
         gain = sum(s.alone_s / s.beside_s for s in speeds)
         what = f"{gain:.3f}x the work a second"
     else:
-
-        def capped(load: RunLoad, step_s: float) -> float:
-            seconds = load.steps * step_s  # type: ignore[operator]
-            return min(seconds, load.max_seconds) if load.max_seconds is not None else seconds
-
-        one_by_one = sum(capped(load, s.alone_s) for load, s in zip(group, speeds))
-        side_by_side = max(capped(load, s.beside_s) for load, s in zip(group, speeds))
+        steps = [load.steps or 0 for load in group]
+        one_by_one = sum(n * s.alone_s for n, s in zip(steps, speeds))
+        side_by_side = max(n * s.beside_s for n, s in zip(steps, speeds))
         gain = one_by_one / side_by_side
-        what = f"{side_by_side:,.0f} s against {one_by_one:,.0f} s one at a time ({gain:.3f}x)"
-    if gain >= MIN_GAIN:
-        return Placement(
-            Slot(jobs=cores, threads=1), f"side by side, 1 thread each: measured, {what}"
+        what = (
+            f"{_seconds(side_by_side)} against {_seconds(one_by_one)} one at a time ({gain:.3f}x)"
         )
-    return Placement(
+    if gain >= MIN_GAIN:
+        return Slot(jobs=cores, threads=1), f"side by side, 1 thread each: measured, {what}"
+    return (
         Slot(jobs=1, threads=cores),
         f"one at a time on {cores} threads: measured, side by side {what}, below {MIN_GAIN}x",
     )
+
+
+def _seconds(s: float) -> str:
+    """Seconds for a log line: whole ones, or two decimals below ten."""
+    return f"{s:,.0f} s" if s >= 10 else f"{s:.2f} s"
 
 
 def run_load(label: str, run: RunConfig, vocab_size: int) -> RunLoad:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from filelock import Timeout
+
 from chargpt.config import DataConfig
 from chargpt.files import write_atomic, write_json
 from chargpt.schema import DIVERGED, FAILED, FINISHED, OK, base_record
@@ -48,7 +50,7 @@ class Options:
     retry_failed: bool = False
     jobs: int | str = 1  # runs at once, or "auto" (chargpt.study.packing)
     timeout_s: float | None = None
-    reprobe: bool = False  # measure the peak FLOP/s and packing figures again, not cached ones
+    reprobe: bool = False  # measure the peak FLOP/s again; drop the packing figures
     executor: str = "local"  # local: worker processes here; ray: Ray tasks on a cluster
     ray_address: str | None = None  # None: start a local Ray; auto or HOST:PORT: join one
 
@@ -203,10 +205,13 @@ def run_study(
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         if opts.reprobe:
             from chargpt.measure import forget_peak_flops
-            from chargpt.study.pack_probe import forget_packing_speeds
+            from chargpt.study.pack_record import forget_packing_speeds
 
-            forget_peak_flops()
-            forget_packing_speeds()
+            try:
+                forget_peak_flops()
+                forget_packing_speeds()
+            except (OSError, Timeout) as exc:  # the figures stay; the study can still run
+                log.warning("--reprobe: cached measurements not dropped (%s)", exc)
         try:
             _describe_study(study, store, corpora)
         except OSError as exc:
@@ -390,20 +395,30 @@ def _slots(runs: list[spec.PlannedRun], opts: Options, vocab: dict[str, int]) ->
     if opts.jobs != "auto":
         return {r.run_id: fixed_slot(int(opts.jobs), cores) for r in runs}
     from chargpt import measure
-    from chargpt.study.pack_probe import cached_speed
+    from chargpt.study.pack_probe import too_big
+    from chargpt.study.pack_record import cached_speed
 
     loads = [run_load(r.label, r.config, vocab[r.config.data.corpus]) for r in runs]
-    on_cpu = bool(runs) and measure.resolve_device(runs[0].config.train.device).type == "cpu"
 
     def speed_of(i: int) -> PackSpeed | None:
-        config = runs[i].config
-        return cached_speed(config, vocab[config.data.corpus], cores) if on_cpu else None
+        """The figures auto may go by: measured for this shape on this machine, for a run that
+        trains as they were taken (on the CPU, eager, on the threads it is given) and of which
+        `cores` fit in memory at once."""
+        train = runs[i].config.train
+        if train.compile is True or train.threads is not None:
+            return None
+        if measure.resolve_device(train.device).type != "cpu":
+            return None
+        config, v = runs[i].config, vocab[runs[i].config.data.corpus]
+        if too_big(config, v, cores) is not None:  # side by side they would not fit
+            return None
+        return cached_speed(config, v, cores)
 
-    placements = auto_placements(loads, cores, speed_of)
-    for start in range(0, len(runs), max(cores, 1)):
-        labels = " + ".join(r.label for r in runs[start : start + cores])
-        log.info("--jobs auto: %s: %s", labels, placements[start].reason)
-    return {r.run_id: p.slot for r, p in zip(runs, placements)}
+    slots = {}
+    for group in auto_placements(loads, cores, speed_of):
+        log.info("--jobs auto: %s: %s", " + ".join(runs[i].label for i in group.runs), group.reason)
+        slots.update({runs[i].run_id: group.slot for i in group.runs})
+    return slots
 
 
 def _compile_shares(runs: list[spec.PlannedRun], slots: dict[str, Slot]) -> dict[str, int]:

@@ -1,0 +1,110 @@
+"""--jobs auto's figures: each shape's PackSpeed as this machine measured it, kept in
+`packing.json` in chargpt's cache directory (chargpt.machine_cache) by `python -m bench.packing`
+for every later study on the machine to use."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from filelock import FileLock, Timeout
+
+from chargpt import machine_cache
+from chargpt.config import RunConfig
+from chargpt.files import read_json_object, write_json
+from chargpt.study.pack_probe import PackSpeed, ProbeError, measure_speed
+
+PROBE_VERSION = 1  # bump when the measurement changes: figures taken before are not used
+LOCK_TIMEOUT_S = 600.0  # how long to wait for another measurement holding the cache's lock
+CACHE_NAME = "packing.json"
+
+
+def speed_key(run: RunConfig, vocab_size: int, cores: int) -> str:
+    """What decides the measurement: torch, the processor (its name and flags: VMs of two
+    generations can share a name such as "AMD EPYC"), the cores, model shape, batch and dtype
+    setting (`auto` resolves alike on one machine), and this probe's version."""
+    import torch
+
+    from chargpt.measure import cpu_flags, cpu_model
+
+    blob = json.dumps(
+        {
+            "v": PROBE_VERSION,
+            "torch": torch.__version__,
+            "cpu": cpu_model(),
+            "cpu_flags": cpu_flags(),
+            "cores": cores,
+            "model": dataclasses.asdict(dataclasses.replace(run.model, vocab_size=vocab_size)),
+            "batch_size": run.train.batch_size,
+            "dtype": run.train.dtype,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_speed(run: RunConfig, vocab_size: int, cores: int) -> PackSpeed | None:
+    """The run's PackSpeed as this machine last measured it; None when it has not, or the
+    figure is older than machine_cache.MAX_AGE_DAYS, or was taken on another number of cores."""
+    entry = read_json_object(machine_cache.cache_file(CACHE_NAME)).get(
+        speed_key(run, vocab_size, cores)
+    )
+    if not machine_cache.taken_recently(entry):
+        return None
+    try:
+        speed = PackSpeed(
+            alone_s=float(entry["alone_s"]),
+            beside_s=float(entry["beside_s"]),
+            relative=tuple(float(r) for r in entry["relative"]),
+            cores=cores,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return speed if speed.alone_s > 0 and speed.beside_s > 0 else None
+
+
+def measure_and_record(
+    run: RunConfig,
+    vocab_size: int,
+    cores: int,
+    label: str = "",
+    rounds: int = 5,
+    seconds: float = 0.5,
+) -> PackSpeed:
+    """Measure the run's PackSpeed (pack_probe.measure_speed) and keep it for --jobs auto.
+    The cache's lock is held while measuring too, so two measurements never run at once
+    (which would slow both). OSError: the cache cannot be written."""
+    path = machine_cache.cache_file(CACHE_NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ProbeError(
+            f"{path}.lock: another measurement held it {LOCK_TIMEOUT_S:.0f} s"
+        ) from None
+    try:
+        speed = measure_speed(run, vocab_size, cores, rounds, seconds)
+        entries = read_json_object(path)
+        entries[speed_key(run, vocab_size, cores)] = {
+            "label": label,
+            "model": f"L{run.model.n_layer} H{run.model.n_head} C{run.model.n_embd} "
+            f"T{run.model.block_size} B{run.train.batch_size}",
+            "cores": cores,
+            "alone_s": speed.alone_s,
+            "beside_s": speed.beside_s,
+            "relative": list(speed.relative),
+            "gain": speed.gain,
+            **machine_cache.stamp(),
+        }
+        write_json(path, entries)
+        return speed
+    finally:
+        lock.release()
+
+
+def forget_packing_speeds() -> None:
+    """Drop every figure (run_study.py --reprobe): auto goes by size until bench.packing
+    measures again."""
+    machine_cache.forget(machine_cache.cache_file(CACHE_NAME), LOCK_TIMEOUT_S)
