@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -20,7 +21,7 @@ from chargpt.files import read_json_object, write_json
 
 log = logging.getLogger(__name__)
 
-PROBE_VERSION = 2  # bump when the probe or its cache entry changes: cached figures are redone
+PROBE_VERSION = 3  # bump when the probe or its cache entry changes: cached figures are redone
 PROBE_MAX_AGE_DAYS = machine_cache.MAX_AGE_DAYS  # a cached peak older than this is measured again
 PROBE_LOCK_TIMEOUT_S = 300.0  # another process probing holds the cache lock this long at most
 
@@ -250,7 +251,13 @@ def _physical_cores() -> int | None:
 
 
 def _probe_key(device: torch.device, dtype: torch.dtype) -> str:
+    """The cache entry of a peak: the probe's version, processor, dtype, threads and torch.
+    On a CPU its flags as well: VMs of two generations can share a name ("AMD EPYC" on Zen 4
+    and Zen 5) and a home directory, and must not share a peak."""
     hw = hardware_name(device)
+    if device.type == "cpu":
+        flags = " ".join(cpu_flags() or [])
+        hw += "|flags=" + hashlib.sha256(flags.encode()).hexdigest()[:12]
     return (
         f"v{PROBE_VERSION}|{hw}|{device.type}|{dtype}|threads={torch.get_num_threads()}|"
         f"torch={torch.__version__}"

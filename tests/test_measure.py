@@ -31,6 +31,17 @@ def test_a_test_cache_starts_with_the_session_probe(_test_cache: Path) -> None:
     assert key == measure._probe_key(CPU, torch.float32)
 
 
+def test_cpus_sharing_a_name_do_not_share_a_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zen 4 and Zen 5 VMs both call themselves "AMD EPYC"; their flags tell them apart."""
+    monkeypatch.setattr(measure, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(measure, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    zen4 = measure._probe_key(CPU, torch.float32)
+    monkeypatch.setattr(
+        measure, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16", "avx_vnni"]
+    )
+    assert measure._probe_key(CPU, torch.float32) != zen4
+
+
 def test_probe_is_cached_with_when_and_how_loaded(empty_cache: Path) -> None:
     first = measure.measure_peak_flops(CPU, seconds=0.05)
     (entry,) = json.loads(cache_file(empty_cache).read_text()).values()
