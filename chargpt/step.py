@@ -7,6 +7,7 @@ benchmark measures exactly the step that training runs.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,3 +67,35 @@ class TrainStep:
             self.optimizer.step(lr)
             self.optimizer.zero_grad()
         return loss
+
+
+def random_batch(
+    vocab_size: int, batch_size: int, block_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids as a (batch_size, block_size) input and target: what a step costs does
+    not depend on the text, so the speed probes need no corpus."""
+    x = torch.randint(vocab_size, (batch_size, block_size), device=device)
+    y = torch.randint(vocab_size, (batch_size, block_size), device=device)
+    return x, y
+
+
+def time_steps(
+    step: TrainStep,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    lr: float,
+    min_steps: int,
+    min_seconds: float,
+    max_steps: int | None = None,
+) -> tuple[float, int]:
+    """Mean seconds of a step and how many ran: steps back to back, each waited for (CUDA
+    runs ahead of the clock), at least min_steps and until min_seconds have passed or
+    max_steps have run."""
+    from chargpt.measure import synchronize
+
+    device = batch[0].device
+    n, elapsed, t0 = 0, 0.0, time.perf_counter()
+    while n < min_steps or (elapsed < min_seconds and (max_steps is None or n < max_steps)):
+        step(*batch, lr)
+        synchronize(device)
+        n, elapsed = n + 1, time.perf_counter() - t0
+    return elapsed / n, n

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 import torch
@@ -87,6 +86,7 @@ def _probe(
     run: RunConfig, device_name: str, budget_mb: float | None, max_seconds: float
 ) -> dict[str, Any]:
     from chargpt.precision import resolve_dtype
+    from chargpt.step import random_batch, time_steps
     from chargpt.train import build_train_step
 
     device = measure.resolve_device(device_name)
@@ -126,19 +126,13 @@ def _probe(
     model = GPT(m).to(device)
     model.train()
     _, step = build_train_step(model, probe_cfg, device, dtype_name, compiled)
-    x = torch.randint(m.vocab_size, (b, m.block_size), device=device)
-    y = torch.randint(m.vocab_size, (b, m.block_size), device=device)
+    batch = random_batch(m.vocab_size, b, m.block_size, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(n_warm):
-        step(x, y, run.optim.lr)
+        step(*batch, run.optim.lr)
     measure.synchronize(device)
-    n, elapsed, t0 = 0, 0.0, time.perf_counter()
-    while n < MIN_TIMED_STEPS or (elapsed < MIN_TIMED_S and n < MAX_TIMED_STEPS):
-        step(x, y, run.optim.lr)
-        measure.synchronize(device)
-        n, elapsed = n + 1, time.perf_counter() - t0
-    step_s = elapsed / n
+    step_s, n = time_steps(step, batch, run.optim.lr, MIN_TIMED_STEPS, MIN_TIMED_S, MAX_TIMED_STEPS)
     flops_per_s = fpt * b * m.block_size / step_s
     return row | {
         "status": "ok",

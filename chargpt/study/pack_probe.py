@@ -30,6 +30,7 @@ from chargpt.config import RunConfig
 from chargpt.study.local import die_with_parent
 
 WARMUP_STEPS = 2  # untimed steps on each thread count a copy first steps with
+MIN_STEPS = 2  # timed steps a side a round, however long a step takes
 BARRIER_TIMEOUT_S = 300.0  # copies that cannot all start stepping within this are a failure
 CLOSE_GRACE_S = 5.0  # copies told to stop that have not within this are killed
 
@@ -65,6 +66,7 @@ def _child(config: dict[str, Any], vocab_size: int, barrier: Barrier, conn: Conn
         from chargpt.heap import keep_freed_memory
         from chargpt.model import GPT
         from chargpt.precision import run_device_and_dtype
+        from chargpt.step import random_batch, time_steps
         from chargpt.train import build_train_step
 
         keep_freed_memory()  # as a training process does: no page faults for freed activations
@@ -72,9 +74,7 @@ def _child(config: dict[str, Any], vocab_size: int, barrier: Barrier, conn: Conn
         device, dtype = run_device_and_dtype(run)
         model = GPT(dataclasses.replace(run.model, vocab_size=vocab_size)).to(device)
         _, step = build_train_step(model, run, device, dtype, compiled=False)
-        shape = (run.train.batch_size, run.model.block_size)
-        x = torch.randint(0, vocab_size, shape, device=device)
-        y = torch.randint(0, vocab_size, shape, device=device)
+        batch = random_batch(vocab_size, run.train.batch_size, run.model.block_size, device)
         lr, warm = run.optim.lr, set[int]()
         conn.send(("ok", None))
         while (command := conn.recv()) is not None:
@@ -82,15 +82,11 @@ def _child(config: dict[str, Any], vocab_size: int, barrier: Barrier, conn: Conn
             torch.set_num_threads(threads)
             # The first steps on a thread count pay allocations and the thread team's start.
             for _ in range(0 if threads in warm else WARMUP_STEPS):
-                step(x, y, lr)
+                step(*batch, lr)
             warm.add(threads)
             if together:
                 barrier.wait(BARRIER_TIMEOUT_S)
-            t0, n = time.perf_counter(), 0
-            while n < 2 or time.perf_counter() - t0 < seconds:
-                step(x, y, lr).item()  # .item(): the step has finished (a sync on any device)
-                n += 1
-            conn.send(("ok", (time.perf_counter() - t0) / n))
+            conn.send(("ok", time_steps(step, batch, lr, MIN_STEPS, seconds)[0]))
     except BaseException as exc:  # noqa: BLE001 (reported to the parent, which raises it)
         barrier.abort()  # the other copies must not wait for this one
         why = f"{type(exc).__name__}: {exc}"
