@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from chargpt import measure
     from chargpt.data import CorpusError
     from chargpt.study.pack_probe import ProbeError
-    from chargpt.study.pack_record import cached_speed, measure_and_record, speed_key
+    from chargpt.study.pack_record import figures_for, measure_and_record, speed_key
     from chargpt.study.packing import auto_placements, run_load, usable_cores
     from chargpt.study.runner import InputError, Options, check_inputs
     from chargpt.study.spec import StudyError, load_study
@@ -115,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the shapes measured so far are kept", file=sys.stderr)
         return 130
-    loads = [run_load(r.label, r.config, vocab[r.config.data.corpus]) for r in runs]
+    loads = [run_load(r.config, vocab[r.config.data.corpus]) for r in runs]
     groups = auto_placements(
         loads,
         cores,
-        lambda i: cached_speed(runs[i].config, vocab[runs[i].config.data.corpus], cores),
+        lambda i: figures_for(runs[i].config, vocab[runs[i].config.data.corpus], cores),
     )
     print("--jobs auto now places them (a study's runs still to do, in groups of the cores):")
     plan = []

@@ -19,7 +19,7 @@ from chargpt import machine_cache
 from chargpt.config import RunConfig
 from chargpt.study import packing, runner
 from chargpt.study.pack_probe import PackSpeed, ProbeError, _Copies, measure_speed
-from chargpt.study.pack_record import cached_speed, measure_and_record, speed_key
+from chargpt.study.pack_record import cached_speed, figures_for, measure_and_record, speed_key
 from chargpt.study.packing import (
     MIN_GAIN,
     SMALL_STEP_FLOPS,
@@ -41,7 +41,7 @@ two_cores = pytest.mark.skipif(usable_cores() < 2, reason="packing needs 2 cores
 def load(
     flops: float = SMALL, steps: int | None = 100, max_seconds: float | None = None
 ) -> RunLoad:
-    return RunLoad("run", flops, steps, max_seconds)
+    return RunLoad(flops, steps, max_seconds)
 
 
 def speed(alone_s: float, beside_s: float, cores: int = 2) -> PackSpeed:
@@ -134,7 +134,7 @@ def test_stopping_on_the_clock_is_not_finishing_sooner() -> None:
 
 def test_run_load_counts_the_budgets_steps() -> None:
     study = load_study(Path(__file__).resolve().parent.parent / "studies" / "scaling.yaml")
-    a = run_load("A", study.runs[0].config, 65)
+    a = run_load(study.runs[0].config, 65)
     assert a.steps == int(1.5e13 // a.step_flops) and a.max_seconds is None
     assert a.step_flops < SMALL_STEP_FLOPS
 
@@ -326,3 +326,17 @@ def test_copies_that_would_not_fit_in_memory_are_not_started() -> None:
     """Ten million copies of even the tiny model: refused before a process starts."""
     with pytest.raises(ProbeError, match="copies would need ~[0-9,]+ MiB, over 40% of the free"):
         measure_speed(TINY, VOCAB, cores=10_000_000, rounds=1, seconds=0.05)
+
+
+def test_figures_count_only_for_runs_that_train_as_they_were_taken(_test_cache: Path) -> None:
+    """The runner and bench.packing's plan read figures through one gate: a compiled run or
+    one with threads of its own trains unlike the eager copies that were measured."""
+    vocab = _synthetic_vocab()
+    _write_figure(_test_cache, TINY, vocab, 2, alone_s=0.01, beside_s=0.04)
+    train = TINY_BASE["train"]
+    compiled = RunConfig.from_dict({**TINY_BASE, "train": {**train, "compile": True}})
+    threaded = RunConfig.from_dict({**TINY_BASE, "train": {**train, "threads": 1}})
+    assert figures_for(TINY, vocab, 2) == cached_speed(TINY, vocab, 2) is not None
+    assert cached_speed(compiled, vocab, 2) is not None  # the same shape, so the same figure
+    assert figures_for(compiled, vocab, 2) is None
+    assert figures_for(threaded, vocab, 2) is None

@@ -13,7 +13,7 @@ from filelock import FileLock, Timeout
 from chargpt import machine_cache
 from chargpt.config import RunConfig
 from chargpt.files import read_json_object, write_json
-from chargpt.study.pack_probe import PackSpeed, ProbeError, measure_speed
+from chargpt.study.pack_probe import PackSpeed, ProbeError, measure_speed, too_big
 
 PROBE_VERSION = 1  # bump when the measurement changes: figures taken before are not used
 LOCK_TIMEOUT_S = 600.0  # how long to wait for another measurement holding the cache's lock
@@ -62,6 +62,20 @@ def cached_speed(run: RunConfig, vocab_size: int, cores: int) -> PackSpeed | Non
     except (KeyError, TypeError, ValueError):
         return None
     return speed if speed.alone_s > 0 and speed.beside_s > 0 else None
+
+
+def figures_for(run: RunConfig, vocab_size: int, cores: int) -> PackSpeed | None:
+    """The figures --jobs auto may place the run by: this machine's (cached_speed), and only
+    for a run that trains as they were taken (on the CPU, not `compile: true`, on the threads
+    auto gives it) and of which `cores` copies fit in memory at once; else None (by size)."""
+    from chargpt.measure import resolve_device
+
+    train = run.train
+    if train.compile is True or train.threads is not None:
+        return None
+    if resolve_device(train.device).type != "cpu" or too_big(run, vocab_size, cores):
+        return None
+    return cached_speed(run, vocab_size, cores)
 
 
 def measure_and_record(

@@ -64,7 +64,6 @@ MIN_GAIN = 1.05  # below this a prediction is within what the short measurement 
 class RunLoad:
     """What --jobs auto knows of a run before it starts."""
 
-    label: str
     step_flops: float  # training FLOPs of one step
     steps: int | None  # what its budget allows; None: only max_seconds bounds it
     max_seconds: float | None
@@ -153,13 +152,13 @@ def _seconds(s: float) -> str:
     return f"{s:,.0f} s" if s >= 10 else f"{s:.2f} s"
 
 
-def run_load(label: str, run: RunConfig, vocab_size: int) -> RunLoad:
+def run_load(run: RunConfig, vocab_size: int) -> RunLoad:
     """A run's RunLoad: its step FLOPs and the steps its budget allows."""
     from chargpt.schedule import budget_steps
 
     flops = step_flops(run, vocab_size)
     tokens = run.train.batch_size * run.model.block_size
-    return RunLoad(label, flops, budget_steps(run.budget, tokens, flops), run.budget.max_seconds)
+    return RunLoad(flops, budget_steps(run.budget, tokens, flops), run.budget.max_seconds)
 
 
 def step_flops(run: RunConfig, vocab_size: int) -> float:

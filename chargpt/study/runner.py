@@ -394,25 +394,12 @@ def _slots(runs: list[spec.PlannedRun], opts: Options, vocab: dict[str, int]) ->
     cores = usable_cores()
     if opts.jobs != "auto":
         return {r.run_id: fixed_slot(int(opts.jobs), cores) for r in runs}
-    from chargpt import measure
-    from chargpt.study.pack_probe import too_big
-    from chargpt.study.pack_record import cached_speed
+    from chargpt.study.pack_record import figures_for
 
-    loads = [run_load(r.label, r.config, vocab[r.config.data.corpus]) for r in runs]
+    loads = [run_load(r.config, vocab[r.config.data.corpus]) for r in runs]
 
     def speed_of(i: int) -> PackSpeed | None:
-        """The figures auto may go by: measured for this shape on this machine, for a run that
-        trains as they were taken (on the CPU, eager, on the threads it is given) and of which
-        `cores` fit in memory at once."""
-        train = runs[i].config.train
-        if train.compile is True or train.threads is not None:
-            return None
-        if measure.resolve_device(train.device).type != "cpu":
-            return None
-        config, v = runs[i].config, vocab[runs[i].config.data.corpus]
-        if too_big(config, v, cores) is not None:  # side by side they would not fit
-            return None
-        return cached_speed(config, v, cores)
+        return figures_for(runs[i].config, vocab[runs[i].config.data.corpus], cores)
 
     slots = {}
     for group in auto_placements(loads, cores, speed_of):
