@@ -804,3 +804,28 @@ def test_one_job_or_two_give_the_same_losses(tmp_path: Path) -> None:
         for name in ("same", "two")
     }
     assert curves["same"] == curves["two"]
+
+
+def test_a_run_whose_process_cannot_start_stops_the_study_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's process that fails to start (here a fresh worker's interpreter path that does
+    not exist) is named as such, not blamed on the results folder; the finished runs are
+    kept and the same command then resumes."""
+    from chargpt.study.local import FreshExecutor
+    from chargpt.study.runner import Options, RunNotStarted
+    from chargpt.study.runner import run_study as run_study_in_process
+
+    runs = [{"label": "a", "train.seed": 1}, {"label": "b", "train.seed": 2}]
+    study = write_study(tmp_path / "s.yaml", "s", runs=runs)
+    out = tmp_path / "results"
+    assert run_here(study, "--out", out, "--only", "a").returncode == 0
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    with pytest.raises(RunNotStarted, match=r"\(b\): its process could not start \(.*no-such"):
+        run_study_in_process(study, Options(out=out), executor=FreshExecutor())
+    monkeypatch.undo()
+    rows = read_csv(out / "s" / "runs.csv")[1]
+    assert [(r["label"], r["status"]) for r in rows] == [("a", "ok")]
+    proc = run_here(study, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["status"] for r in read_csv(out / "s" / "runs.csv")[1]] == ["ok", "ok"]

@@ -150,3 +150,45 @@ def test_one_zygote_serves_this_process_until_an_import_time_variable_changes(
     start_zygote()
     assert zygote_pid() != first
     assert not Path(f"/proc/{first}").exists()  # stopped and reaped, not left behind
+
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from chargpt.study.runner import Options, run_study
+with open(sys.argv[1], "a") as f:  # once per process that runs this body
+    f.write("ran\\n")
+sys.exit(run_study(sys.argv[2], Options(out=Path(sys.argv[3]))))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["path", "module"])
+def test_runs_do_not_run_the_callers_script_again(tmp_path: Path, how: str) -> None:
+    """A script that runs a study from Python, with no `if __name__ == "__main__":` guard:
+    its body runs once, not once more in each run's process (multiprocessing's default for
+    a forkserver's children), and the study trains. Both ways Python names a main script:
+    by path (python script.py) and by module (python -m pkg.script)."""
+    study = write_study(
+        tmp_path / "two.yaml",
+        "two",
+        runs=[{"label": "a", "train.seed": 1}, {"label": "b", "train.seed": 2}],
+    )
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "script.py").write_text(SCRIPT)
+    bodies = tmp_path / "bodies.txt"
+    target = [str(pkg / "script.py")] if how == "path" else ["-m", "pkg.script"]
+    proc = subprocess.run(
+        [sys.executable, *target, str(bodies), str(study), str(tmp_path / "results")],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert bodies.read_text() == "ran\n"
+    rows = read_csv(tmp_path / "results" / "two" / "runs.csv")[1]
+    assert [r["status"] for r in rows] == ["ok", "ok"]

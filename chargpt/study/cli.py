@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     from chargpt.study.progress import LogReporter, TqdmReporter
-    from chargpt.study.runner import InputError, Options, run_study
+    from chargpt.study.runner import InputError, Options, RunNotStarted, run_study
     from chargpt.study.spec import StudyError
     from chargpt.study.store import ResultsUnwritable, StudyLocked
 
@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ResultsUnwritable as exc:  # not bad input: the disk or folder failed mid-study
         print(f"error: {exc.strerror}", file=sys.stderr)
+        return 1
+    except RunNotStarted as exc:  # not bad input: the machine refused a process mid-study
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 

@@ -25,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from multiprocessing import forkserver
+from multiprocessing import forkserver, spawn
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,10 @@ ENDED = "_ended"  # the last event of a child: its progress pipe closed (it exit
 # pools, torch and CUDA read their settings, Python its paths) rather than when a run starts.
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "KMP_", "GOMP_", "TORCH", "PYTORCH", "CUDA", "PYTHON", "LD_")
 _zygote_env: tuple[tuple[str, str], ...] | None = None  # what the running zygote started with
+# How the zygote learns what multiprocessing will tell each child about the runner's __main__
+# (zygote.py reads it): the only channel into a forkserver as it starts is its environment.
+MAIN_ENV = "CHARGPT_ZYGOTE_MAIN"
+_MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 
 
 def _import_time_env() -> tuple[tuple[str, str], ...]:
@@ -68,7 +72,17 @@ def start_zygote() -> None:
     if _zygote_env is not None and env != _zygote_env:
         stop_zygote()
     multiprocessing.set_forkserver_preload(PRELOAD)
-    forkserver.ensure_running()
+    data = spawn.get_preparation_data("chargpt-zygote")  # what each child will be sent
+    main = {k: v for k, v in data.items() if k in _MAIN_KEYS}
+    before = os.environ.get(MAIN_ENV)
+    os.environ[MAIN_ENV] = json.dumps(main)
+    try:
+        forkserver.ensure_running()
+    finally:
+        if before is None:
+            del os.environ[MAIN_ENV]
+        else:
+            os.environ[MAIN_ENV] = before
     _zygote_env = env
 
 

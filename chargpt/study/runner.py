@@ -36,6 +36,10 @@ class InputError(ValueError):
     """Bad input found before anything is written (exit code 2)."""
 
 
+class RunNotStarted(RuntimeError):
+    """A run's process could not be started (fork or pipe failed): the study stops (exit 1)."""
+
+
 EXECUTORS = ("local", "ray")
 
 
@@ -299,15 +303,21 @@ def _execute(
                 run_dir = store.prepare_run_dir(r.run_id, r.config.to_dict())
                 threads = slots[r.run_id].threads
                 timeout_s = opts.timeout_s
-                worker = executor.worker(
-                    r.run_id,
-                    r.label,
-                    run_dir,
-                    threads,
-                    timeout_s,
-                    events,
-                    compile_shared_by=shares.get(r.run_id, 1),
-                )
+                try:
+                    worker = executor.worker(
+                        r.run_id,
+                        r.label,
+                        run_dir,
+                        threads,
+                        timeout_s,
+                        events,
+                        compile_shared_by=shares.get(r.run_id, 1),
+                    )
+                except OSError as exc:  # a fork or a pipe that failed: not the results folder
+                    raise RunNotStarted(
+                        f"run {r.run_id} ({r.label}): its process could not start ({exc}); "
+                        "finished runs are kept: run the same command to resume"
+                    ) from exc
                 active[r.run_id] = (r, worker)
                 reporter.run_started(r.run_id, r.label)
             _drain(events, active, reporter, wait_s=0.2)
@@ -332,6 +342,9 @@ def _execute(
             len(active),
         )
         return 130
+    except RunNotStarted:
+        _stop(active)
+        raise
     except OSError as exc:  # results can no longer be written: stop, keep what is on disk
         _stop(active)
         raise _unwritable(store, exc) from None
