@@ -3,6 +3,7 @@ bad values (--jobs auto's placement itself: tests/test_packing.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,13 @@ def test_jobs_auto_records_jobs_and_threads_and_warns(
     assert {(r["jobs"], r["threads"]) for r in rows} == {(str(cores), "1")}
     warned = [line for line in proc.stderr.splitlines() if WARNING in line]
     assert len(warned) == (1 if cores > 1 else 0), proc.stderr
+    # Each run's lines carry the number it started with, [1/2] and [2/2], whatever order
+    # the two side by side end in.
+    lines = re.findall(r"\[(\d)/2\] (?:start|ok) .*? \((\w{10})\)", proc.stderr)
+    numbers: dict[str, set[str]] = {}
+    for number, run_id in lines:
+        numbers.setdefault(run_id, set()).add(number)
+    assert len(lines) == 4 and sorted(numbers.values()) == [{"1"}, {"2"}], proc.stderr
 
 
 @pytest.mark.slow

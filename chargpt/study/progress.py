@@ -13,17 +13,21 @@ log = logging.getLogger("chargpt.study")
 
 
 class LogReporter:
-    """Plain lines: one when a run starts, every ~10 s of progress, and when it ends."""
+    """Plain lines: one when a run starts, every ~10 s of progress, and when it ends. A run
+    keeps the number it started with ([3/10]) in its last line, so runs side by side (--jobs)
+    that end in another order are still told apart."""
 
     def __init__(self, every_s: float = 10.0, verbose: bool = True) -> None:
         self.every_s = every_s
         self.verbose = verbose
         self._last: dict[str, float] = {}
+        self._number: dict[str, int] = {}  # each active run's place in the order of starts
         self.total = 0
         self.done = 0
+        self.started = 0
 
     def start(self, total: int, already_done: int) -> None:
-        self.total, self.done = total, already_done
+        self.total, self.done, self.started = total, already_done, already_done
         log.info(
             "%d runs in the plan, %d already done, %d to run",
             total,
@@ -33,8 +37,10 @@ class LogReporter:
 
     def run_started(self, run_id: str, label: str) -> None:
         self._last[run_id] = time.monotonic()
+        self.started += 1
+        self._number[run_id] = self.started
         if self.verbose:
-            log.info("[%d/%d] start %s (%s)", self.done + 1, self.total, label, run_id)
+            log.info("[%d/%d] start %s (%s)", self.started, self.total, label, run_id)
 
     def progress(self, run_id: str, label: str, info: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -55,7 +61,7 @@ class LogReporter:
         self._last.pop(run_id, None)
         log.info(
             "[%d/%d] %s %s (%s): %s",
-            self.done,
+            self._number.pop(run_id, self.done),
             self.total,
             record.get("status"),
             label,
