@@ -1,15 +1,18 @@
 """Does packing a study's runs onto cores pay on this machine? Measure it for --jobs auto.
 
     python -m bench.packing studies/scaling.yaml [--only A-L2-C96-T64 ...] [--rounds 5]
-        [--seconds 0.5] [--json FILE]
+        [--seconds 0.5] [--groups] [--json FILE]
 
 For each shape (model, batch, dtype) of the study's runs: the training step of one process on
 every core, against as many processes as cores stepping at once on one thread each, in
 alternating rounds (chargpt.study.pack_probe). Prints each shape's seconds a step both ways
 and the throughput gain of side by side (per round and the median), keeps the figures in
 chargpt's cache for `--jobs auto` on this machine, and prints the placement auto now chooses
-for the study, group by group, with the predicted times. Run it on an idle machine: another
-load moves both sides, and not always alike.
+for the study, group by group, with the predicted times. The figures are each shape beside
+copies of itself; `--groups` then checks them on the plan's groups of different shapes: each
+group's runs alone in turn against all of them at once, in alternating rounds, with the
+gain the figures predicted beside the one measured (not kept: auto goes by the figures). Run
+it on an idle machine: another load moves both sides, and not always alike.
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chargpt.cli import ArgumentParser
 from chargpt.files import write_json
+
+if TYPE_CHECKING:
+    from chargpt.study.packing import Placement, RunLoad
+    from chargpt.study.spec import PlannedRun
 
 
 def _positive(kind: type) -> Callable[[str], Any]:
@@ -46,6 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=_positive(int), default=5, help="rounds each way (5)")
     p.add_argument(
         "--seconds", type=_positive(float), default=0.5, help="steps a side a round (0.5 s)"
+    )
+    p.add_argument(
+        "--groups",
+        action="store_true",
+        help="then measure the plan's groups of different shapes together (a check)",
     )
     p.add_argument("--json", type=Path, help="also write the figures and the machine here")
     return p.parse_args(argv)
@@ -134,6 +146,16 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(f"  {' + '.join(labels)}: {group.reason}")
+    checked: list[dict[str, Any]] = []
+    if args.groups:
+        try:
+            checked = _check_groups(runs, vocab, groups, loads, cores, args)
+        except (ProbeError, OSError) as exc:
+            print(f"error: measuring a group failed: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted: the shapes' figures are kept", file=sys.stderr)
+            return 130
     if args.json:
         write_json(
             args.json,
@@ -145,9 +167,65 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": measure.fingerprint(device),
                 "shapes": list(shapes.values()),
                 "plan": plan,
+                "groups": checked,
             },
         )
     return 0
+
+
+def _check_groups(
+    runs: list[PlannedRun],
+    vocab: dict[str, int],
+    groups: list[Placement],
+    loads: list[RunLoad],
+    cores: int,
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """Measure each planned group of `cores` runs of more than one shape, all with figures,
+    together; print and return the figures' prediction beside the measurement."""
+    from chargpt.study.pack_record import figures_for, measure_group_alone, speed_key
+    from chargpt.study.packing import predicted_gain
+
+    todo = []
+    for group in groups:
+        members = [runs[i] for i in group.runs]
+        pairs = [(r.config, vocab[r.config.data.corpus]) for r in members]
+        figures = [figures_for(run, v, cores) for run, v in pairs]
+        if len(members) < cores or any(f is None for f in figures):
+            continue  # the size rule places it: there is no prediction to check
+        if len({speed_key(run, v, cores) for run, v in pairs}) > 1:
+            todo.append((group, members, pairs, figures))
+    if not todo:
+        print("--groups: no group of different shapes with figures for all of them")
+        return []
+    print(f"--groups: {len(todo)} of different shapes, measured together:")
+    checked = []
+    for group, members, pairs, figures in todo:
+        measured = measure_group_alone(pairs, args.rounds, args.seconds)
+        group_loads = [loads[i] for i in group.runs]
+        said, said_what = predicted_gain(
+            group_loads, [f.alone_s for f in figures], [f.beside_s for f in figures]
+        )
+        got, got_what = predicted_gain(group_loads, list(measured.alone_s), list(measured.beside_s))
+        labels = [r.label for r in members]
+        steps = ", ".join(
+            f"{label} {b * 1e3:,.1f} ms a step in the group "
+            f"(beside its copies {f.beside_s * 1e3:,.1f})"
+            for label, b, f in zip(labels, measured.beside_s, figures)
+        )
+        print(f"  {' + '.join(labels)}: {steps}; measured {got_what}, the figures said {said:.3f}x")
+        checked.append(
+            {
+                "labels": labels,
+                "alone_s": list(measured.alone_s),
+                "beside_s": list(measured.beside_s),
+                "relative": [list(r) for r in measured.relative],
+                "figures_beside_s": [f.beside_s for f in figures],
+                "predicted_gain": said,
+                "measured_gain": got,
+            }
+        )
+    return checked
 
 
 if __name__ == "__main__":

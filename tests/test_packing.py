@@ -18,7 +18,13 @@ from bench import packing as bench_packing
 from chargpt import machine_cache
 from chargpt.config import RunConfig
 from chargpt.study import packing, runner
-from chargpt.study.pack_probe import PackSpeed, ProbeError, _Copies, measure_speed
+from chargpt.study.pack_probe import (
+    PackSpeed,
+    ProbeError,
+    _Copies,
+    measure_group,
+    measure_speed,
+)
 from chargpt.study.pack_record import cached_speed, figures_for, measure_and_record, speed_key
 from chargpt.study.packing import (
     MIN_GAIN,
@@ -184,10 +190,23 @@ def test_a_failing_copy_is_an_error_that_says_why() -> None:
 
 
 @two_cores
+def test_measure_group_times_each_run_alone_and_all_together() -> None:
+    """Two different runs: each alone on both cores and both at once, every round; one run
+    is not a group."""
+    wider = RunConfig.from_dict({**TINY_BASE, "model": {**TINY_BASE["model"], "n_embd": 32}})
+    group = measure_group([(TINY, VOCAB), (wider, VOCAB)], rounds=2, seconds=0.05)
+    assert len(group.alone_s) == len(group.beside_s) == 2
+    assert all(len(r) == 2 and min(r) > 0 for r in group.relative)
+    assert min(group.alone_s) > 0 and min(group.beside_s) > 0
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        measure_group([(TINY, VOCAB)])
+
+
+@two_cores
 def test_a_copy_killed_mid_measurement_ends_it_at_once() -> None:
     """The OOM killer's way: no word from the copy. The other, waiting at the barrier to step
     beside it, is released; the error says how the copy died; close() ends what is left."""
-    copies = _Copies(TINY, VOCAB, 2)
+    copies = _Copies([(TINY, VOCAB)] * 2)
     pids = [proc.pid for proc in copies.procs]
     try:
         assert len(copies.step([0, 1], 1, 0.05)) == 2  # both step, side by side
@@ -307,6 +326,28 @@ def test_bench_packing_measures_records_and_prints_the_plan(
     assert len(report["shapes"]) == 1 and len(report["shapes"][0]["labels"]) == 2
     assert "cpu_flags" in report["machine"] and report["cores"] == 2
     assert cached_speed(load_study(study).runs[0].config, _synthetic_vocab(), 2) is not None
+
+
+@pytest.mark.slow
+@two_cores
+def test_bench_packing_groups_measures_groups_of_different_shapes_together(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--groups: the group of two shapes is measured together and both gains are printed
+    (and written); a group of one shape is its own figure, so there is nothing to check."""
+    monkeypatch.setattr(packing, "usable_cores", lambda: 2)
+    mixed = write_study(tmp_path / "m.yaml", "m", grid={"model.n_embd": [16, 32]})
+    out = tmp_path / "groups.json"
+    args = ["--rounds", "1", "--seconds", "0.05", "--groups"]
+    assert bench_packing.main([str(mixed), *args, "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "--groups: 1 of different shapes, measured together:" in text
+    assert "ms a step in the group" in text and "the figures said" in text
+    (checked,) = json.loads(out.read_text())["groups"]
+    assert len(checked["beside_s"]) == 2 and checked["measured_gain"] > 0
+    same = write_study(tmp_path / "s.yaml", "s", grid={"optim.lr": [1e-3, 2e-3]})
+    assert bench_packing.main([str(same), *args]) == 0
+    assert "--groups: no group of different shapes" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -103,20 +103,21 @@ def _child(config: dict[str, Any], vocab_size: int, barrier: Barrier, conn: Conn
 
 
 class _Copies:
-    """`n` processes, each holding the run's model and step: children of the study's zygote,
-    so each starts in ~0.1 s with torch imported. A copy that fails, or dies outright (the
-    OOM killer), ends the measurement with its own error; close() ends every copy."""
+    """One process per (run, vocab_size), each holding that run's model and step (copies of
+    one run, or a group's runs): children of the study's zygote, so each starts in ~0.1 s
+    with torch imported. A copy that fails, or dies outright (the OOM killer), ends the
+    measurement with its own error; close() ends every copy."""
 
-    def __init__(self, run: RunConfig, vocab_size: int, n: int) -> None:
+    def __init__(self, runs: list[tuple[RunConfig, int]]) -> None:
         from chargpt.study.forked import start_zygote
 
         start_zygote()
         ctx = multiprocessing.get_context("forkserver")
-        self.barrier = ctx.Barrier(n)
+        self.barrier = ctx.Barrier(len(runs))
         self.procs: list[BaseProcess] = []
         self.conns: list[Connection] = []
         try:
-            for _ in range(n):
+            for run, vocab_size in runs:
                 parent, child = ctx.Pipe(duplex=True)
                 self.conns.append(parent)
                 proc = ctx.Process(
@@ -127,7 +128,7 @@ class _Copies:
                 proc.start()
                 child.close()
                 self.procs.append(proc)
-            self._answers(list(range(n)))  # each has built its model
+            self._answers(list(range(len(runs))))  # each has built its model
         except BaseException:
             self.close()
             raise
@@ -230,7 +231,7 @@ def measure_speed(
         raise ProbeError(why)
     alone: list[float] = []
     relative: list[float] = []
-    copies = _Copies(run, vocab_size, cores)  # on failure it has ended its copies itself
+    copies = _Copies([(run, vocab_size)] * cores)  # on failure it ends its copies itself
     try:
         for i in range(rounds):
             sides: dict[str, float] = {}
@@ -249,4 +250,54 @@ def measure_speed(
         beside_s=alone_s / statistics.median(relative),
         relative=tuple(relative),
         cores=cores,
+    )
+
+
+@dataclass(frozen=True)
+class GroupSpeed:
+    """A group of different runs (one per core): each alone on every core, and each while the
+    whole group steps at once on one thread each, as --jobs auto would place it."""
+
+    alone_s: tuple[float, ...]  # each run's seconds a step alone on every core (median)
+    beside_s: tuple[float, ...]  # each run's seconds a step in the group (alone_s / median r)
+    relative: tuple[tuple[float, ...], ...]  # per run, each round's alone_s / beside_s
+
+
+def measure_group(
+    runs: list[tuple[RunConfig, int]], rounds: int = 5, seconds: float = 0.5
+) -> GroupSpeed:
+    """Each (run, vocab_size) alone on len(runs) threads, in turn, against all of them stepping
+    at once on one thread each, in alternating rounds as measure_speed does. A run stepping
+    beside shorter steps must not outlast them (it would end the round alone): together, each
+    steps for at least 2 x cores x the longest step alone (one thread is at most cores times
+    slower than all), and at least MIN_STEPS steps."""
+    cores = len(runs)
+    if cores < 2:
+        raise ValueError(f"a group needs at least 2 runs, got {cores}")
+    for run, vocab_size in runs:  # the largest's copies bound the group's memory from above
+        if (why := too_big(run, vocab_size, cores)) is not None:
+            raise ProbeError(why)
+    alone: list[list[float]] = [[] for _ in runs]
+    relative: list[list[float]] = [[] for _ in runs]
+    copies = _Copies(runs)
+    try:
+        together_s = seconds
+        for i in range(rounds):
+            sides: dict[str, list[float]] = {}
+            for side in ("alone", "beside") if i % 2 == 0 else ("beside", "alone"):
+                if side == "alone":
+                    sides[side] = [copies.step([j], cores, seconds)[0] for j in range(cores)]
+                    together_s = max(together_s, 2 * cores * max(sides[side]))
+                else:
+                    sides[side] = copies.step(list(range(cores)), 1, together_s)
+            for j in range(cores):
+                alone[j].append(sides["alone"][j])
+                relative[j].append(sides["alone"][j] / sides["beside"][j])
+    finally:
+        copies.close()
+    alone_s = tuple(statistics.median(a) for a in alone)
+    return GroupSpeed(
+        alone_s=alone_s,
+        beside_s=tuple(a / statistics.median(r) for a, r in zip(alone_s, relative)),
+        relative=tuple(tuple(r) for r in relative),
     )

@@ -7,13 +7,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from filelock import FileLock, Timeout
 
 from chargpt import machine_cache
 from chargpt.config import RunConfig
 from chargpt.files import read_json_object, write_json
-from chargpt.study.pack_probe import PackSpeed, ProbeError, measure_speed, too_big
+from chargpt.study.pack_probe import (
+    GroupSpeed,
+    PackSpeed,
+    ProbeError,
+    measure_group,
+    measure_speed,
+    too_big,
+)
 
 PROBE_VERSION = 1  # bump when the measurement changes: figures taken before are not used
 LOCK_TIMEOUT_S = 600.0  # how long to wait for another measurement holding the cache's lock
@@ -87,18 +96,9 @@ def measure_and_record(
     seconds: float = 0.5,
 ) -> PackSpeed:
     """Measure the run's PackSpeed (pack_probe.measure_speed) and keep it for --jobs auto.
-    The cache's lock is held while measuring too, so two measurements never run at once
-    (which would slow both). OSError: the cache cannot be written."""
+    OSError: the cache cannot be written."""
     path = machine_cache.cache_file(CACHE_NAME)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise ProbeError(
-            f"{path}.lock: another measurement held it {LOCK_TIMEOUT_S:.0f} s"
-        ) from None
-    try:
+    with _measuring():
         speed = measure_speed(run, vocab_size, cores, rounds, seconds)
         entries = read_json_object(path)
         entries[speed_key(run, vocab_size, cores)] = {
@@ -114,6 +114,32 @@ def measure_and_record(
         }
         write_json(path, entries)
         return speed
+
+
+def measure_group_alone(
+    runs: list[tuple[RunConfig, int]], rounds: int = 5, seconds: float = 0.5
+) -> GroupSpeed:
+    """A group's runs together (pack_probe.measure_group), with no other measurement running;
+    a check on the figures' prediction, so nothing is kept."""
+    with _measuring():
+        return measure_group(runs, rounds, seconds)
+
+
+@contextmanager
+def _measuring() -> Iterator[None]:
+    """Hold the cache's lock while measuring, so two measurements never run at once (each
+    would slow the other). OSError: the cache's folder cannot be written."""
+    path = machine_cache.cache_file(CACHE_NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ProbeError(
+            f"{path}.lock: another measurement held it {LOCK_TIMEOUT_S:.0f} s"
+        ) from None
+    try:
+        yield
     finally:
         lock.release()
 

@@ -128,22 +128,29 @@ def _by_measure(group: list[RunLoad], speeds: list[PackSpeed], cores: int) -> tu
     steps x beside_s (pessimistic: a run whose neighbours have finished speeds up). A run with
     a max_seconds limit may stop on the clock rather than its steps, and stopping sooner is
     not finishing sooner: with one in the group the criterion is the work done a second."""
-    if any(load.steps is None or load.max_seconds is not None for load in group):
-        gain = sum(s.alone_s / s.beside_s for s in speeds)
-        what = f"{gain:.3f}x the work a second"
-    else:
-        steps = [load.steps or 0 for load in group]
-        one_by_one = sum(n * s.alone_s for n, s in zip(steps, speeds))
-        side_by_side = max(n * s.beside_s for n, s in zip(steps, speeds))
-        gain = one_by_one / side_by_side
-        what = (
-            f"{_seconds(side_by_side)} against {_seconds(one_by_one)} one at a time ({gain:.3f}x)"
-        )
+    gain, what = predicted_gain(group, [s.alone_s for s in speeds], [s.beside_s for s in speeds])
     if gain >= MIN_GAIN:
         return Slot(jobs=cores, threads=1), f"side by side, 1 thread each: measured, {what}"
     return (
         Slot(jobs=1, threads=cores),
         f"one at a time on {cores} threads: measured, side by side {what}, below {MIN_GAIN}x",
+    )
+
+
+def predicted_gain(
+    group: list[RunLoad], alone_s: list[float], beside_s: list[float]
+) -> tuple[float, str]:
+    """How much sooner the group finishes side by side, from each run's seconds a step alone
+    on every core and side by side (see _by_measure), and the sentence that says so."""
+    if any(load.steps is None or load.max_seconds is not None for load in group):
+        gain = sum(a / b for a, b in zip(alone_s, beside_s))
+        return gain, f"{gain:.3f}x the work a second"
+    steps = [load.steps or 0 for load in group]
+    one_by_one = sum(n * a for n, a in zip(steps, alone_s))
+    side_by_side = max(n * b for n, b in zip(steps, beside_s))
+    gain = one_by_one / side_by_side
+    return gain, (
+        f"{_seconds(side_by_side)} against {_seconds(one_by_one)} one at a time ({gain:.3f}x)"
     )
 
 
