@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"median {statistics.median(gains):.2f})",
                 flush=True,
             )
-    except (ProbeError, OSError) as exc:
+    except (ProbeError, OSError, EOFError) as exc:  # EOFError: the zygote could not fork
         print(f"error: measuring failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -146,16 +146,17 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(f"  {' + '.join(labels)}: {group.reason}")
-    checked: list[dict[str, Any]] = []
+    checked: list[dict[str, Any]] = []  # the groups measured, kept if a later one fails
+    code = 0
     if args.groups:
         try:
-            checked = _check_groups(runs, vocab, groups, loads, cores, args)
-        except (ProbeError, OSError) as exc:
+            _check_groups(runs, vocab, groups, loads, cores, args, checked)
+        except (ProbeError, OSError, EOFError) as exc:  # EOFError: the zygote could not fork
             print(f"error: measuring a group failed: {exc}", file=sys.stderr)
-            return 1
+            code = 1
         except KeyboardInterrupt:
             print("interrupted: the shapes' figures are kept", file=sys.stderr)
-            return 130
+            code = 130
     if args.json:
         write_json(
             args.json,
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 "groups": checked,
             },
         )
-    return 0
+    return code
 
 
 def _check_groups(
@@ -180,9 +181,12 @@ def _check_groups(
     loads: list[RunLoad],
     cores: int,
     args: argparse.Namespace,
-) -> list[dict[str, Any]]:
+    checked: list[dict[str, Any]],
+) -> None:
     """Measure each planned group of `cores` runs of more than one shape, all with figures,
-    together; print and return the figures' prediction beside the measurement."""
+    together; print the figures' prediction beside the measurement, and add both to
+    `checked` group by group. (The measured gain applies the prediction's model to the steps
+    measured in the group: the group's finish is not timed.)"""
     from chargpt.study.pack_record import figures_for, measure_group_alone, speed_key
     from chargpt.study.packing import predicted_gain
 
@@ -190,16 +194,16 @@ def _check_groups(
     for group in groups:
         members = [runs[i] for i in group.runs]
         pairs = [(r.config, vocab[r.config.data.corpus]) for r in members]
-        figures = [figures_for(run, v, cores) for run, v in pairs]
-        if len(members) < cores or any(f is None for f in figures):
+        found = [figures_for(run, v, cores) for run, v in pairs]
+        figures = [f for f in found if f is not None]
+        if len(members) < cores or len(figures) < len(found):
             continue  # the size rule places it: there is no prediction to check
         if len({speed_key(run, v, cores) for run, v in pairs}) > 1:
             todo.append((group, members, pairs, figures))
     if not todo:
         print("--groups: no group of different shapes with figures for all of them")
-        return []
+        return
     print(f"--groups: {len(todo)} of different shapes, measured together:")
-    checked = []
     for group, members, pairs, figures in todo:
         measured = measure_group_alone(pairs, args.rounds, args.seconds)
         group_loads = [loads[i] for i in group.runs]
@@ -211,7 +215,7 @@ def _check_groups(
         steps = ", ".join(
             f"{label} {b * 1e3:,.1f} ms a step in the group "
             f"(beside its copies {f.beside_s * 1e3:,.1f})"
-            for label, b, f in zip(labels, measured.beside_s, figures)
+            for label, b, f in zip(labels, measured.beside_s, figures, strict=True)
         )
         print(f"  {' + '.join(labels)}: {steps}; measured {got_what}, the figures said {said:.3f}x")
         checked.append(
@@ -225,7 +229,6 @@ def _check_groups(
                 "measured_gain": got,
             }
         )
-    return checked
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def test_jobs_auto_records_jobs_and_threads_and_warns(
     for number, run_id in lines:
         numbers.setdefault(run_id, set()).add(number)
     assert len(lines) == 4 and sorted(numbers.values()) == [{"1"}, {"2"}], proc.stderr
+    assert "; 1 of 2 done" in proc.stderr and "; 2 of 2 done" in proc.stderr
 
 
 @pytest.mark.slow

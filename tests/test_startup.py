@@ -161,14 +161,38 @@ with open(sys.argv[1], "a") as f:  # once per process that runs this body
 sys.exit(run_study(sys.argv[2], Options(out=Path(sys.argv[3]))))
 """
 
+GUARDED = """
+import multiprocessing, os, signal, sys
+from multiprocessing import forkserver
+from pathlib import Path
+from chargpt.study.runner import Options, run_study
+with open(sys.argv[1], "a") as f:
+    f.write(__name__ + "\\n")
 
-@pytest.mark.slow
-@pytest.mark.parametrize("how", ["path", "module"])
-def test_runs_do_not_run_the_callers_script_again(tmp_path: Path, how: str) -> None:
-    """A script that runs a study from Python, with no `if __name__ == "__main__":` guard:
-    its body runs once, not once more in each run's process (multiprocessing's default for
-    a forkserver's children), and the study trains. Both ways Python names a main script:
-    by path (python script.py) and by module (python -m pkg.script)."""
+def square(x):  # found by the caller's own forkserver children only if they run this script
+    return x * x
+
+if __name__ == "__main__":
+    out = Path(sys.argv[3])
+    if sys.argv[4] == "pool-first":
+        with multiprocessing.get_context("forkserver").Pool(1) as pool:
+            assert pool.map(square, [2]) == [4]
+    assert run_study(sys.argv[2], Options(out=out / "first")) == 0
+    if sys.argv[4] == "kill-zygote":  # started again, as it was, by the next study
+        pid = forkserver._forkserver._forkserver_pid
+        os.kill(pid, signal.SIGKILL)
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # dead (multiprocessing reaps it)
+        assert run_study(sys.argv[2], Options(out=out / "second")) == 0
+        with multiprocessing.get_context("forkserver").Pool(1) as pool:
+            assert pool.map(square, [3]) == [9]
+"""
+
+
+def _run_script(
+    tmp_path: Path, text: str, how: str = "path", *extra: str, **env: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run `text` as pkg/script.py (by path or as a module) on a two-run study: the process
+    and the __name__ of each process that ran the script's body, in order."""
     study = write_study(
         tmp_path / "two.yaml",
         "two",
@@ -177,18 +201,79 @@ def test_runs_do_not_run_the_callers_script_again(tmp_path: Path, how: str) -> N
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "script.py").write_text(SCRIPT)
+    (pkg / "script.py").write_text(text)
     bodies = tmp_path / "bodies.txt"
+    bodies.touch()
     target = [str(pkg / "script.py")] if how == "path" else ["-m", "pkg.script"]
     proc = subprocess.run(
-        [sys.executable, *target, str(bodies), str(study), str(tmp_path / "results")],
+        [sys.executable, *target, str(bodies), str(study), str(tmp_path / "results"), *extra],
         cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env},
         capture_output=True,
         text=True,
         timeout=300,
     )
+    return proc, bodies.read_text().splitlines()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["path", "module"])
+def test_runs_do_not_run_the_callers_script_again(tmp_path: Path, how: str) -> None:
+    """A script that runs a study from Python, with no `if __name__ == "__main__":` guard:
+    its body runs once, not once more in each run's process (multiprocessing's default for
+    a forkserver's children), and the study trains. Both ways Python names a main script:
+    by path (python script.py) and by module (python -m pkg.script)."""
+    proc, bodies = _run_script(tmp_path, SCRIPT, how)
     assert proc.returncode == 0, proc.stderr
-    assert bodies.read_text() == "ran\n"
+    assert bodies == ["ran"]
     rows = read_csv(tmp_path / "results" / "two" / "runs.csv")[1]
     assert [r["status"] for r in rows] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+def test_the_callers_own_forkserver_children_still_run_its_script(tmp_path: Path) -> None:
+    """The forkserver is one per process: after its studies, the caller's own processes
+    forked from it run the script as multiprocessing promises (a function defined there is
+    found), and a zygote that died is started again with the same behaviour."""
+    proc, bodies = _run_script(tmp_path, GUARDED, "path", "kill-zygote")
+    assert proc.returncode == 0, proc.stderr
+    assert bodies == ["__main__", "__mp_main__"]  # the caller, then its pool's one worker
+    for study in ("first", "second"):
+        rows = read_csv(tmp_path / "results" / study / "two" / "runs.csv")[1]
+        assert [r["status"] for r in rows] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+def test_a_forkserver_started_before_the_first_study_is_named_in_a_warning(
+    tmp_path: Path,
+) -> None:
+    """multiprocessing's forkserver, started by the caller before any study, cannot become
+    the zygote (its imports are done): the study runs from it, slower, and says so."""
+    proc, _ = _run_script(tmp_path, GUARDED, "path", "pool-first")
+    assert proc.returncode == 0, proc.stderr
+    assert "forkserver this process started before its first study" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_zygote_that_cannot_fork_stops_the_study_with_one_line(tmp_path: Path) -> None:
+    """A fork that fails in the zygote (EAGAIN: out of processes) ends the zygote: the study
+    stops with one line naming the run, exit 1, not a traceback."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import errno, os\n"
+        "def _fork():\n"
+        "    raise BlockingIOError(errno.EAGAIN, 'Resource temporarily unavailable')\n"
+        "os.fork = _fork  # only the zygote forks with os.fork\n"
+    )
+    study = write_study(tmp_path / "s.yaml", "s")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run_study.py"), str(study), "--out", str(tmp_path / "r")],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{site}:{REPO}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: run ") and "its process could not start" in last, last

@@ -16,6 +16,7 @@ each run its corpus by content, as the Ray executor does: the synthetic corpus a
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -25,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from multiprocessing import forkserver, spawn
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,15 @@ from typing import Any
 from chargpt.config import RunConfig
 from chargpt.data import corpus_fingerprint, load_corpus
 from chargpt.measure import oom_kill_count, reset_peak_rss
-from chargpt.study.local import RunProcess, die_with_parent, read_progress, worker_argv
+from chargpt.study.local import (
+    PROCESS_PREFIX,
+    RunProcess,
+    die_with_parent,
+    read_progress,
+    worker_argv,
+)
+
+log = logging.getLogger("chargpt.study")
 
 # What the zygote imports before it forks: everything a run needs before its first step.
 PRELOAD = [
@@ -50,10 +59,6 @@ ENDED = "_ended"  # the last event of a child: its progress pipe closed (it exit
 # pools, torch and CUDA read their settings, Python its paths) rather than when a run starts.
 IMPORT_TIME_ENV = ("OMP_", "MKL_", "KMP_", "GOMP_", "TORCH", "PYTORCH", "CUDA", "PYTHON", "LD_")
 _zygote_env: tuple[tuple[str, str], ...] | None = None  # what the running zygote started with
-# How the zygote learns what multiprocessing will tell each child about the runner's __main__
-# (zygote.py reads it): the only channel into a forkserver as it starts is its environment.
-MAIN_ENV = "CHARGPT_ZYGOTE_MAIN"
-_MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 
 
 def _import_time_env() -> tuple[tuple[str, str], ...]:
@@ -71,19 +76,26 @@ def start_zygote() -> None:
     env = _import_time_env()
     if _zygote_env is not None and env != _zygote_env:
         stop_zygote()
+    if _zygote_env is None and _forkserver_alive():
+        log.warning(
+            "a multiprocessing forkserver this process started before its first study is "
+            "running: runs fork from it, without torch imported and running this script "
+            "again (a second or more each); start the study before other forkserver work"
+        )
     multiprocessing.set_forkserver_preload(PRELOAD)
-    data = spawn.get_preparation_data("chargpt-zygote")  # what each child will be sent
-    main = {k: v for k, v in data.items() if k in _MAIN_KEYS}
-    before = os.environ.get(MAIN_ENV)
-    os.environ[MAIN_ENV] = json.dumps(main)
-    try:
-        forkserver.ensure_running()
-    finally:
-        if before is None:
-            del os.environ[MAIN_ENV]
-        else:
-            os.environ[MAIN_ENV] = before
+    forkserver.ensure_running()
     _zygote_env = env
+
+
+def _forkserver_alive() -> bool:
+    """Whether this process's forkserver (multiprocessing's one per process) is running."""
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001
+    if pid is None:
+        return False
+    try:  # WNOWAIT: a dead one stays for multiprocessing to reap (it would fail otherwise)
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
 
 
 def stop_zygote() -> None:
@@ -148,7 +160,7 @@ class ForkedWorker(RunProcess):
         self.proc = ctx.Process(
             target=_child,
             args=(argv, dict(os.environ), writer, str(self.log_path), text),
-            name=f"chargpt-run-{run_id}",
+            name=f"{PROCESS_PREFIX}run-{run_id}",
         )
         self.proc.start()
         self.started = time.monotonic()

@@ -21,6 +21,9 @@ from chargpt.measure import oom_kill_count
 from chargpt.schema import ERROR, KILLED, OOM, TIMEOUT
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+# How the processes chargpt forks from its zygote are named; by it the zygote (zygote.py)
+# knows them from any other process the caller forks from the same forkserver.
+PROCESS_PREFIX = "chargpt-"
 
 
 def die_with_parent() -> None:

@@ -27,7 +27,7 @@ from multiprocessing.synchronize import Barrier
 from typing import Any
 
 from chargpt.config import RunConfig
-from chargpt.study.local import die_with_parent
+from chargpt.study.local import PROCESS_PREFIX, die_with_parent
 
 WARMUP_STEPS = 2  # untimed steps on each thread count a copy first steps with
 MIN_STEPS = 2  # timed steps a side a round, however long a step takes
@@ -54,11 +54,15 @@ class PackSpeed:
         return self.cores * self.alone_s / self.beside_s
 
 
-def _child(config: dict[str, Any], vocab_size: int, barrier: Barrier, conn: Connection) -> None:
+def _child(
+    config: dict[str, Any], vocab_size: int, barrier: Barrier, timed: Any, conn: Connection
+) -> None:
     """One copy of the run for a measurement: build its model and step, then answer the
     parent's commands: (threads, seconds, together) steps for `seconds` on `threads` threads
-    (at the barrier first when `together`, so all copies step at once) and sends back the
-    seconds a step; None ends it. Errors are sent back as text."""
+    and sends back the seconds a step; None ends it. Errors are sent back as text.
+    together > 1: all copies step at once, from the barrier on; a copy done timing counts
+    itself in `timed` (a shared int) and steps on, untimed, until all `together` are, so no
+    copy's timed steps run beside fewer copies (a group's steps differ in length)."""
     die_with_parent()  # the zygote's child: dies with it, and the zygote with the runner
     try:
         import torch
@@ -84,9 +88,15 @@ def _child(config: dict[str, Any], vocab_size: int, barrier: Barrier, conn: Conn
             for _ in range(0 if threads in warm else WARMUP_STEPS):
                 step(*batch, lr)
             warm.add(threads)
-            if together:
+            if together > 1:
                 barrier.wait(BARRIER_TIMEOUT_S)
-            conn.send(("ok", time_steps(step, batch, lr, MIN_STEPS, seconds)[0]))
+            seconds_a_step = time_steps(step, batch, lr, MIN_STEPS, seconds)[0]
+            if together > 1:
+                with timed.get_lock():
+                    timed.value += 1
+                while timed.value < together and not barrier.broken:  # broken: one failed
+                    step(*batch, lr)
+            conn.send(("ok", seconds_a_step))
     except BaseException as exc:  # noqa: BLE001 (reported to the parent, which raises it)
         barrier.abort()  # the other copies must not wait for this one
         why = f"{type(exc).__name__}: {exc}"
@@ -114,6 +124,7 @@ class _Copies:
         start_zygote()
         ctx = multiprocessing.get_context("forkserver")
         self.barrier = ctx.Barrier(len(runs))
+        self.timed = ctx.Value("i", 0)  # copies done timing in a round side by side
         self.procs: list[BaseProcess] = []
         self.conns: list[Connection] = []
         try:
@@ -122,8 +133,8 @@ class _Copies:
                 self.conns.append(parent)
                 proc = ctx.Process(
                     target=_child,
-                    args=(run.to_dict(), vocab_size, self.barrier, child),
-                    name="chargpt-pack-probe",
+                    args=(run.to_dict(), vocab_size, self.barrier, self.timed, child),
+                    name=f"{PROCESS_PREFIX}pack-probe",
                 )
                 proc.start()
                 child.close()
@@ -135,9 +146,10 @@ class _Copies:
 
     def step(self, which: list[int], threads: int, seconds: float) -> list[float]:
         """Seconds a step of the copies in `which`, stepping at once on `threads` threads."""
+        self.timed.value = 0  # no copy is stepping now: each has answered the last command
         for i in which:
             try:
-                self.conns[i].send((threads, seconds, len(which) > 1))
+                self.conns[i].send((threads, seconds, len(which)))
             except OSError:  # it has died: _answers says how, once the barrier is broken
                 self.barrier.abort()
         return [float(v) for v in self._answers(which)]
@@ -267,10 +279,8 @@ def measure_group(
     runs: list[tuple[RunConfig, int]], rounds: int = 5, seconds: float = 0.5
 ) -> GroupSpeed:
     """Each (run, vocab_size) alone on len(runs) threads, in turn, against all of them stepping
-    at once on one thread each, in alternating rounds as measure_speed does. A run stepping
-    beside shorter steps must not outlast them (it would end the round alone): together, each
-    steps for at least 2 x cores x the longest step alone (one thread is at most cores times
-    slower than all), and at least MIN_STEPS steps."""
+    at once on one thread each, in alternating rounds as measure_speed does. (A run whose
+    steps are longer than the others' is timed beside them all the same: see _child.)"""
     cores = len(runs)
     if cores < 2:
         raise ValueError(f"a group needs at least 2 runs, got {cores}")
@@ -281,15 +291,13 @@ def measure_group(
     relative: list[list[float]] = [[] for _ in runs]
     copies = _Copies(runs)
     try:
-        together_s = seconds
         for i in range(rounds):
             sides: dict[str, list[float]] = {}
             for side in ("alone", "beside") if i % 2 == 0 else ("beside", "alone"):
                 if side == "alone":
                     sides[side] = [copies.step([j], cores, seconds)[0] for j in range(cores)]
-                    together_s = max(together_s, 2 * cores * max(sides[side]))
                 else:
-                    sides[side] = copies.step(list(range(cores)), 1, together_s)
+                    sides[side] = copies.step(list(range(cores)), 1, seconds)
             for j in range(cores):
                 alone[j].append(sides["alone"][j])
                 relative[j].append(sides["alone"][j] / sides["beside"][j])

@@ -24,7 +24,7 @@ from chargpt.study.pack_probe import (
     too_big,
 )
 
-PROBE_VERSION = 1  # bump when the measurement changes: figures taken before are not used
+PROBE_VERSION = 2  # bump when the measurement changes: figures taken before are not used
 LOCK_TIMEOUT_S = 600.0  # how long to wait for another measurement holding the cache's lock
 CACHE_NAME = "packing.json"
 

@@ -143,11 +143,11 @@ def predicted_gain(
     """How much sooner the group finishes side by side, from each run's seconds a step alone
     on every core and side by side (see _by_measure), and the sentence that says so."""
     if any(load.steps is None or load.max_seconds is not None for load in group):
-        gain = sum(a / b for a, b in zip(alone_s, beside_s))
+        gain = sum(a / b for a, b in zip(alone_s, beside_s, strict=True))
         return gain, f"{gain:.3f}x the work a second"
     steps = [load.steps or 0 for load in group]
-    one_by_one = sum(n * a for n, a in zip(steps, alone_s))
-    side_by_side = max(n * b for n, b in zip(steps, beside_s))
+    one_by_one = sum(n * a for n, a in zip(steps, alone_s, strict=True))
+    side_by_side = max(n * b for n, b in zip(steps, beside_s, strict=True))
     gain = one_by_one / side_by_side
     return gain, (
         f"{_seconds(side_by_side)} against {_seconds(one_by_one)} one at a time ({gain:.3f}x)"

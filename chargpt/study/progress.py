@@ -15,7 +15,7 @@ log = logging.getLogger("chargpt.study")
 class LogReporter:
     """Plain lines: one when a run starts, every ~10 s of progress, and when it ends. A run
     keeps the number it started with ([3/10]) in its last line, so runs side by side (--jobs)
-    that end in another order are still told apart."""
+    that end in another order are still told apart; that line also counts the runs done."""
 
     def __init__(self, every_s: float = 10.0, verbose: bool = True) -> None:
         self.every_s = every_s
@@ -28,6 +28,7 @@ class LogReporter:
 
     def start(self, total: int, already_done: int) -> None:
         self.total, self.done, self.started = total, already_done, already_done
+        self._number.clear()
         log.info(
             "%d runs in the plan, %d already done, %d to run",
             total,
@@ -60,13 +61,15 @@ class LogReporter:
         self.done += 1
         self._last.pop(run_id, None)
         log.info(
-            "[%d/%d] %s %s (%s): %s",
+            "[%d/%d] %s %s (%s): %s; %d of %d done",
             self._number.pop(run_id, self.done),
             self.total,
             record.get("status"),
             label,
             run_id,
             _summary(record),
+            self.done,
+            self.total,
         )
 
     def close(self) -> None:

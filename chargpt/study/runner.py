@@ -183,7 +183,9 @@ def run_study(
     executor: Any = None,
 ) -> int:
     """Run (or resume) a study. Returns 0 when every planned run finished ok or diverged,
-    1 when some failed; raises spec.StudyError / InputError for bad input (nothing written).
+    1 when some failed; raises spec.StudyError / InputError for bad input (nothing written),
+    ResultsUnwritable when the results folder fails mid-study and RunNotStarted when a run's
+    process cannot be started (both keep the finished runs).
     executor: what starts the runs instead of the one opts names (benchmarks compare two)."""
     study = spec.load_study(study_path)
     runs, corpora = check_inputs(study, opts)
@@ -313,11 +315,8 @@ def _execute(
                         events,
                         compile_shared_by=shares.get(r.run_id, 1),
                     )
-                except OSError as exc:  # a fork or a pipe that failed: not the results folder
-                    raise RunNotStarted(
-                        f"run {r.run_id} ({r.label}): its process could not start ({exc}); "
-                        "finished runs are kept: run the same command to resume"
-                    ) from exc
+                except (OSError, EOFError) as exc:
+                    raise _not_started(store, r, exc) from exc
                 active[r.run_id] = (r, worker)
                 reporter.run_started(r.run_id, r.label)
             _drain(events, active, reporter, wait_s=0.2)
@@ -344,6 +343,7 @@ def _execute(
         return 130
     except RunNotStarted:
         _stop(active)
+        store.rebuild_csvs(order, labels)
         raise
     except OSError as exc:  # results can no longer be written: stop, keep what is on disk
         _stop(active)
@@ -370,6 +370,26 @@ def _execute(
         store.root,
     )
     return 1 if bad else 0
+
+
+def _not_started(
+    store: StudyStore, r: spec.PlannedRun, exc: OSError | EOFError
+) -> ResultsUnwritable | RunNotStarted:
+    """The error for a run whose process failed to start: the results folder's, when a file
+    in it was what failed (the run's config or log), else the process's own (a failed fork
+    or pipe; EOFError: the zygote ended as it forked, e.g. on a failed fork of its own)."""
+    name = getattr(exc, "filename", None)
+    if (
+        isinstance(exc, OSError)
+        and name
+        and Path(name).resolve().is_relative_to(store.root.resolve())
+    ):
+        return _unwritable(store, exc)
+    why = f"{type(exc).__name__}: {exc}" if isinstance(exc, EOFError) else str(exc)
+    return RunNotStarted(
+        f"run {r.run_id} ({r.label}): its process could not start ({why}); finished runs are "
+        "kept: run the same command to resume"
+    )
 
 
 def _unwritable(store: StudyStore, exc: OSError) -> ResultsUnwritable:
