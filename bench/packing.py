@@ -7,7 +7,8 @@ For each shape (model, batch, dtype) of the study's runs: the training step of o
 every core, against as many processes as cores stepping at once on one thread each, in
 alternating rounds (chargpt.study.pack_probe). Prints each shape's seconds a step both ways
 and the throughput gain of side by side (per round and the median), keeps the figures in
-chargpt's cache for `--jobs auto` on this machine, and prints the placement auto now chooses
+chargpt's cache for `--jobs auto` on this machine (pooled with the shape's latest earlier
+rounds: chargpt.study.pack_record.POOL_ROUNDS), and prints the placement auto now chooses
 for the study, group by group, with the predicted times. The figures are each shape beside
 copies of itself; `--groups` then checks them on the plan's groups of different shapes: each
 group's runs alone in turn against all of them at once, in alternating rounds, with the
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             if key in shapes:
                 shapes[key]["labels"].append(r.label)
                 continue
-            speed = measure_and_record(r.config, v, cores, r.label, args.rounds, args.seconds)
+            speed, kept = measure_and_record(r.config, v, cores, r.label, args.rounds, args.seconds)
             gains = [cores * rel for rel in speed.relative]
             shapes[key] = {
                 "labels": [r.label],
@@ -113,12 +114,18 @@ def main(argv: list[str] | None = None) -> int:
                 "beside_s": speed.beside_s,
                 "gains": gains,
                 "gain": speed.gain,
+                "kept_gain": kept.gain,
+                "kept_rounds": len(kept.relative),
             }
+            pooled = ""
+            if len(kept.relative) > len(speed.relative):
+                n = len(kept.relative)
+                pooled = f"; kept for auto, pooled with earlier rounds ({n}): {kept.gain:.2f}x"
             print(
                 f"{r.label}: {speed.alone_s * 1e3:,.1f} ms a step alone, "
                 f"{speed.beside_s * 1e3:,.1f} ms side by side; {cores} side by side do "
                 f"{speed.gain:.2f}x the work (rounds {min(gains):.2f}-{max(gains):.2f}, "
-                f"median {statistics.median(gains):.2f})",
+                f"median {statistics.median(gains):.2f}){pooled}",
                 flush=True,
             )
     except (ProbeError, OSError, EOFError) as exc:  # EOFError: the zygote could not fork

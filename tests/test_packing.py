@@ -3,9 +3,11 @@ measurement behind it (chargpt.study.pack_probe) and its benchmark (bench.packin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
+import statistics
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from test_runner import TINY_BASE, read_csv, write_study
 from bench import packing as bench_packing
 from chargpt import machine_cache
 from chargpt.config import RunConfig
-from chargpt.study import packing, runner
+from chargpt.study import pack_record, packing, runner
 from chargpt.study.pack_probe import (
     PackSpeed,
     ProbeError,
@@ -159,8 +161,9 @@ def test_measure_speed_times_both_sides_in_every_round() -> None:
 @two_cores
 def test_a_recorded_figure_is_what_auto_reads_until_it_is_too_old(_test_cache: Path) -> None:
     assert cached_speed(TINY, VOCAB, 2) is None
-    recorded = measure_and_record(TINY, VOCAB, 2, "tiny", rounds=1, seconds=0.05)
-    assert cached_speed(TINY, VOCAB, 2) == recorded
+    measured, kept = measure_and_record(TINY, VOCAB, 2, "tiny", rounds=1, seconds=0.05)
+    assert kept == measured  # nothing earlier to pool with
+    assert cached_speed(TINY, VOCAB, 2) == dataclasses.replace(kept, alone=())
     assert cached_speed(TINY, VOCAB, 4) is None  # measured on another number of cores
     path = _test_cache / "chargpt" / "packing.json"
     entries = json.loads(path.read_text())
@@ -169,6 +172,30 @@ def test_a_recorded_figure_is_what_auto_reads_until_it_is_too_old(_test_cache: P
     entry["measured_at"] = time.time() - (machine_cache.MAX_AGE_DAYS + 1) * 86400
     path.write_text(json.dumps(entries))
     assert cached_speed(TINY, VOCAB, 2) is None
+
+
+@two_cores
+def test_a_figure_pools_the_latest_rounds_of_recent_measurements(
+    _test_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each measurement adds its rounds to the shape's recent ones; the figure auto reads is
+    the median over the last POOL_ROUNDS; rounds older than the cache's age limit drop out."""
+    monkeypatch.setattr(pack_record, "POOL_ROUNDS", 3)
+    path = _test_cache / "chargpt" / "packing.json"
+    key = speed_key(TINY, VOCAB, 2)
+    first, _ = measure_and_record(TINY, VOCAB, 2, rounds=2, seconds=0.02)
+    second, kept = measure_and_record(TINY, VOCAB, 2, rounds=2, seconds=0.02)
+    assert kept.relative == (first.relative[1], *second.relative)  # the latest 3 of 4
+    assert kept.alone_s == statistics.median((first.alone[1], *second.alone))
+    entry = json.loads(path.read_text())[key]
+    assert len(entry["rounds"]) == 3 and entry["measurements"] == 2
+    assert cached_speed(TINY, VOCAB, 2) == dataclasses.replace(kept, alone=())
+    entries = json.loads(path.read_text())
+    old = time.time() - (machine_cache.MAX_AGE_DAYS + 1) * 86400
+    entries[key]["rounds"] = [[a, r, old] for a, r, _ in entries[key]["rounds"]]
+    path.write_text(json.dumps(entries))
+    third, kept = measure_and_record(TINY, VOCAB, 2, rounds=2, seconds=0.02)
+    assert kept.relative == third.relative  # the old rounds are gone
 
 
 def test_the_key_is_the_shape_not_the_learning_rate() -> None:

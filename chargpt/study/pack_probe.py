@@ -47,6 +47,7 @@ class PackSpeed:
     beside_s: float  # seconds a step, `cores` processes on 1 thread each (alone_s / median r)
     relative: tuple[float, ...]  # each round's alone_s / beside_s: r; cores * r is the gain
     cores: int
+    alone: tuple[float, ...] = ()  # each round's seconds a step alone (where known)
 
     @property
     def gain(self) -> float:
@@ -262,6 +263,7 @@ def measure_speed(
         beside_s=alone_s / statistics.median(relative),
         relative=tuple(relative),
         cores=cores,
+        alone=tuple(alone),
     )
 
 

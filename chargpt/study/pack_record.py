@@ -7,8 +7,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import statistics
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -25,6 +28,12 @@ from chargpt.study.pack_probe import (
 )
 
 PROBE_VERSION = 2  # bump when the measurement changes: figures taken before are not used
+# A shape's figure is the median of its latest rounds over measurements, not of the last
+# measurement alone: on a shared VM one measurement of five rounds can land in a slow spell
+# (on a Zen 5, A's step alone read 32.5 ms, then 45.6 ms three minutes later), which flips
+# auto's choice for groups near MIN_GAIN. Three measurements' worth; rounds older than
+# machine_cache.MAX_AGE_DAYS drop out, and run_study.py --reprobe drops them all.
+POOL_ROUNDS = 15
 LOCK_TIMEOUT_S = 600.0  # how long to wait for another measurement holding the cache's lock
 CACHE_NAME = "packing.json"
 
@@ -94,26 +103,56 @@ def measure_and_record(
     label: str = "",
     rounds: int = 5,
     seconds: float = 0.5,
-) -> PackSpeed:
-    """Measure the run's PackSpeed (pack_probe.measure_speed) and keep it for --jobs auto.
-    OSError: the cache cannot be written."""
+) -> tuple[PackSpeed, PackSpeed]:
+    """Measure the run's PackSpeed (pack_probe.measure_speed), pool its rounds with the
+    recent ones kept (POOL_ROUNDS) and keep that for --jobs auto; returns (this
+    measurement, what is kept). OSError: the cache cannot be written."""
     path = machine_cache.cache_file(CACHE_NAME)
+    key = speed_key(run, vocab_size, cores)
     with _measuring():
         speed = measure_speed(run, vocab_size, cores, rounds, seconds)
         entries = read_json_object(path)
-        entries[speed_key(run, vocab_size, cores)] = {
+        pooled = _pool(entries.get(key), speed)
+        kept = PackSpeed(
+            alone_s=statistics.median(a for a, _, _ in pooled),
+            beside_s=statistics.median(a for a, _, _ in pooled)
+            / statistics.median(r for _, r, _ in pooled),
+            relative=tuple(r for _, r, _ in pooled),
+            cores=cores,
+            alone=tuple(a for a, _, _ in pooled),
+        )
+        entries[key] = {
             "label": label,
             "model": f"L{run.model.n_layer} H{run.model.n_head} C{run.model.n_embd} "
             f"T{run.model.block_size} B{run.train.batch_size}",
             "cores": cores,
-            "alone_s": speed.alone_s,
-            "beside_s": speed.beside_s,
-            "relative": list(speed.relative),
-            "gain": speed.gain,
+            "alone_s": kept.alone_s,
+            "beside_s": kept.beside_s,
+            "relative": list(kept.relative),
+            "gain": kept.gain,
+            "rounds": pooled,  # [alone_s, alone_s / beside_s, measured_at] each
+            "measurements": len({at for _, _, at in pooled}),
             **machine_cache.stamp(),
         }
         write_json(path, entries)
-        return speed
+        return speed, kept
+
+
+def _pool(entry: Any, speed: PackSpeed) -> list[list[float]]:
+    """The entry's rounds still recent, then this measurement's, the last POOL_ROUNDS of them
+    ([alone_s, relative, measured_at] each); a damaged entry counts as none."""
+    rounds: list[list[float]] = []
+    if machine_cache.taken_recently(entry) and isinstance(entry.get("rounds"), list):
+        for item in entry["rounds"]:
+            try:
+                alone_s, relative, at = (float(x) for x in item)
+            except (TypeError, ValueError):
+                continue
+            if alone_s > 0 and relative > 0 and machine_cache.taken_recently({"measured_at": at}):
+                rounds.append([alone_s, relative, at])
+    now = time.time()
+    rounds += [[a, r, now] for a, r in zip(speed.alone, speed.relative, strict=True)]
+    return rounds[-POOL_ROUNDS:]
 
 
 def measure_group_alone(
