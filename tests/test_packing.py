@@ -218,15 +218,16 @@ def test_a_failing_copy_is_an_error_that_says_why() -> None:
 
 @two_cores
 def test_measure_group_times_each_run_alone_and_all_together() -> None:
-    """Two different runs: each alone on both cores and both at once, every round, each
-    figure in the order of the runs given (the larger model's ~400x the FLOPs a step take
-    longer however loaded the machine); one run is not a group."""
+    """Two different runs: each alone on both cores and both at once, every round; one run
+    is not a group. (Which run's step is longer is not asserted: beside another test
+    process, a tiny model's two threads can wait on each other longer than a larger
+    model's step takes.)"""
     model = {"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 32}
     larger = RunConfig.from_dict({**TINY_BASE, "model": {**TINY_BASE["model"], **model}})
     group = measure_group([(TINY, VOCAB), (larger, VOCAB)], rounds=2, seconds=0.05)
     assert len(group.alone_s) == len(group.beside_s) == 2
     assert all(len(r) == 2 and min(r) > 0 for r in group.relative)
-    assert 0 < group.alone_s[0] < group.alone_s[1] and 0 < group.beside_s[0] < group.beside_s[1]
+    assert min(group.alone_s) > 0 and min(group.beside_s) > 0
     with pytest.raises(ValueError, match="at least 2 runs"):
         measure_group([(TINY, VOCAB)])
 

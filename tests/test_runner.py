@@ -829,3 +829,23 @@ def test_a_run_whose_process_cannot_start_stops_the_study_with_one_line(
     proc = run_here(study, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert [r["status"] for r in read_csv(out / "s" / "runs.csv")[1]] == ["ok", "ok"]
+
+
+def test_a_run_start_that_fails_on_a_results_file_blames_the_folder_once(tmp_path: Path) -> None:
+    """A run that cannot start because a file of its own in the results folder failed (its
+    log, its config) is the folder's error, said once; anything else is the process's."""
+    import errno
+
+    from chargpt.study.runner import RunNotStarted, _not_started
+    from chargpt.study.store import ResultsUnwritable, StudyStore
+
+    store = StudyStore(tmp_path / "results" / "s")
+    (r,) = load_study(write_study(tmp_path / "s.yaml", "s")).runs
+    log = store.root / "runs" / r.run_id / "worker.log"
+    folder = _not_started(store, r, PermissionError(errno.EACCES, "Permission denied", str(log)))
+    assert isinstance(folder, ResultsUnwritable)
+    assert str(folder.strerror).count("cannot write results") == 1
+    fork = _not_started(store, r, BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable"))
+    assert isinstance(fork, RunNotStarted) and "its process could not start" in str(fork)
+    gone = _not_started(store, r, EOFError("unexpected EOF"))
+    assert isinstance(gone, RunNotStarted) and "EOFError: unexpected EOF" in str(gone)

@@ -345,6 +345,9 @@ def _execute(
         _stop(active)
         store.rebuild_csvs(order, labels)
         raise
+    except ResultsUnwritable:  # said already (a run's file in the results folder failed)
+        _stop(active)
+        raise
     except OSError as exc:  # results can no longer be written: stop, keep what is on disk
         _stop(active)
         raise _unwritable(store, exc) from None
