@@ -20,13 +20,8 @@ from bench import packing as bench_packing
 from chargpt import machine_cache
 from chargpt.config import RunConfig
 from chargpt.study import pack_record, packing, runner
-from chargpt.study.pack_probe import (
-    PackSpeed,
-    ProbeError,
-    _Copies,
-    measure_group,
-    measure_speed,
-)
+from chargpt.study.pack_group import measure_group
+from chargpt.study.pack_probe import Copies, PackSpeed, ProbeError, measure_speed
 from chargpt.study.pack_record import cached_speed, figures_for, measure_and_record, speed_key
 from chargpt.study.packing import (
     MIN_GAIN,
@@ -236,7 +231,7 @@ def test_measure_group_times_each_run_alone_and_all_together() -> None:
 def test_a_copy_killed_mid_measurement_ends_it_at_once() -> None:
     """The OOM killer's way: no word from the copy. The other, waiting at the barrier to step
     beside it, is released; the error says how the copy died; close() ends what is left."""
-    copies = _Copies([(TINY, VOCAB)] * 2)
+    copies = Copies([(TINY, VOCAB)] * 2)
     pids = [proc.pid for proc in copies.procs]
     try:
         assert len(copies.step([0, 1], 1, 0.05)) == 2  # both step, side by side

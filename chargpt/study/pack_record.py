@@ -18,14 +18,8 @@ from filelock import FileLock, Timeout
 from chargpt import machine_cache
 from chargpt.config import RunConfig
 from chargpt.files import read_json_object, write_json
-from chargpt.study.pack_probe import (
-    GroupSpeed,
-    PackSpeed,
-    ProbeError,
-    measure_group,
-    measure_speed,
-    too_big,
-)
+from chargpt.study.pack_group import GroupSpeed, measure_group
+from chargpt.study.pack_probe import PackSpeed, ProbeError, measure_speed, too_big
 
 PROBE_VERSION = 2  # bump when the measurement changes: figures taken before are not used
 # A shape's figure is the median of its latest rounds over measurements, not of the last
@@ -158,7 +152,7 @@ def _pool(entry: Any, speed: PackSpeed) -> list[list[float]]:
 def measure_group_alone(
     runs: list[tuple[RunConfig, int]], rounds: int = 5, seconds: float = 0.5
 ) -> GroupSpeed:
-    """A group's runs together (pack_probe.measure_group), with no other measurement running;
+    """A group's runs together (pack_group.measure_group), with no other measurement running;
     a check on the figures' prediction, so nothing is kept."""
     with _measuring():
         return measure_group(runs, rounds, seconds)
