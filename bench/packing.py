@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from chargpt import measure
     from chargpt.data import CorpusError
     from chargpt.study.pack_probe import ProbeError
-    from chargpt.study.pack_record import figures_for, measure_and_record, speed_key
-    from chargpt.study.packing import auto_placements, run_load, usable_cores
-    from chargpt.study.runner import InputError, Options, check_inputs
+    from chargpt.study.pack_record import measure_and_record, speed_key
+    from chargpt.study.packing import usable_cores
+    from chargpt.study.runner import InputError, Options, auto_plan, check_inputs
     from chargpt.study.spec import StudyError, load_study
 
     cores = usable_cores()
@@ -134,12 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the shapes measured so far are kept", file=sys.stderr)
         return 130
-    loads = [run_load(r.config, vocab[r.config.data.corpus]) for r in runs]
-    groups = auto_placements(
-        loads,
-        cores,
-        lambda i: figures_for(runs[i].config, vocab[runs[i].config.data.corpus], cores),
-    )
+    loads, groups = auto_plan(runs, vocab, cores)
     print("--jobs auto now places them (a study's runs still to do, in groups of the cores):")
     plan = []
     for group in groups:
@@ -217,20 +212,22 @@ def _check_groups(
         said, said_what = predicted_gain(
             group_loads, [f.alone_s for f in figures], [f.beside_s for f in figures]
         )
-        got, got_what = predicted_gain(group_loads, list(measured.alone_s), list(measured.beside_s))
+        got, got_what = predicted_gain(
+            group_loads, [m.alone_s for m in measured], [m.beside_s for m in measured]
+        )
         labels = [r.label for r in members]
         steps = ", ".join(
-            f"{label} {b * 1e3:,.1f} ms a step in the group "
+            f"{label} {m.beside_s * 1e3:,.1f} ms a step in the group "
             f"(beside its copies {f.beside_s * 1e3:,.1f})"
-            for label, b, f in zip(labels, measured.beside_s, figures, strict=True)
+            for label, m, f in zip(labels, measured, figures, strict=True)
         )
         print(f"  {' + '.join(labels)}: {steps}; measured {got_what}, the figures said {said:.3f}x")
         checked.append(
             {
                 "labels": labels,
-                "alone_s": list(measured.alone_s),
-                "beside_s": list(measured.beside_s),
-                "relative": [list(r) for r in measured.relative],
+                "alone_s": [m.alone_s for m in measured],
+                "beside_s": [m.beside_s for m in measured],
+                "relative": [list(m.relative) for m in measured],
                 "figures_beside_s": [f.beside_s for f in figures],
                 "predicted_gain": said,
                 "measured_gain": got,

@@ -220,9 +220,9 @@ def test_measure_group_times_each_run_alone_and_all_together() -> None:
     model = {"n_layer": 2, "n_head": 2, "n_embd": 128, "block_size": 32}
     larger = RunConfig.from_dict({**TINY_BASE, "model": {**TINY_BASE["model"], **model}})
     group = measure_group([(TINY, VOCAB), (larger, VOCAB)], rounds=2, seconds=0.05)
-    assert len(group.alone_s) == len(group.beside_s) == 2
-    assert all(len(r) == 2 and min(r) > 0 for r in group.relative)
-    assert min(group.alone_s) > 0 and min(group.beside_s) > 0
+    assert len(group) == 2
+    assert all(len(g.relative) == 2 and min(g.relative) > 0 for g in group)
+    assert min(g.alone_s for g in group) > 0 and min(g.beside_s for g in group) > 0
     with pytest.raises(ValueError, match="at least 2 runs"):
         measure_group([(TINY, VOCAB)])
 

@@ -20,6 +20,7 @@ import signal
 import statistics
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -53,6 +54,17 @@ class PackSpeed:
     def gain(self) -> float:
         """Throughput of `cores` copies side by side over one alone on every core."""
         return self.cores * self.alone_s / self.beside_s
+
+    @classmethod
+    def from_rounds(
+        cls, alone: Sequence[float], relative: Sequence[float], cores: int
+    ) -> PackSpeed:
+        """The figure of some rounds: the median step alone, and beside it the step alone over
+        the median ratio (a ratio is taken within a round, where a slow spell hits both)."""
+        alone_s = statistics.median(alone)
+        return cls(
+            alone_s, alone_s / statistics.median(relative), tuple(relative), cores, tuple(alone)
+        )
 
 
 def _child(
@@ -242,26 +254,35 @@ def measure_speed(
         raise ValueError(f"packing needs at least 2 cores, got {cores}")
     if (why := too_big(run, vocab_size, cores)) is not None:
         raise ProbeError(why)
-    alone: list[float] = []
-    relative: list[float] = []
     copies = Copies([(run, vocab_size)] * cores)  # on failure it ends its copies itself
     try:
-        for i in range(rounds):
-            sides: dict[str, float] = {}
-            for side in ("alone", "beside") if i % 2 == 0 else ("beside", "alone"):
-                if side == "alone":
-                    sides[side] = copies.step([i % cores], cores, seconds)[0]
-                else:
-                    sides[side] = statistics.mean(copies.step(list(range(cores)), 1, seconds))
-            alone.append(sides["alone"])
-            relative.append(sides["alone"] / sides["beside"])
+        alone, relative = alternate_rounds(
+            rounds,
+            alone=lambda i: [copies.step([i % cores], cores, seconds)[0]],
+            beside=lambda: [statistics.mean(copies.step(list(range(cores)), 1, seconds))],
+        )
     finally:
         copies.close()
-    alone_s = statistics.median(alone)
-    return PackSpeed(
-        alone_s=alone_s,
-        beside_s=alone_s / statistics.median(relative),
-        relative=tuple(relative),
-        cores=cores,
-        alone=tuple(alone),
-    )
+    return PackSpeed.from_rounds(alone[0], relative[0], cores)
+
+
+def alternate_rounds(
+    rounds: int, alone: Callable[[int], list[float]], beside: Callable[[], list[float]]
+) -> tuple[list[list[float]], list[list[float]]]:
+    """`rounds` rounds of both sides, alternating which goes first (a slow spell of a shared
+    machine then hits both): alone(round) and beside() each give seconds a step for the same
+    runs, in the same order. Per run: each round's seconds alone, and alone / beside."""
+    alone_s: list[list[float]] = []
+    relative: list[list[float]] = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            a, b = alone(i), beside()
+        else:
+            b = beside()
+            a = alone(i)
+        if not alone_s:
+            alone_s, relative = [[] for _ in a], [[] for _ in a]
+        for j, (x, y) in enumerate(zip(a, b, strict=True)):
+            alone_s[j].append(x)
+            relative[j].append(x / y)
+    return alone_s, relative

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from filelock import FileLock, Timeout
 from chargpt import machine_cache
 from chargpt.config import RunConfig
 from chargpt.files import read_json_object, write_json
-from chargpt.study.pack_group import GroupSpeed, measure_group
+from chargpt.study.pack_group import measure_group
 from chargpt.study.pack_probe import PackSpeed, ProbeError, measure_speed, too_big
 
 PROBE_VERSION = 2  # bump when the measurement changes: figures taken before are not used
@@ -107,14 +106,7 @@ def measure_and_record(
         speed = measure_speed(run, vocab_size, cores, rounds, seconds)
         entries = read_json_object(path)
         pooled = _pool(entries.get(key), speed)
-        kept = PackSpeed(
-            alone_s=statistics.median(a for a, _, _ in pooled),
-            beside_s=statistics.median(a for a, _, _ in pooled)
-            / statistics.median(r for _, r, _ in pooled),
-            relative=tuple(r for _, r, _ in pooled),
-            cores=cores,
-            alone=tuple(a for a, _, _ in pooled),
-        )
+        kept = PackSpeed.from_rounds([a for a, _, _ in pooled], [r for _, r, _ in pooled], cores)
         entries[key] = {
             "label": label,
             "model": f"L{run.model.n_layer} H{run.model.n_head} C{run.model.n_embd} "
@@ -151,7 +143,7 @@ def _pool(entry: Any, speed: PackSpeed) -> list[list[float]]:
 
 def measure_group_alone(
     runs: list[tuple[RunConfig, int]], rounds: int = 5, seconds: float = 0.5
-) -> GroupSpeed:
+) -> list[PackSpeed]:
     """A group's runs together (pack_group.measure_group), with no other measurement running;
     a check on the figures' prediction, so nothing is kept."""
     with _measuring():

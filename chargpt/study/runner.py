@@ -22,7 +22,15 @@ from chargpt.schema import DIVERGED, FAILED, FINISHED, OK, base_record
 from chargpt.study import spec
 from chargpt.study.forked import ENDED
 from chargpt.study.local import LocalExecutor, WorkerProcess, failure
-from chargpt.study.packing import Slot, auto_placements, fixed_slot, run_load, usable_cores
+from chargpt.study.packing import (
+    Placement,
+    RunLoad,
+    Slot,
+    auto_placements,
+    fixed_slot,
+    run_load,
+    usable_cores,
+)
 from chargpt.study.progress import LogReporter
 from chargpt.study.store import ResultsUnwritable, StudyStore, csv_text
 
@@ -430,6 +438,19 @@ def _slots(runs: list[spec.PlannedRun], opts: Options, vocab: dict[str, int]) ->
     cores = usable_cores()
     if opts.jobs != "auto":
         return {r.run_id: fixed_slot(int(opts.jobs), cores) for r in runs}
+    slots = {}
+    for group in auto_plan(runs, vocab, cores)[1]:
+        log.info("--jobs auto: %s: %s", " + ".join(runs[i].label for i in group.runs), group.reason)
+        slots.update({runs[i].run_id: group.slot for i in group.runs})
+    return slots
+
+
+def auto_plan(
+    runs: list[spec.PlannedRun], vocab: dict[str, int], cores: int
+) -> tuple[list[RunLoad], list[Placement]]:
+    """--jobs auto's placement of these runs (in plan order) on this machine: each run's
+    load, and the groups by this machine's packing figures where it has them, else by size
+    (the runner trains by it; bench.packing prints it)."""
     from chargpt.study.pack_record import figures_for
 
     loads = [run_load(r.config, vocab[r.config.data.corpus]) for r in runs]
@@ -437,11 +458,7 @@ def _slots(runs: list[spec.PlannedRun], opts: Options, vocab: dict[str, int]) ->
     def speed_of(i: int) -> PackSpeed | None:
         return figures_for(runs[i].config, vocab[runs[i].config.data.corpus], cores)
 
-    slots = {}
-    for group in auto_placements(loads, cores, speed_of):
-        log.info("--jobs auto: %s: %s", " + ".join(runs[i].label for i in group.runs), group.reason)
-        slots.update({runs[i].run_id: group.slot for i in group.runs})
-    return slots
+    return loads, auto_placements(loads, cores, speed_of)
 
 
 def _compile_shares(runs: list[spec.PlannedRun], slots: dict[str, Slot]) -> dict[str, int]:
