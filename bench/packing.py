@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     from chargpt.study.pack_probe import ProbeError
     from chargpt.study.pack_record import measure_and_record, speed_key
     from chargpt.study.packing import usable_cores
-    from chargpt.study.runner import InputError, Options, auto_plan, check_inputs
+    from chargpt.study.placement import auto_plan
+    from chargpt.study.plan import InputError, Options, check_inputs
     from chargpt.study.spec import StudyError, load_study
 
     cores = usable_cores()

@@ -10,9 +10,9 @@ import pytest
 from cli_helpers import run_here
 from test_runner import main, read_csv, write_study
 
-from chargpt.study import runner
+from chargpt.study import placement
 from chargpt.study.packing import SMALL_STEP_FLOPS, Slot, fixed_slot, step_flops
-from chargpt.study.runner import _fits
+from chargpt.study.placement import fits
 from chargpt.study.spec import load_study
 
 WARNING = (
@@ -28,10 +28,10 @@ def test_a_fixed_jobs_shares_the_cores_and_one_job_keeps_torchs_default() -> Non
 
 def test_a_large_run_waits_for_the_small_ones_and_then_trains_alone() -> None:
     small, large = Slot(jobs=2, threads=1), Slot(jobs=1, threads=2)
-    assert _fits(small, []) and _fits(small, [small])
-    assert not _fits(small, [small, small])  # the cores are taken
-    assert not _fits(large, [small]) and _fits(large, [])
-    assert not _fits(small, [large])  # nothing beside a large run
+    assert fits(small, []) and fits(small, [small])
+    assert not fits(small, [small, small])  # the cores are taken
+    assert not fits(large, [small]) and fits(large, [])
+    assert not fits(small, [large])  # nothing beside a large run
 
 
 def test_step_flops_of_the_scaling_shapes_split_at_the_bound() -> None:
@@ -50,7 +50,7 @@ def test_jobs_auto_records_jobs_and_threads_and_warns(
     """Two tiny runs (no packing figures): on two cores side by side, one thread each, and a
     warning; on one core one at a time, no warning. (The cores are set: on more, two runs
     would be a group left over, which shares the cores.)"""
-    monkeypatch.setattr(runner, "usable_cores", lambda: cores)
+    monkeypatch.setattr(placement, "usable_cores", lambda: cores)
     study = write_study(tmp_path / "auto.yaml", "auto", grid={"optim.lr": [1e-3, 2e-3]})
     proc = run_here(study, "--out", tmp_path / "results", "--jobs", "auto")
     assert proc.returncode == 0, proc.stderr

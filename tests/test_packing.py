@@ -19,7 +19,7 @@ from test_runner import TINY_BASE, read_csv, write_study
 from bench import packing as bench_packing
 from chargpt import machine_cache
 from chargpt.config import RunConfig
-from chargpt.study import pack_record, packing, runner
+from chargpt.study import pack_record, packing, placement
 from chargpt.study.pack_group import measure_group
 from chargpt.study.pack_probe import Copies, PackSpeed, ProbeError, measure_speed
 from chargpt.study.pack_record import cached_speed, figures_for, measure_and_record, speed_key
@@ -286,7 +286,7 @@ def test_jobs_auto_follows_this_machines_figures(
     """Tiny runs go side by side by size; with figures saying side by side is 4x slower a
     step, the same study trains them one at a time on every core, and says why. (Two cores,
     whatever the machine has: two runs on more would be a group left over, placed by size.)"""
-    monkeypatch.setattr(runner, "usable_cores", lambda: 2)
+    monkeypatch.setattr(placement, "usable_cores", lambda: 2)
     study = write_study(tmp_path / "fig.yaml", "fig", grid={"optim.lr": [1e-3, 2e-3]})
     cores = 2
     _write_figure(_test_cache, TINY, _synthetic_vocab(), cores, alone_s=0.01, beside_s=0.04)

@@ -25,7 +25,7 @@ import run_study
 from chargpt.measure import oom_kill_count
 from chargpt.study.local import failure
 from chargpt.study.packing import Slot
-from chargpt.study.runner import _compile_shares
+from chargpt.study.placement import compile_shares
 from chargpt.study.spec import PlannedRun, load_study
 
 REPO = Path(__file__).resolve().parent.parent
@@ -748,10 +748,10 @@ def test_the_first_run_of_a_graph_shares_its_cold_compile_with_the_runs_after_it
     assert len(firsts) == 4
     one = {r.run_id: Slot(jobs=1, threads=1) for r in runs}
     two = {r.run_id: Slot(jobs=2, threads=1) for r in runs}
-    assert _compile_shares(runs, one) == dict.fromkeys(firsts.values(), 3)
-    assert _compile_shares(runs, two) == dict.fromkeys(firsts.values(), 2)
+    assert compile_shares(runs, one) == dict.fromkeys(firsts.values(), 3)
+    assert compile_shares(runs, two) == dict.fromkeys(firsts.values(), 2)
     four = {r.run_id: Slot(jobs=4, threads=1) for r in runs}
-    assert _compile_shares(runs, four) == {}  # all three of a group start at once
+    assert compile_shares(runs, four) == {}  # all three of a group start at once
 
 
 @pytest.mark.slow

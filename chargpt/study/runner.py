@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import shutil
@@ -10,178 +9,27 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from filelock import Timeout
 
-from chargpt.config import DataConfig
-from chargpt.files import write_atomic, write_json
 from chargpt.schema import DIVERGED, FAILED, FINISHED, OK, base_record
 from chargpt.study import spec
 from chargpt.study.forked import ENDED
 from chargpt.study.local import LocalExecutor, WorkerProcess, failure
-from chargpt.study.packing import (
-    Placement,
-    RunLoad,
-    Slot,
-    auto_placements,
-    fixed_slot,
-    run_load,
-    usable_cores,
-)
+from chargpt.study.placement import compile_shares, fits, slots_for
+from chargpt.study.plan import InputError, Options, check_inputs, describe_study, plan_table
 from chargpt.study.progress import LogReporter
-from chargpt.study.store import ResultsUnwritable, StudyStore, csv_text
+from chargpt.study.store import ResultsUnwritable, StudyStore
 
-if TYPE_CHECKING:
-    from chargpt.study.pack_probe import PackSpeed
+__all__ = ["InputError", "Options", "RunNotStarted", "run_study"]
 
 log = logging.getLogger("chargpt.study")
 
 
-class InputError(ValueError):
-    """Bad input found before anything is written (exit code 2)."""
-
-
 class RunNotStarted(RuntimeError):
     """A run's process could not be started (fork or pipe failed): the study stops (exit 1)."""
-
-
-EXECUTORS = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class Options:
-    """What the command line asked for."""
-
-    out: Path = Path("results")
-    dry_run: bool = False
-    only: tuple[str, ...] = ()
-    fresh: bool = False
-    retry_failed: bool = False
-    jobs: int | str = 1  # runs at once, or "auto" (chargpt.study.packing)
-    timeout_s: float | None = None
-    reprobe: bool = False  # measure the peak FLOP/s again; drop the packing figures
-    executor: str = "local"  # local: worker processes here; ray: Ray tasks on a cluster
-    ray_address: str | None = None  # None: start a local Ray; auto or HOST:PORT: join one
-
-
-def corpus_facts(data: DataConfig) -> dict[str, Any]:
-    """Size, vocabulary and reference losses of a corpus (for corpus.json and the plan)."""
-    from chargpt.data import load_splits, reference_losses
-
-    splits = load_splits(data)
-    vocab_size = splits.tokenizer.vocab_size
-    return {
-        "n_chars": splits.n_chars,
-        "vocab_size": vocab_size,
-        "train_tokens": len(splits.train),
-        "val_tokens": len(splits.val),
-        "val_fraction": data.val_fraction,
-        "reference_losses": reference_losses(splits.train.numpy(), splits.val.numpy(), vocab_size),
-    }
-
-
-def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun], dict[str, Any]]:
-    """Everything that can be wrong before a run starts; raises InputError (nothing written)."""
-    from chargpt.data import CorpusError
-    from chargpt.measure import resolve_device
-
-    source = str(study.path or study.name)
-    if isinstance(opts.jobs, str) and opts.jobs != "auto":
-        raise InputError(f"--jobs must be a number >= 1 or auto, got {opts.jobs}")
-    if isinstance(opts.jobs, int) and opts.jobs < 1:
-        raise InputError(f"--jobs must be >= 1, got {opts.jobs}")
-    if opts.timeout_s is not None and opts.timeout_s <= 0:
-        raise InputError(f"--timeout must be > 0 seconds, got {opts.timeout_s:g}")
-    if opts.executor not in EXECUTORS:
-        raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {opts.executor}")
-    if opts.ray_address is not None and opts.executor != "ray":
-        raise InputError("--ray-address needs --executor ray")
-    runs = list(study.runs)
-    if opts.only:
-        wanted = set(opts.only)
-        runs = [r for r in runs if r.run_id in wanted or r.label in wanted]
-        known = {r.run_id for r in study.runs} | {r.label for r in study.runs}
-        missing = sorted(wanted - known)
-        if missing:
-            labels = ", ".join(sorted({r.label for r in study.runs}))
-            raise InputError(
-                f"{source}: --only {missing[0]}: no run with that run_id or label "
-                f"(labels: {labels})"
-            )
-    corpora: dict[str, Any] = {}
-    for run in runs:
-        key = run.config.data.corpus
-        if key in corpora:
-            continue
-        try:
-            corpora[key] = corpus_facts(run.config.data)
-        except CorpusError as exc:
-            raise InputError(f"{source}: data.corpus: {exc}") from None
-        vocab = run.config.model.vocab_size
-        if vocab is not None and vocab != corpora[key]["vocab_size"]:
-            raise InputError(
-                f"{source}: model.vocab_size: {vocab} does not match corpus "
-                f"{key!r} ({corpora[key]['vocab_size']} characters)"
-            )
-    # A plan made for a GPU still prints on a laptop: only a real run needs the device.
-    for device in [] if opts.dry_run else sorted({r.config.train.device for r in runs}):
-        try:
-            resolve_device(device)
-        except ValueError as exc:
-            raise InputError(f"{source}: {exc}") from None
-    return runs, corpora
-
-
-def plan_table(
-    study: spec.Study, runs: list[spec.PlannedRun], vocab: dict[str, int], store: StudyStore | None
-) -> str:
-    """The expanded plan as an aligned text table (for --dry-run)."""
-    from chargpt.model import count_params
-
-    header = [
-        "run_id",
-        "label",
-        "n_layer",
-        "n_head",
-        "n_embd",
-        "block_size",
-        "batch_size",
-        "lr",
-        "params",
-        "FLOPs/token",
-        "budget",
-        "status",
-    ]
-    rows = [header]
-    for r in runs:
-        m, t = r.config.model, r.config.train
-        counts = count_params(
-            m.__class__(**{**m.to_dict(), "vocab_size": vocab[r.config.data.corpus]})
-        )
-        status = (store.status(r.run_id) if store else None) or "todo"
-        rows.append(
-            [
-                r.run_id,
-                r.label,
-                m.n_layer,
-                m.n_head,
-                m.n_embd,
-                m.block_size,
-                t.batch_size,
-                f"{r.config.optim.lr:g}",
-                f"{counts['n_params']:,}",
-                f"{counts['flops_per_token']:.3g}",
-                spec.budget_str(r.config.budget),
-                status,
-            ]
-        )
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows
-    )
 
 
 def run_study(
@@ -211,7 +59,7 @@ def run_study(
     try:
         store.lock()
     except OSError as exc:
-        raise _unwritable(store, exc) from None
+        raise store.unwritable(exc) from None
     try:
         if opts.fresh and root.exists():
             for child in root.iterdir():
@@ -227,9 +75,9 @@ def run_study(
             except (OSError, Timeout) as exc:  # the figures stay; the study can still run
                 log.warning("--reprobe: cached measurements not dropped (%s)", exc)
         try:
-            _describe_study(study, store, corpora)
+            describe_study(study, store, corpora)
         except OSError as exc:
-            raise _unwritable(store, exc) from None
+            raise store.unwritable(exc) from None
         return _execute(study, runs, store, opts, reporter, executor, vocab)
     finally:
         reporter.close()
@@ -250,27 +98,6 @@ def _executor(opts: Options) -> Any:
         raise InputError(str(exc)) from None
 
 
-def _describe_study(study: spec.Study, store: StudyStore, corpora: dict[str, Any]) -> None:
-    """study.yaml, plan.csv, env.json and corpus.json, each written atomically."""
-    import torch
-
-    from chargpt import measure
-
-    if study.path is not None:
-        write_atomic(store.root / "study.yaml", study.path.read_text(encoding="utf-8"))
-    plan = spec.plan_rows(
-        study, next(iter(corpora.values()))["vocab_size"] if len(corpora) == 1 else None
-    )
-    write_atomic(store.root / "plan.csv", csv_text(plan, ["run_id", "label"]))
-    device = measure.resolve_device(study.runs[0].config.train.device)
-    env = measure.fingerprint(device)
-    env["peak_flops_float32"] = measure.measure_peak_flops(device, torch.float32)
-    if device.type == "cuda" or any(r.config.train.dtype != "float32" for r in study.runs):
-        env["peak_flops_bfloat16"] = measure.measure_peak_flops(device, torch.bfloat16)
-    write_json(store.root / "env.json", env)
-    write_json(store.root / "corpus.json", corpora)
-
-
 def _execute(
     study: spec.Study,
     runs: list[spec.PlannedRun],
@@ -288,8 +115,8 @@ def _execute(
     reporter.start(len(runs), len(runs) - len(todo))
     if any(store.status(r.run_id) in FAILED for r in runs) and not opts.retry_failed:
         log.info("failed runs are kept as they are; --retry-failed runs them again")
-    slots = _slots(todo, opts, vocab)
-    shares = _compile_shares(todo, slots)
+    slots = slots_for(todo, opts.jobs, vocab)
+    shares = compile_shares(todo, slots)
     if len(todo) > 1 and any(slot.jobs > 1 for slot in slots.values()):
         log.warning(
             "--jobs %s: runs train side by side, so their timings (train_s, tokens_per_s, "
@@ -308,7 +135,7 @@ def _execute(
         while pending or active:
             if ctrl_c.is_set():
                 raise KeyboardInterrupt
-            while pending and _fits(slots[pending[0].run_id], [slots[i] for i in active]):
+            while pending and fits(slots[pending[0].run_id], [slots[i] for i in active]):
                 r = pending.pop(0)
                 run_dir = store.prepare_run_dir(r.run_id, r.config.to_dict())
                 threads = slots[r.run_id].threads
@@ -358,7 +185,7 @@ def _execute(
         raise
     except OSError as exc:  # results can no longer be written: stop, keep what is on disk
         _stop(active)
-        raise _unwritable(store, exc) from None
+        raise store.unwritable(exc) from None
     finally:
         restore()
     store.rebuild_csvs(order, labels)  # plan order again, now that all have finished
@@ -395,22 +222,11 @@ def _not_started(
         and name
         and Path(name).resolve().is_relative_to(store.root.resolve())
     ):
-        return _unwritable(store, exc)
+        return store.unwritable(exc)
     why = f"{type(exc).__name__}: {exc}" if isinstance(exc, EOFError) else str(exc)
     return RunNotStarted(
         f"run {r.run_id} ({r.label}): its process could not start ({why}); finished runs are "
         "kept: run the same command to resume"
-    )
-
-
-def _unwritable(store: StudyStore, exc: OSError) -> ResultsUnwritable:
-    """One line for a results directory that refuses writes: what, where, what to do."""
-    where = f": {exc.filename}" if exc.filename else ""
-    return ResultsUnwritable(
-        exc.errno,
-        f"{store.root}: cannot write results ({exc.strerror or exc}{where}); "
-        "finished runs are kept: free space or fix the folder, then run the same command to "
-        "resume",
     )
 
 
@@ -429,62 +245,6 @@ def _catch_ctrl_c() -> tuple[threading.Event, Callable[[], None]]:
 def _should_run(status: str | None, opts: Options) -> bool:
     """Unfinished runs run; failed ones only with --retry-failed; finished ones never."""
     return not (status in FINISHED or (status in FAILED and not opts.retry_failed))
-
-
-def _slots(runs: list[spec.PlannedRun], opts: Options, vocab: dict[str, int]) -> dict[str, Slot]:
-    """Each run's placement: --jobs N for all alike, or --jobs auto by this machine's packing
-    figures where it has them, else by size (packing.auto_placements); auto logs each group's
-    choice and why."""
-    cores = usable_cores()
-    if opts.jobs != "auto":
-        return {r.run_id: fixed_slot(int(opts.jobs), cores) for r in runs}
-    slots = {}
-    for group in auto_plan(runs, vocab, cores)[1]:
-        log.info("--jobs auto: %s: %s", " + ".join(runs[i].label for i in group.runs), group.reason)
-        slots.update({runs[i].run_id: group.slot for i in group.runs})
-    return slots
-
-
-def auto_plan(
-    runs: list[spec.PlannedRun], vocab: dict[str, int], cores: int
-) -> tuple[list[RunLoad], list[Placement]]:
-    """--jobs auto's placement of these runs (in plan order) on this machine: each run's
-    load, and the groups by this machine's packing figures where it has them, else by size
-    (the runner trains by it; bench.packing prints it)."""
-    from chargpt.study.pack_record import figures_for
-
-    loads = [run_load(r.config, vocab[r.config.data.corpus]) for r in runs]
-
-    def speed_of(i: int) -> PackSpeed | None:
-        return figures_for(runs[i].config, vocab[runs[i].config.data.corpus], cores)
-
-    return loads, auto_placements(loads, cores, speed_of)
-
-
-def _compile_shares(runs: list[spec.PlannedRun], slots: dict[str, Slot]) -> dict[str, int]:
-    """For `train.compile: auto` runs that build one graph to one budget (same model, batch,
-    dtype, device, corpus and budget, so the same predicted saving): the first run's count
-    of the runs its cold compile would turn warm (chargpt.compiling.choose_compile). Runs
-    that start beside it (--jobs) find no cache yet, so they are not counted."""
-    groups: dict[str, list[str]] = {}
-    for r in runs:
-        d = r.config.to_dict()
-        if d["train"]["compile"] != "auto":
-            continue
-        t = d["train"]
-        graph = [d["model"], t["batch_size"], t["dtype"], t["device"], d["data"], d["budget"]]
-        groups.setdefault(json.dumps(graph, sort_keys=True), []).append(r.run_id)
-    shares = {}
-    for ids in groups.values():
-        beside = slots[ids[0]].jobs - 1  # started with the first, before its cache exists
-        if len(ids) - beside > 1:
-            shares[ids[0]] = len(ids) - beside
-    return shares
-
-
-def _fits(slot: Slot, active: list[Slot]) -> bool:
-    """Whether a run may start now: fewer runs train than it and each of them allow."""
-    return len(active) < min([slot.jobs, *(a.jobs for a in active)])
 
 
 def _record(

@@ -70,6 +70,16 @@ class StudyStore:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
+    def unwritable(self, exc: OSError) -> ResultsUnwritable:
+        """One line for a results directory that refuses writes: what, where, what to do."""
+        where = f": {exc.filename}" if exc.filename else ""
+        return ResultsUnwritable(
+            exc.errno,
+            f"{self.root}: cannot write results ({exc.strerror or exc}{where}); "
+            "finished runs are kept: free space or fix the folder, then run the same command "
+            "to resume",
+        )
+
     # ----- lock ------------------------------------------------------------------------
     def lock(self) -> None:
         """Take the study's lock; the OS drops it when this process dies, however it dies."""
