@@ -3,7 +3,7 @@
     python -m bench.compile_gain [studies/recipes/nanogpt_cpu_baby.yaml] [--threads 1]
                                  [--rounds 7] [--steps 30]
 
-Prints the first-call compile time (as train.warm_up_compile measures it: cold unless
+Prints the first-call compile time (as compile_step.warm_up_compile measures it: cold unless
 TORCHINDUCTOR_CACHE_DIR holds this recipe's kernels from an earlier run, so run it twice with
 the same directory to see the warm figure), then the per-step ratio eager/compiled over
 alternating rounds of the same TrainStep on one model (median), and the steps a run needs
@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from chargpt.cli import ArgumentParser
+from chargpt.compile_step import warm_up_compile
 from chargpt.data import CorpusError
+from chargpt.run_setup import setup
 from chargpt.step import TrainStep
 from chargpt.study.spec import StudyError, load_recipe
-from chargpt.train import setup, warm_up_compile
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
 

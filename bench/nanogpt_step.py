@@ -18,7 +18,7 @@ its thread count is kept):
   PyTorch's sdpa) and `configure_optimizers` (torch.optim.AdamW as it builds it for a CPU);
   then forward, backward, `clip_grad_norm_` at 1.0, `optimizer.step()` and
   `zero_grad(set_to_none=True)`, as its train.py does for one micro-step without a scaler.
-- chargpt: `chargpt.train.setup` on the recipe, and its training step (`chargpt.step`).
+- chargpt: `chargpt.run_setup.setup` on the recipe, and its training step (`chargpt.step`).
 - with `--compiled`, also "chargpt compiled": the same on a model of its own, torch.compile'd
   as `train.compile: true` builds it, compiled before the first round (off the clock, as in
   training; the seconds are printed).
@@ -45,13 +45,14 @@ from typing import Any
 import torch
 
 from chargpt.cli import ArgumentParser
+from chargpt.compile_step import warm_up_compile
 from chargpt.config import ModelConfig, OptimConfig
 from chargpt.data import CorpusError
 from chargpt.files import write_json
 from chargpt.measure import fingerprint
+from chargpt.run_setup import setup
 from chargpt.step import TrainStep
 from chargpt.study.spec import StudyError, load_recipe
-from chargpt.train import setup, warm_up_compile
 
 RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
 N_BATCHES = 64  # distinct batches, cycled through by both sides

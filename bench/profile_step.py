@@ -19,8 +19,8 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from chargpt.cli import ArgumentParser
 from chargpt.data import CorpusError
+from chargpt.run_setup import setup
 from chargpt.study.spec import StudyError, load_recipe
-from chargpt.train import setup
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanogpt_cpu_baby.yaml"
 

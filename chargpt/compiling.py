@@ -10,11 +10,11 @@ from typing import Any
 # gains measured on this graph by its last RECENT compiled runs here (step_gain), else
 # STEP_GAIN (also while a gain below it rests on fewer than TRUSTED_AFTER runs); eager_s is the
 # predicted eager training time: steps times the eager step time measured on the run's own
-# model and batch before training (chargpt.train.time_forward_backward: forward and backward, which
-# are nearly all of a step), or budget.max_seconds when that is shorter; and compile_s is
-# COMPILE_S (cold) for a graph this machine has never compiled, else the median of its last
-# RECENT warm compiles' seconds (predicted_compile_s). A study's runs of one graph and budget
-# share the cold one (choose_compile's shared_by).
+# model and batch before training (chargpt.compile_step.time_forward_backward: forward and
+# backward, which are nearly all of a step), or budget.max_seconds when that is shorter; and
+# compile_s is COMPILE_S (cold) for a graph this machine has never compiled, else the median
+# of its last RECENT warm compiles' seconds (predicted_compile_s). A study's runs of one graph
+# and budget share the cold one (choose_compile's shared_by).
 #
 # Why measured, not predicted from the matmul peak: an earlier rule took steps * FLOPs /
 # (40% of the probe's peak). On a CPU with AMX (Intel Xeon, 2 cores, 2026-12-01) the bfloat16
@@ -47,10 +47,10 @@ COMPILE_S = {"cpu": 35.0, "cuda": 60.0}
 # figure is an assumption, as COMPILE_S's is (no GPU measured it).
 COMPILE_WARM_S = {"cpu": 5.0, "cuda": 10.0}
 # STEP_GAIN is assumed only for a graph never compiled here. Every compiled run times an eager
-# and a compiled forward and backward of its graph (chargpt.train.measure_step_gain) and the
-# record keeps that gain, which later decisions on the graph use: the gain depends on the
-# dtype and the processor more than one constant can say (float32 1.1-1.2x on the CPUs above;
-# bfloat16 on an Intel Xeon's AMX 1.36x for whole recipe runs, 2026-12-01).
+# and a compiled forward and backward of its graph (chargpt.compile_step.measure_step_gain)
+# and the record keeps that gain, which later decisions on the graph use: the gain depends on
+# the dtype and the processor more than one constant can say (float32 1.1-1.2x on the CPUs
+# above; bfloat16 on an Intel Xeon's AMX 1.36x for whole recipe runs, 2026-12-01).
 STEP_GAIN = {"cpu": 1.1, "cuda": 1.5}
 # A graph's record keeps its last RECENT measured gains and warm compile times, and auto reads
 # their medians: one run's figure is noisy (twelve measurements of the recipe's gain on one
@@ -135,7 +135,8 @@ def choose_compile(
 
     shared_by: how many runs of a study (this one first) train this graph on this machine to
     the same budget. A cold compile then also makes the other runs' compiles warm, so each of
-    them takes off what it would save beyond a warm compile (chargpt.study.runner sets it).
+    them takes off what it would save beyond a warm compile (chargpt.study.placement's
+    compile_shares counts them).
     basis: how eager_s was found, for the reason (e.g. the measured step time)."""
     if setting is True or setting is False:
         return setting, f"train.compile is {str(setting).lower()}"

@@ -1,21 +1,20 @@
-"""The one training loop: set a run up, train it to its budget, evaluate, measure, save.
+"""The one training loop: train a set-up run to its budget, evaluate, measure, save.
 
-`train(run)` reads as its stages: `setup` builds everything before the clock starts,
-`warm_up_compile` keeps torch.compile's compilation off the clock, `Trainer.fit` alternates
-timed chunks of `TrainStep` with evaluations (saving a resumable state now and then, and
-going on from one a killed run left), and `finish` saves and measures.
+`train(run)` reads as its stages: `setup` (chargpt.run_setup) builds everything before the
+clock starts, `warm_up_compile` (chargpt.compile_step) keeps torch.compile's compilation off
+the clock, `Trainer.fit` alternates timed chunks of `TrainStep` with evaluations (saving a
+resumable state now and then, and going on from one a killed run left), and `finish` saves
+and measures.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,15 @@ import torch
 
 from chargpt import measure, schema
 from chargpt.checkpoint import CheckpointError, load_state, save_checkpoint, save_state
-from chargpt.compile_record import graph_key, past_compile, record_compile
-from chargpt.compiling import COMPILE_S, choose_compile, predicted_eager_s
+from chargpt.compile_record import record_compile
+from chargpt.compile_step import measure_step_gain, warm_up_compile
 from chargpt.config import RunConfig, SampleConfig
-from chargpt.data import BatchSampler, CharTokenizer, Splits, corpus_fingerprint, load_splits
-from chargpt.evaluate import FixedBatchEval, batches_loss
+from chargpt.data import CharTokenizer
 from chargpt.files import atomic_open
-from chargpt.heap import keep_freed_memory
-from chargpt.model import GPT, count_params
-from chargpt.precision import run_device_and_dtype
-from chargpt.schedule import budget_steps, learning_rate, step_reason
+from chargpt.model import GPT
+from chargpt.run_setup import Setup, setup
+from chargpt.schedule import learning_rate, step_reason
 from chargpt.schema import STATE_FILE, RunResult
-from chargpt.step import Autocast, TrainStep, autocast_for, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -59,191 +55,6 @@ class CSVSink:
 
     def close(self) -> None:
         self._file.close()
-
-
-# ----- stage 1: set up --------------------------------------------------------------------
-
-
-@dataclass
-class Setup:
-    """Everything a run trains with, built from its config before any clock starts."""
-
-    run: RunConfig
-    run_id: str
-    dtype: str  # what it trains in: train.dtype, with `auto` resolved
-    device: torch.device
-    splits: Splits
-    model: GPT
-    step_model: torch.nn.Module  # the model, or its torch.compile'd wrapper
-    compiled: bool  # train.compile, with `auto` resolved
-    compile_reason: str  # why (chargpt.compiling.choose_compile)
-    train_step: TrainStep
-    sampler: BatchSampler
-    evaluator: FixedBatchEval
-    counts: dict[str, Any]  # count_params of the model
-    tokens_per_step: int
-    flops_per_step: float
-    total_steps: int | None  # None: only max_seconds bounds the run
-    graph_key: str  # what torch.compile would build (chargpt.compile_record)
-    compiled_before: bool  # whether this machine has compiled that graph before (if asked)
-
-
-def build_train_step(
-    model: GPT, run: RunConfig, device: torch.device, dtype: str, compiled: bool
-) -> tuple[torch.nn.Module, TrainStep]:
-    """The model as it steps (torch.compile'd when compiled) and its TrainStep (AdamW,
-    clipping, autocast for the resolved dtype): setup uses it, and so does the claims probe."""
-    step_model = torch.compile(model) if compiled else model
-    autocast = autocast_for(device, dtype)
-    step = TrainStep(step_model, make_optimizer(model, run.optim), run.optim.grad_clip, autocast)
-    return step_model, step
-
-
-def setup(run: RunConfig, compile_shared_by: int = 1) -> Setup:
-    """Data, model, optimizer, step, sampler and evaluation batches of a run, seeded; and the
-    process's malloc set to keep freed memory, so that whatever steps this (training, or a
-    benchmark of its step) pays no page faults for activations it has just freed.
-    compile_shared_by: see chargpt.compiling.choose_compile (a study's runner sets it)."""
-    keep_freed_memory()
-    device, dtype = run_device_and_dtype(run)
-    torch.manual_seed(run.train.seed)
-    splits = load_splits(run.data)
-    vocab_size = splits.tokenizer.vocab_size
-    if run.model.vocab_size is not None and run.model.vocab_size != vocab_size:
-        raise ValueError(
-            f"model.vocab_size is {run.model.vocab_size} but corpus "
-            f"{run.data.corpus!r} has {vocab_size} characters"
-        )
-    mcfg = dataclasses.replace(run.model, vocab_size=vocab_size)
-    counts = count_params(mcfg)
-    B, T = run.train.batch_size, mcfg.block_size
-    flops_per_step = counts["flops_per_token"] * B * T
-    total_steps = budget_steps(run.budget, B * T, flops_per_step)
-    key = graph_key(device, measure.hardware_name(device), dataclasses.asdict(mcfg), B, dtype)
-    past = None if run.train.compile is False else past_compile(key)  # an eager run never asks
-    model = GPT(mcfg).to(device)
-    autocast = autocast_for(device, dtype)
-    evaluator = FixedBatchEval(
-        splits.train, splits.val, T, B, run.train.eval_iters, device, autocast
-    )
-    compiled, compile_reason = decide_compile(
-        run, model, evaluator.train[0], autocast, total_steps, past, compile_shared_by
-    )
-    step_model, train_step = build_train_step(model, run, device, dtype, compiled)
-    return Setup(
-        run=run,
-        run_id=run.run_id(corpus_fingerprint(run.data.corpus)),
-        dtype=dtype,
-        device=device,
-        splits=splits,
-        model=model,
-        step_model=step_model,
-        compiled=compiled,
-        compile_reason=compile_reason,
-        train_step=train_step,
-        sampler=BatchSampler(splits.train, T, B, seed=run.train.seed, device=device),
-        evaluator=evaluator,
-        counts=counts,
-        tokens_per_step=B * T,
-        flops_per_step=flops_per_step,
-        total_steps=total_steps,
-        graph_key=key,
-        compiled_before=past is not None,
-    )
-
-
-def decide_compile(
-    run: RunConfig,
-    model: GPT,
-    batch: tuple[torch.Tensor, torch.Tensor],
-    autocast: Autocast,
-    total_steps: int | None,
-    past: dict[str, Any] | None = None,
-    shared_by: int = 1,
-) -> tuple[bool, str]:
-    """train.compile resolved: `auto` times the eager step on the run's own model and batch
-    (time_forward_backward), predicts the eager training time from it and the budget, and the
-    compile time from `past` (this graph's compile_record, None if never compiled here;
-    shared_by runs of a study share a cold one), and compiles only where that pays."""
-    device = next(model.parameters()).device
-    setting, max_s = run.train.compile, run.budget.max_seconds
-
-    def choose(step_s: float, basis: str = "") -> tuple[bool, str]:
-        eager_s = predicted_eager_s(total_steps, max_s, step_s)
-        return choose_compile(setting, device.type, eager_s, past, shared_by, basis)
-
-    if setting != "auto" or total_steps is None or device.type not in COMPILE_S:
-        compiled, reason = choose(math.nan)  # nothing to time: the setting or max_s decides
-    else:
-        # The first step pays one-time costs (allocations, kernel set-up), so it over-states
-        # the step: if even it says compiling does not pay, that is settled in one step.
-        step_s = time_forward_backward(model, batch, autocast)
-        compiled, _ = choose(step_s)
-        how = "first step, an upper bound"
-        if compiled:  # confirm on steady steps before paying for a compile
-            step_s = min(time_forward_backward(model, batch, autocast) for _ in range(2))
-            how = "steady steps"
-        compiled, reason = choose(step_s, f" ({step_s * 1e3:,.1f} ms/step measured, {how})")
-    if setting == "auto":
-        log.info("train.compile %s", reason)
-    return compiled, reason
-
-
-def time_forward_backward(
-    model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], autocast: Autocast
-) -> float:
-    """Seconds of one forward and backward of `model` (eager, or compiled for
-    measure_step_gain) on `batch` (the optimizer's share of a step is small), leaving no
-    trace: the weights are not updated, the gradients are dropped and the RNG that dropout
-    draws from is restored."""
-    x, y = batch
-    device = x.device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        measure.synchronize(device)
-        t0 = time.perf_counter()
-        with autocast():
-            _, loss = model(x, y)
-        loss.backward()
-        measure.synchronize(device)
-        seconds = time.perf_counter() - t0
-    model.zero_grad(set_to_none=True)
-    return seconds
-
-
-# ----- stage 2: compile, off the clock ----------------------------------------------------
-
-
-def warm_up_compile(s: Setup) -> float:
-    """Seconds torch.compile takes to compile the training and evaluation graphs.
-
-    It compiles at the first call. Doing that here, on an evaluation batch and without an
-    optimizer step (weights unchanged), keeps compilation out of train_s, tokens/s, MFU and a
-    max_seconds budget. fork_rng keeps it from moving the RNG that dropout draws from.
-    """
-    t0 = time.perf_counter()
-    x, y = s.evaluator.train[0]
-    with torch.random.fork_rng(devices=[s.device] if s.device.type == "cuda" else []):
-        with s.train_step.autocast():
-            _, loss = s.step_model(x, y)
-        loss.backward()
-        s.train_step.optimizer.zero_grad()
-        batches_loss(s.step_model, s.evaluator.train[:1], s.train_step.autocast)
-    measure.synchronize(s.device)
-    return time.perf_counter() - t0
-
-
-def measure_step_gain(s: Setup, rounds: int = 2) -> float:
-    """Eager over compiled seconds of the run's forward and backward, after warm_up_compile:
-    the fastest of `rounds` passes of each, alternating (a slow spell of a shared machine
-    then hits both), on the batch the compile was warmed on, so nothing recompiles. It costs
-    2 * rounds passes, off the clock; the record keeps it for `compile: auto`'s next choice
-    on this graph (chargpt.compiling.step_gain)."""
-    batch, autocast = s.evaluator.train[0], s.train_step.autocast
-    eager, compiled = math.inf, math.inf
-    for _ in range(rounds):
-        eager = min(eager, time_forward_backward(s.model, batch, autocast))
-        compiled = min(compiled, time_forward_backward(s.step_model, batch, autocast))
-    return eager / compiled
 
 
 # ----- stage 3: train ---------------------------------------------------------------------

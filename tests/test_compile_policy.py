@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from chargpt import compile_record, compiling
-from chargpt import train as train_module
+from chargpt import compile_record, compile_step, compiling
 from chargpt.compile_record import graph_key, past_compile, record_compile
+from chargpt.compile_step import measure_step_gain, time_forward_backward, warm_up_compile
 from chargpt.compiling import choose_compile, predicted_eager_s
 from chargpt.config import ConfigError, TrainConfig
-from chargpt.train import measure_step_gain, setup, time_forward_backward, train, warm_up_compile
+from chargpt.run_setup import setup
+from chargpt.train import train
 from tests.test_train import tiny_run
 
 
@@ -61,7 +62,7 @@ def test_auto_times_the_model_once_when_one_step_settles_it(
         calls.append(time_forward_backward(*args))  # type: ignore[arg-type]
         return calls[-1]
 
-    monkeypatch.setattr(train_module, "time_forward_backward", timed)
+    monkeypatch.setattr(compile_step, "time_forward_backward", timed)
     s = setup(tiny_run(str(text_file), train={"compile": "auto"}))  # 20 tiny steps
     assert len(calls) == 1 and s.compiled is False
     assert f"({calls[0] * 1e3:,.1f} ms/step measured, first step, an upper bound)" in (
@@ -81,7 +82,7 @@ def test_a_time_only_budget_or_a_fixed_setting_times_nothing(
     def refuse(*args: object) -> float:
         raise AssertionError("time_forward_backward called")
 
-    monkeypatch.setattr(train_module, "time_forward_backward", refuse)
+    monkeypatch.setattr(compile_step, "time_forward_backward", refuse)
     assert setup(tiny_run(str(text_file), train={"compile": False})).compiled is False
     timed = tiny_run(str(text_file), train={"compile": "auto"}, budget={"max_seconds": 1.0})
     s = setup(timed)

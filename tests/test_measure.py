@@ -57,7 +57,7 @@ def test_compile_auto_neither_probes_the_peak_nor_moves_the_rng(
     """compile: auto times an eager step on the seeded model (not the peak, which only MFU
     needs, after training): the weights and the RNG that then draws dropout must be those of
     an eager run."""
-    from chargpt.train import setup
+    from chargpt.run_setup import setup
     from tests.test_train import tiny_run
 
     drop = {"dropout": 0.1}  # so that a forward draws from the RNG

@@ -86,8 +86,8 @@ def _probe(
     run: RunConfig, device_name: str, budget_mb: float | None, max_seconds: float
 ) -> dict[str, Any]:
     from chargpt.precision import resolve_dtype
+    from chargpt.run_setup import build_train_step
     from chargpt.step import random_batch, time_steps
-    from chargpt.train import build_train_step
 
     device = measure.resolve_device(device_name)
     if device.type == "cuda":

@@ -83,8 +83,8 @@ def _child(
         from chargpt.heap import keep_freed_memory
         from chargpt.model import GPT
         from chargpt.precision import run_device_and_dtype
+        from chargpt.run_setup import build_train_step
         from chargpt.step import random_batch, time_steps
-        from chargpt.train import build_train_step
 
         keep_freed_memory()  # as a training process does: no page faults for freed activations
         run = RunConfig.from_dict(config)
