@@ -10,18 +10,17 @@ import pytest
 from chargpt.config import Budget
 from chargpt.data import corpus_fingerprint
 from chargpt.study.spec import (
-    DOTTED_KEYS,
     PlannedRun,
     Study,
     StudyError,
     budget_str,
-    derive_label,
     expand,
     load_recipe,
     load_study,
     parse_study,
     plan_rows,
 )
+from chargpt.study.sweep import DOTTED_KEYS, derive_label
 
 
 def write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
