@@ -41,7 +41,8 @@ import torch
 from bench.ratios import REFERENCE, median_speed, pairs, summary_line
 from chargpt.cli import ArgumentParser
 from chargpt.config import DataConfig, ModelConfig
-from chargpt.data import CorpusError, Splits, load_splits
+from chargpt.corpus import CorpusError
+from chargpt.data import Splits, load_splits
 from chargpt.evaluate import split_loss
 from chargpt.files import write_atomic, write_json
 from chargpt.measure import fingerprint, maxrss_mb

@@ -21,7 +21,7 @@ import torch
 
 from chargpt.cli import ArgumentParser
 from chargpt.compile_step import warm_up_compile
-from chargpt.data import CorpusError
+from chargpt.corpus import CorpusError
 from chargpt.run_setup import setup
 from chargpt.step import TrainStep
 from chargpt.study.spec import StudyError, load_recipe

@@ -47,7 +47,7 @@ import torch
 from chargpt.cli import ArgumentParser
 from chargpt.compile_step import warm_up_compile
 from chargpt.config import ModelConfig, OptimConfig
-from chargpt.data import CorpusError
+from chargpt.corpus import CorpusError
 from chargpt.files import write_json
 from chargpt.measure import fingerprint
 from chargpt.run_setup import setup

@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from chargpt import measure
-    from chargpt.data import CorpusError
+    from chargpt.corpus import CorpusError
     from chargpt.study.pack_probe import ProbeError
     from chargpt.study.pack_record import measure_and_record, speed_key
     from chargpt.study.packing import usable_cores

@@ -18,7 +18,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from chargpt.cli import ArgumentParser
-from chargpt.data import CorpusError
+from chargpt.corpus import CorpusError
 from chargpt.run_setup import setup
 from chargpt.study.spec import StudyError, load_recipe
 

@@ -99,7 +99,7 @@ def _report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from chargpt.data import CorpusError
+    from chargpt.corpus import CorpusError
     from chargpt.study.spec import StudyError, load_recipe
 
     args = _parser().parse_args(argv)

@@ -73,7 +73,7 @@ def inductor_cache_dir() -> Path:
 
 
 def _record_file() -> Path:
-    from chargpt.data import cache_dir
+    from chargpt.corpus import cache_dir
 
     return cache_dir() / "compiles.json"
 

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 
 from chargpt.cli import ArgumentParser
 from chargpt.config import DataConfig, ModelConfig
-from chargpt.data import CharDataset, CharTokenizer, CorpusError, load_splits, reference_losses
+from chargpt.corpus import CorpusError
+from chargpt.data import CharDataset, CharTokenizer, load_splits, reference_losses
 from chargpt.model import count_params
 
 COST_BLOCK_SIZES = (8, 32, 64, 128, 256, 512, 1024)

@@ -24,7 +24,7 @@ LEXICON_ZIPF = 1.4
 LEXICON_LENGTHS = (2, 6)  # shortest and longest word
 LEXICON_CHARS = 2_000_000  # long enough that 1.6M training tokens stay under one epoch
 LEXICON_SEED = 0
-# What the text is a function of: chargpt.data fingerprints the corpus by these, as run ids need.
+# What the text is a function of: chargpt.corpus fingerprints the corpus by these, as run ids need.
 LEXICON_PARAMS = (
     LEXICON_ALPHABET,
     LEXICON_WORDS,

@@ -15,7 +15,7 @@ MAX_AGE_DAYS = 30.0  # an entry older than this is measured again (machines and 
 
 def cache_file(name: str) -> Path:
     """The cache file `name` in chargpt's cache directory (XDG_CACHE_HOME/chargpt)."""
-    from chargpt.data import cache_dir
+    from chargpt.corpus import cache_dir
 
     return cache_dir() / name
 

@@ -17,7 +17,8 @@ from chargpt import measure
 from chargpt.compile_record import graph_key, past_compile
 from chargpt.compile_step import decide_compile
 from chargpt.config import RunConfig
-from chargpt.data import BatchSampler, Splits, corpus_fingerprint, load_splits
+from chargpt.corpus import corpus_fingerprint
+from chargpt.data import BatchSampler, Splits, load_splits
 from chargpt.evaluate import FixedBatchEval
 from chargpt.heap import keep_freed_memory
 from chargpt.model import GPT, count_params

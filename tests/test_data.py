@@ -14,20 +14,18 @@ import pytest
 import torch
 from counting import counted_entropy  # tests/ is on sys.path (pytest's default import mode)
 
-from chargpt import data
+from chargpt import corpus, data, synthetic
+from chargpt.corpus import CorpusError, load_corpus
 from chargpt.data import (
     BatchSampler,
     CharDataset,
     CharTokenizer,
-    CorpusError,
     encode_corpus,
-    load_corpus,
     reference_losses,
     split_ids,
-    synthetic_spec,
-    synthetic_text,
 )
 from chargpt.describe import describe, format_description, main
+from chargpt.synthetic import synthetic_spec, synthetic_text
 
 # ----- tokenizer and encoding -------------------------------------------------------------
 
@@ -136,7 +134,7 @@ def test_synthetic_entropy_rate_matches_empirical_estimate() -> None:
     pi = spec.stationary()
     assert pi.min() >= -1e-12 and abs(pi.sum() - 1) < 1e-9
     text = synthetic_text()
-    assert set(text) <= set(spec.alphabet) and len(text) == data.SYNTHETIC_LENGTH
+    assert set(text) <= set(spec.alphabet) and len(text) == synthetic.SYNTHETIC_LENGTH
     a = len(spec.alphabet)
     empirical = counted_entropy(text, 2)  # the chain's order
     # Plug-in bias is ~ 64 * 7 / (2 * 200k) = 0.001 nats, sampling noise a few thousandths;
@@ -174,9 +172,9 @@ def no_shakespeare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An environment where tiny shakespeare is nowhere and downloads are off."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(empty))
+    monkeypatch.setenv(corpus.DATA_DIR_ENV, str(empty))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv(data.NO_DOWNLOAD_ENV, "1")
+    monkeypatch.setenv(corpus.NO_DOWNLOAD_ENV, "1")
     return empty
 
 
@@ -187,19 +185,19 @@ def test_shakespeare_not_found_with_downloads_off(no_shakespeare: Path) -> None:
 
 
 def test_shakespeare_sha_mismatch(no_shakespeare: Path) -> None:
-    fake = no_shakespeare / data.SHAKESPEARE_FILE
+    fake = no_shakespeare / corpus.SHAKESPEARE_FILE
     fake.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
-    with pytest.raises(CorpusError, match=f"has sha256 .*expected {data.SHAKESPEARE_SHA256}"):
-        data.shakespeare_path()
+    with pytest.raises(CorpusError, match=f"has sha256 .*expected {corpus.SHAKESPEARE_SHA256}"):
+        corpus.shakespeare_path()
 
 
 def test_real_shakespeare_via_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    data_dir = os.environ.get(data.DATA_DIR_ENV)
-    if not data_dir or not (Path(data_dir) / data.SHAKESPEARE_FILE).is_file():
-        pytest.skip(f"set {data.DATA_DIR_ENV} to the directory holding {data.SHAKESPEARE_FILE}")
+    data_dir = os.environ.get(corpus.DATA_DIR_ENV)
+    if not data_dir or not (Path(data_dir) / corpus.SHAKESPEARE_FILE).is_file():
+        pytest.skip(f"set {corpus.DATA_DIR_ENV} to the directory holding {corpus.SHAKESPEARE_FILE}")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # only the data dir can satisfy it
-    monkeypatch.setenv(data.NO_DOWNLOAD_ENV, "1")
-    assert data.shakespeare_path() == Path(data_dir) / data.SHAKESPEARE_FILE
+    monkeypatch.setenv(corpus.NO_DOWNLOAD_ENV, "1")
+    assert corpus.shakespeare_path() == Path(data_dir) / corpus.SHAKESPEARE_FILE
     text = load_corpus("shakespeare")
     assert len(text) == 1_115_394
     assert len(set(text)) == 65
@@ -333,9 +331,9 @@ def test_cli_bad_input_exits_2_with_one_line(
 def test_python_m_chargpt_describe_entry_point(tmp_path: Path) -> None:
     env = {
         **os.environ,
-        data.DATA_DIR_ENV: str(tmp_path),
+        corpus.DATA_DIR_ENV: str(tmp_path),
         "XDG_CACHE_HOME": str(tmp_path),
-        data.NO_DOWNLOAD_ENV: "1",
+        corpus.NO_DOWNLOAD_ENV: "1",
     }
     proc = subprocess.run(
         [sys.executable, "-m", "chargpt.describe", "shakespeare"],

@@ -9,7 +9,7 @@ import pytest
 from counting import counted_entropy  # tests/ is on sys.path (pytest's default import mode)
 
 from chargpt import lexicon
-from chargpt.data import corpus_fingerprint, load_corpus
+from chargpt.corpus import corpus_fingerprint, load_corpus
 from chargpt.lexicon import LexiconSpec, lexicon_spec, lexicon_text
 
 

@@ -299,7 +299,8 @@ def test_jobs_auto_follows_this_machines_figures(
 
 
 def _synthetic_vocab() -> int:
-    from chargpt.data import CharTokenizer, load_corpus
+    from chargpt.corpus import load_corpus
+    from chargpt.data import CharTokenizer
 
     return CharTokenizer.from_text(load_corpus("synthetic")).vocab_size
 

@@ -24,7 +24,7 @@ import pytest
 from cli_helpers import run_here
 from test_runner import TINY_BASE, main, read_csv, wait_for, write_study
 
-from chargpt.data import SHAKESPEARE_SHA256
+from chargpt.corpus import SHAKESPEARE_SHA256
 from chargpt.study.spec import load_study
 
 ray = pytest.importorskip("ray", reason='the ray extra is not installed (pip install -e ".[ray]")')
@@ -205,7 +205,7 @@ def test_runs_get_the_corpus_by_content_not_by_path(
 
         @ray.remote(num_cpus=1, max_retries=0)
         def read_by_name() -> str:
-            from chargpt.data import CorpusError, load_corpus
+            from chargpt.corpus import CorpusError, load_corpus
 
             try:
                 load_corpus("shakespeare")

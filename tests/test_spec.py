@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chargpt.config import Budget
-from chargpt.data import corpus_fingerprint
+from chargpt.corpus import corpus_fingerprint
 from chargpt.study.spec import (
     PlannedRun,
     Study,

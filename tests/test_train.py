@@ -16,14 +16,10 @@ import torch
 from chargpt import sample
 from chargpt.checkpoint import CheckpointError, load_checkpoint
 from chargpt.config import Budget, ConfigError, OptimConfig, RunConfig
-from chargpt.data import (
-    SHAKESPEARE_SHA256,
-    SYNTHETIC_SEED,
-    corpus_fingerprint,
-    load_splits,
-    synthetic_spec,
-)
+from chargpt.corpus import SHAKESPEARE_SHA256, corpus_fingerprint
+from chargpt.data import load_splits
 from chargpt.schedule import budget_steps, learning_rate
+from chargpt.synthetic import SYNTHETIC_SEED, synthetic_spec
 from chargpt.train import CSVSink, train
 
 REPO = Path(__file__).resolve().parent.parent

@@ -174,7 +174,7 @@ def _check(claims: tuple, every: tuple, args: Any, device: str) -> int:
     """Check the selected claims; claims.csv holds every claim of the registry checked so far."""
     from chargpt.claims.check import Options, check_claim, collect
     from chargpt.claims.store import LEVELS, ClaimsStore
-    from chargpt.data import CorpusError
+    from chargpt.corpus import CorpusError
 
     store = ClaimsStore(Path(args.out))
     opts = Options(args.level, device, args.max_seconds, args.memory_mb, args.fresh, args.threads)

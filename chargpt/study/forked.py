@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from chargpt.config import RunConfig
-from chargpt.data import corpus_fingerprint, load_corpus
+from chargpt.corpus import corpus_fingerprint, load_corpus
 from chargpt.measure import oom_kill_count, reset_peak_rss
 from chargpt.study.local import (
     PROCESS_PREFIX,
@@ -125,7 +125,7 @@ def _child(
     os.dup2(progress.fileno(), 1)  # the worker prints its progress lines to stdout
     progress.close()
     reset_peak_rss()  # the zygote's pages count only as far as this run keeps them resident
-    from chargpt.data import provide_corpus
+    from chargpt.corpus import provide_corpus
     from chargpt.study.worker import main
 
     provide_corpus(*corpus)  # the runner's text: not read, generated or hashed again per run

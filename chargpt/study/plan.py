@@ -54,7 +54,7 @@ def corpus_facts(data: DataConfig) -> dict[str, Any]:
 
 def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun], dict[str, Any]]:
     """Everything that can be wrong before a run starts; raises InputError (nothing written)."""
-    from chargpt.data import CorpusError
+    from chargpt.corpus import CorpusError
     from chargpt.measure import resolve_device
 
     source = str(study.path or study.name)

@@ -151,7 +151,7 @@ class RayExecutor:
     def corpus(self, corpus: str) -> tuple[Any, str]:
         """(object ref of the corpus text, its fingerprint): read once here, shared by tasks."""
         if corpus not in self._corpora:
-            from chargpt.data import corpus_fingerprint, load_corpus
+            from chargpt.corpus import corpus_fingerprint, load_corpus
 
             self._corpora[corpus] = (self.ray.put(load_corpus(corpus)), corpus_fingerprint(corpus))
         return self._corpora[corpus]

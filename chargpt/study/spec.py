@@ -135,7 +135,7 @@ def _expand(sweep: Sweep) -> tuple[tuple[PlannedRun, ...], tuple[tuple[str, str]
 
 def _fingerprint(corpus: str, where: str) -> str:
     """The corpus's content fingerprint for run ids (reads a corpus file, once per version)."""
-    from chargpt.data import CorpusError, corpus_fingerprint  # here: chargpt.data loads torch
+    from chargpt.corpus import CorpusError, corpus_fingerprint  # here: it imports numpy
 
     try:
         return corpus_fingerprint(corpus)

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads and run.train.threads is None:
         torch.set_num_threads(args.threads)
     if args.corpus_file is not None:  # the driver's corpus, by content: no path is read here
-        from chargpt.data import provide_corpus
+        from chargpt.corpus import provide_corpus
 
         text = args.corpus_file.read_bytes().decode("utf-8")
         provide_corpus(run.data.corpus, text, args.corpus_fingerprint or "")
