@@ -157,7 +157,10 @@ def test_a_run_killed_mid_way_resumes_from_its_state_with_the_same_losses(tmp_pa
     assert not (run_dir / "result.json").exists(), "the run finished before it was killed"
     assert (run_dir / "state.pt").exists()
 
-    assert run_here(study, "--out", cut).returncode == 0
+    again = run_here(study, "--out", cut)
+    assert again.returncode == 0
+    # its train_s spans both processes, so it gives no fixed cost for this invocation
+    assert "1 runs in " in again.stderr and "no fixed cost per run to report" in again.stderr
     assert run_here(study, "--out", whole).returncode == 0
     (resumed,) = read_csv(cut / "long" / "runs.csv")[1]
     (straight,) = read_csv(whole / "long" / "runs.csv")[1]
@@ -203,14 +206,20 @@ def test_extended_grid_runs_only_new_points_then_fresh_only(
     assert [(r["run_id"], r["label"]) for r in plan_rows] == [(r.run_id, r.label) for r in plan]
     assert [r["label"] for r in rows] == [r.label for r in plan]
 
-    # --fresh starts over; --only LABEL runs just that one.
+    # --fresh --only LABEL starts that one run over and keeps the others' results.
     chosen = plan[1]
     proc = run_here(study, "--out", root.parent, "--fresh", "--only", chosen.label)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (root / "runs").iterdir()) == [chosen.run_id]
-    assert result_mtimes(root)[chosen.run_id] != after[chosen.run_id]  # trained again
+    again = result_mtimes(root)
+    assert again[chosen.run_id] != after[chosen.run_id]  # trained again
+    assert {k: v for k, v in again.items() if k != chosen.run_id} == {
+        k: v for k, v in after.items() if k != chosen.run_id
+    }
     _, rows = read_csv(root / "runs.csv")
-    assert [(r["run_id"], r["status"]) for r in rows] == [(chosen.run_id, "ok")]
+    assert [(r["run_id"], r["status"]) for r in rows] == [(r.run_id, "ok") for r in plan]
+    # --fresh alone starts the whole study over (a dry run shows every run still to do)
+    proc = run_here(study, "--out", root.parent, "--fresh", "--dry-run")
+    assert proc.returncode == 0 and proc.stdout.count("todo") == len(plan), proc.stdout
 
 
 # ----- the lock ------------------------------------------------------------------------

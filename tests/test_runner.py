@@ -299,8 +299,10 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     assert "params" in lines[0] and "budget" in lines[0]
     plan = load_study(SMOKE).runs
     assert len(lines) == 1 + len(plan)
+    seed = lines[0].split().index("seed")  # runs that differ only in seed must look different
     for line, run in zip(lines[1:], plan):
         assert line.split()[:2] == [run.run_id, run.label] and line.split()[-1] == "todo"
+        assert line.split()[seed] == str(run.config.train.seed)
     assert not out.exists()
 
     # On a finished study it shows each run's status and still touches nothing.
@@ -369,20 +371,21 @@ def failures(
 ) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
     """A study whose first three runs raise, diverge and time out; the last one is fine."""
     tmp = tmp_path_factory.mktemp("failures")
-    short = tmp / "short.txt"
-    short.write_text("abcdefgh" * 4)
     study = write_study(
         tmp / "failures.yaml",
         "failures",
         runs=[
-            # a corpus whose validation split is shorter than one block: ValueError in training
-            {"label": "raises", "data.corpus": str(short)},
+            # saves its resumable state every 5 steps, where a folder is in the way (below):
+            # an OSError in training (what the runner can check beforehand, it does)
+            {"label": "raises", "train.checkpoint_interval": 5, "optim.lr": 4e-3},
             {"label": "diverges", "optim.lr": 1e3, "optim.grad_clip": 0},
             {"label": "slow", "budget.max_steps": 10**8},
             {"label": "fine"},
         ],
     )
     out = tmp / "results"
+    raises = by_label(load_study(study).runs)["raises"]
+    (out / "failures" / "runs" / raises.run_id / "state.pt" / "in-the-way").mkdir(parents=True)
     slow = run_here(study, "--out", out, "--only", "slow", "--timeout", TIMEOUT_S)
     assert slow.returncode == 1 and "Traceback" not in slow.stderr, slow.stderr
     # Then the rest, two at a time; the timed-out run is kept as it is (no --retry-failed).
@@ -402,9 +405,12 @@ def test_failing_runs_get_their_status_and_the_study_goes_on(
     assert [r["label"] for r in rows] == ["raises", "diverges", "slow", "fine"]
     row = {r["label"]: r for r in rows}
 
-    assert row["raises"]["status"] == "error" and row["raises"]["stop_reason"] == "ValueError"
-    assert "too short" in row["raises"]["error"] and "\n" not in row["raises"]["error"]
-    assert "ValueError" in (root / "runs" / plan["raises"].run_id / "worker.log").read_text()
+    raised = row["raises"]
+    assert raised["status"] == "error" and raised["stop_reason"] == "IsADirectoryError", raised
+    assert "state.pt" in raised["error"] and "\n" not in raised["error"]
+    log = root / "runs" / plan["raises"].run_id / "worker.log"
+    assert "IsADirectoryError" in log.read_text()
+    assert raised["error"].endswith(f"(see {log})")  # where its traceback is
     assert all(float(r["wall_s"]) > 0 for r in rows)  # failed runs too
 
     assert row["diverges"]["status"] == "diverged"
@@ -575,6 +581,23 @@ BAD_CASES: dict[str, tuple[Any, list[str], list[str]]] = {
         ["data.corpus", "shakespeare", "CHARGPT_NO_DOWNLOAD"],
     ),
     "bad_only": (GOOD, ["--only", "nosuchrun"], ["--only nosuchrun", "no run with"]),
+    # what a run asks of its corpus (synthetic: 8 letters, 180,000 train and 20,000 validation
+    # characters), found before the run trains rather than after
+    "prompt_outside_the_corpus": (
+        {**GOOD, "base": {**TINY_BASE, "sample": {"prompts": ["ab", "ROMEO"]}}},
+        [],
+        ["run L1-H2-C16-T8", "sample.prompts[1]", "'E' (U+0045)", "8 characters", "synthetic"],
+    ),
+    "block_size_over_the_corpus": (
+        {**GOOD, "grid": {"model.block_size": [8, 20000]}},
+        [],
+        ["model.block_size: 20000", "validation split holds 20,000 characters"],
+    ),
+    "vocab_size_of_a_later_run": (
+        {**GOOD, "runs": [{"label": "a"}, {"label": "b", "model.vocab_size": 10}]},
+        [],
+        ["model.vocab_size: 10", "(8 characters)"],
+    ),
 }
 
 
@@ -702,13 +725,52 @@ def test_damaged_runs_in_a_finished_study_are_redone(
     assert not list(root.rglob("*.tmp")), "temp files left behind"
 
 
+def test_a_run_whose_point_was_edited_leaves_the_csvs_and_keeps_its_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Editing a point makes a new run under the same label; the old one's record would put
+    two experiments in one label's rows, so the CSVs keep the plan's runs only (and say so)."""
+    caplog.set_level(logging.INFO)
+    a = {"label": "a", "optim.lr": 1e-3}
+    before = write_study(tmp_path / "e.yaml", "e", runs=[a, {"label": "e"}])
+    out = tmp_path / "results"
+    assert main(capsys, before, "--out", out)[0] == 0
+    old = by_label(load_study(before).runs)["e"].run_id
+    after = write_study(tmp_path / "e.yaml", "e", runs=[a, {"label": "e", "optim.lr": 2.5e-3}])
+    assert main(capsys, after, "--out", out)[0] == 0
+    _, rows = read_csv(out / "e" / "runs.csv")
+    assert [(r["run_id"], r["label"]) for r in rows] == [
+        (r.run_id, r.label) for r in load_study(after).runs
+    ]
+    _, curves = read_csv(out / "e" / "curves.csv")
+    assert old not in {r["run_id"] for r in curves}
+    assert (out / "e" / "runs" / old / "result.json").is_file()  # nothing deleted
+    assert "1 finished runs under" in caplog.text and old in caplog.text
+
+
+def test_an_out_that_is_a_file_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming a file (or a path through one) is a mistyped flag: exit 2, one line,
+    rather than a results folder that 'cannot be written'."""
+    study = write_study(tmp_path / "o.yaml", "o")
+    (tmp_path / "afile").write_text("")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        code, _, stderr = main(capsys, study, "--out", out)
+        assert code == 2 and stderr.strip() == (
+            f"error: --out: {tmp_path / 'afile'} is a file, not a folder for results/<study>"
+        ), stderr
+
+
 @pytest.mark.parametrize(
     "flag, value, message",
     [
         ("--jobs", "0", "--jobs must be >= 1, got 0"),
         ("--jobs", "-1", "--jobs must be >= 1, got -1"),
-        ("--timeout", "0", "--timeout must be > 0 seconds, got 0"),
-        ("--timeout", "-5", "--timeout must be > 0 seconds, got -5"),
+        ("--timeout", "0", "--timeout must be > 0 seconds and finite, got 0"),
+        ("--timeout", "-5", "--timeout must be > 0 seconds and finite, got -5"),
+        ("--timeout", "nan", "--timeout must be > 0 seconds and finite, got nan"),
+        ("--timeout", "inf", "--timeout must be > 0 seconds and finite, got inf"),
     ],
 )
 def test_jobs_and_timeout_must_be_positive(

@@ -139,15 +139,21 @@ def test_precedence_base_runs_grid_seeds(tmp_path: Path) -> None:
           optim: {lr: 1e-2}
           train: {seed: 5, batch_size: 4}
         runs:
-          - {model.n_layer: 2, optim.lr: 3e-3, train.seed: 9}
-        grid: {model.n_layer: [3]}
+          - {model.n_layer: 2, optim.lr: 3e-3}
+        grid: {model.n_embd: [32]}
         seeds: [11]
         """,
     )
     (run,) = study.runs
     cfg = run.config
-    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.dropout) == (3, 64, 0.1)
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.dropout) == (2, 32, 0.1)
     assert cfg.optim.lr == 0.003 and cfg.train.seed == 11 and cfg.train.batch_size == 4
+    # a runs entry's key that grid, zip or seeds also set would be overridden in every
+    # point: an error rather than a value that silently never applies
+    for clash, where in (("grid: {model.n_layer: [3]}", "grid"), ("seeds: [11]", "seeds")):
+        key = "model.n_layer: 2" if where == "grid" else "train.seed: 9"
+        message = error(tmp_path, f"name: p\nruns: [{{{key}}}]\n{clash}\n")
+        assert f"runs[0].{key.split(':')[0]}: also set in {where}" in message, message
 
 
 def test_base_budget_replaces_the_default_budget(tmp_path: Path) -> None:
@@ -388,6 +394,15 @@ def test_top_level_errors(tmp_path: Path, text: str, expected: str) -> None:
         ("zip: [{optim.lr: [1]}, {optim.lr: [2]}]\n", "zip[1].optim.lr: also set in zip[0]"),
         ("grid: {train.seed: [1]}\nseeds: [0]\n", "grid.train.seed: also set by seeds"),
         ("runs: [{model: {n_layer: 2}, model.n_layer: 3}]\n", "runs[0].model.n_layer: set twice"),
+        (
+            "runs: [{label: a}, {label: w, train: {batch_size: 8}}]\n"
+            "zip: [{model.block_size: [64, 128], train.batch_size: [16, 8]}]\n",
+            "runs[1].train.batch_size: also set in zip[0], whose values would override it",
+        ),
+        (
+            "runs: [{label: a, optim.lr: 2e-3}]\ngrid: {optim.lr: [1e-3, 3e-3]}\n",
+            "runs[0].optim.lr: also set in grid",
+        ),
         ("grid: {optim.lr: [1e-3, 0.001]}\n", "grid.optim.lr[1]: duplicate value 0.001"),
     ],
 )

@@ -85,6 +85,24 @@ def test_torn_curve_rows_and_corrupt_records_are_left_out(tmp_path: Path) -> Non
     assert store.status("b") is None
 
 
+@pytest.mark.parametrize("text", ["[1, 2]", '"ok"', "null", '{"run_id": "other", "status": "ok"}'])
+def test_a_record_that_is_not_the_runs_object_counts_as_not_finished(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str
+) -> None:
+    """Valid JSON that is not this run's record (hand-edited): the run is not finished, the
+    CSVs rebuild without it, and a warning names the file, once however often it is read."""
+    store = StudyStore(tmp_path / "s")
+    add_run(store, "a")
+    add_run(store, "b")
+    (store.run_dir("b") / "result.json").write_text(text)
+    assert store.status("b") is None and store.status("a") == "ok"
+    store.rebuild_csvs(["a", "b"], {})
+    runs = list(csv.DictReader(open(store.root / "runs.csv", newline="")))
+    assert [r["run_id"] for r in runs] == ["a"]
+    warned = [r.getMessage() for r in caplog.records if "result.json" in r.getMessage()]
+    assert len(warned) == 1 and "trains again" in warned[0], warned
+
+
 def test_temp_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
     store = StudyStore(tmp_path / "s")
     add_run(store, "a")

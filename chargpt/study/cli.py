@@ -33,9 +33,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="RUN_ID|LABEL",
         help="run only these runs (by run_id or label)",
     )
-    p.add_argument("--fresh", action="store_true", help="delete the study's previous results first")
     p.add_argument(
-        "--retry-failed", action="store_true", help="run failed runs (oom, error, timeout) again"
+        "--fresh",
+        action="store_true",
+        help="delete the study's previous results first (with --only: just those runs')",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run failed runs (error, oom, timeout, killed) again",
     )
     p.add_argument(
         "--jobs",

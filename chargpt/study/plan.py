@@ -3,6 +3,7 @@ the files that describe the study (study.yaml, plan.csv, env.json, corpus.json).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,16 @@ class Options:
 
 def corpus_facts(data: DataConfig) -> dict[str, Any]:
     """Size, vocabulary and reference losses of a corpus (for corpus.json and the plan)."""
+    return _corpus_facts_and_chars(data)[0]
+
+
+def _corpus_facts_and_chars(data: DataConfig) -> tuple[dict[str, Any], str]:
+    """corpus_facts, and the corpus's characters (what a sample prompt may use)."""
     from chargpt.data import load_splits, reference_losses
 
     splits = load_splits(data)
     vocab_size = splits.tokenizer.vocab_size
-    return {
+    facts = {
         "n_chars": splits.n_chars,
         "vocab_size": vocab_size,
         "train_tokens": len(splits.train),
@@ -50,6 +56,36 @@ def corpus_facts(data: DataConfig) -> dict[str, Any]:
         "val_fraction": data.val_fraction,
         "reference_losses": reference_losses(splits.train.numpy(), splits.val.numpy(), vocab_size),
     }
+    return facts, "".join(splits.tokenizer.chars)
+
+
+def _check_run_fits_corpus(
+    source: str, run: spec.PlannedRun, facts: dict[str, Any], chars: str
+) -> None:
+    """What a run asks of its corpus, checked before anything trains: a block_size that both
+    splits can hold (each batch row is block_size + 1 characters), and sample prompts made of
+    the corpus's characters. Either would otherwise fail the run after it trained (prompts)
+    or after minutes of start-up (a block_size near the corpus's size)."""
+    where = f"{source}: run {run.label} ({run.run_id})"
+    corpus, block = run.config.data.corpus, run.config.model.block_size
+    # the run's own split (val_fraction may differ between runs of one corpus), as split_ids cuts
+    n_train = int(facts["n_chars"] * (1.0 - run.config.data.val_fraction))
+    splits = [("train", n_train), ("validation", facts["n_chars"] - n_train)]
+    shortest = min(splits, key=lambda split: split[1])
+    if shortest[1] <= block:
+        raise InputError(
+            f"{where}: model.block_size: {block} does not fit corpus {corpus!r}: its "
+            f"{shortest[0]} split holds {shortest[1]:,} characters, and a batch row needs "
+            f"block_size + 1"
+        )
+    for i, prompt in enumerate(run.config.sample.prompts if run.config.sample else ()):
+        unknown = sorted({c for c in prompt if c not in chars})
+        if unknown:
+            shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown[:5])
+            raise InputError(
+                f"{where}: sample.prompts[{i}]: {prompt!r} uses {shown}, not among the "
+                f"{len(chars)} characters of corpus {corpus!r}"
+            )
 
 
 def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun], dict[str, Any]]:
@@ -62,8 +98,9 @@ def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun
         raise InputError(f"--jobs must be a number >= 1 or auto, got {opts.jobs}")
     if isinstance(opts.jobs, int) and opts.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {opts.jobs}")
-    if opts.timeout_s is not None and opts.timeout_s <= 0:
-        raise InputError(f"--timeout must be > 0 seconds, got {opts.timeout_s:g}")
+    if opts.timeout_s is not None and not (0 < opts.timeout_s < math.inf):
+        raise InputError(f"--timeout must be > 0 seconds and finite, got {opts.timeout_s:g}")
+    _check_out_folder(opts.out / study.name)
     if opts.executor not in EXECUTORS:
         raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {opts.executor}")
     if opts.ray_address is not None and opts.executor != "ray":
@@ -81,20 +118,21 @@ def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun
                 f"(labels: {labels})"
             )
     corpora: dict[str, Any] = {}
+    chars: dict[str, str] = {}
     for run in runs:
         key = run.config.data.corpus
-        if key in corpora:
-            continue
-        try:
-            corpora[key] = corpus_facts(run.config.data)
-        except CorpusError as exc:
-            raise InputError(f"{source}: data.corpus: {exc}") from None
+        if key not in corpora:
+            try:
+                corpora[key], chars[key] = _corpus_facts_and_chars(run.config.data)
+            except CorpusError as exc:
+                raise InputError(f"{source}: data.corpus: {exc}") from None
         vocab = run.config.model.vocab_size
         if vocab is not None and vocab != corpora[key]["vocab_size"]:
             raise InputError(
                 f"{source}: model.vocab_size: {vocab} does not match corpus "
                 f"{key!r} ({corpora[key]['vocab_size']} characters)"
             )
+        _check_run_fits_corpus(source, run, corpora[key], chars[key])
     # A plan made for a GPU still prints on a laptop: only a real run needs the device.
     for device in [] if opts.dry_run else sorted({r.config.train.device for r in runs}):
         try:
@@ -102,6 +140,16 @@ def check_inputs(study: spec.Study, opts: Options) -> tuple[list[spec.PlannedRun
         except ValueError as exc:
             raise InputError(f"{source}: {exc}") from None
     return runs, corpora
+
+
+def _check_out_folder(root: Path) -> None:
+    """The study's results folder, or the nearest part of its path that exists, must be a
+    folder: a file there is a mistyped --out, not a disk to free."""
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise InputError(f"--out: {path} is a file, not a folder for results/<study>")
+            return
 
 
 def plan_table(
@@ -119,6 +167,7 @@ def plan_table(
         "block_size",
         "batch_size",
         "lr",
+        "seed",
         "params",
         "FLOPs/token",
         "budget",
@@ -141,6 +190,7 @@ def plan_table(
                 m.block_size,
                 t.batch_size,
                 f"{r.config.optim.lr:g}",
+                t.seed,
                 f"{counts['n_params']:,}",
                 f"{counts['flops_per_token']:.3g}",
                 spec.budget_str(r.config.budget),

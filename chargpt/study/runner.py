@@ -48,8 +48,8 @@ def run_study(
     vocab = {name: facts["vocab_size"] for name, facts in corpora.items()}
     root = opts.out / study.name
     store = StudyStore(root)
-    if opts.dry_run:
-        print(plan_table(study, runs, vocab, store if root.exists() else None))
+    if opts.dry_run:  # --fresh would start every listed run anew: none is done yet
+        print(plan_table(study, runs, vocab, store if root.exists() and not opts.fresh else None))
         for where, reason in study.skipped:
             print(f"skipped (invalid): {where}: {reason}")
         return 0
@@ -62,9 +62,7 @@ def run_study(
         raise store.unwritable(exc) from None
     try:
         if opts.fresh and root.exists():
-            for child in root.iterdir():
-                if child.name != ".lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            _start_afresh(store, [r.run_id for r in runs] if opts.only else None)
         if opts.reprobe:
             from chargpt.measure import forget_peak_flops
             from chargpt.study.pack_record import forget_packing_speeds
@@ -83,6 +81,19 @@ def run_study(
         reporter.close()
         store.unlock()
         executor.close()
+
+
+def _start_afresh(store: StudyStore, run_ids: list[str] | None) -> None:
+    """--fresh: delete the study's results (its lock aside), or with --only just those runs'
+    folders (runs.csv and curves.csv are rebuilt without them when the study starts)."""
+    if run_ids is None:
+        for child in store.root.iterdir():
+            if child.name != ".lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return
+    for run_id in run_ids:
+        if store.run_dir(run_id).exists():
+            shutil.rmtree(store.run_dir(run_id))
 
 
 def _executor(opts: Options) -> Any:
@@ -109,8 +120,20 @@ def _execute(
 ) -> int:
     order = [r.run_id for r in study.runs]
     labels = {r.run_id: r.label for r in study.runs}
-    store.remove_temp_files()
-    store.rebuild_csvs(order, labels)  # on every start (a resume): whole, in plan order
+    try:
+        store.remove_temp_files()
+        store.rebuild_csvs(order, labels)  # on every start (a resume): whole, in plan order
+    except OSError as exc:
+        raise store.unwritable(exc) from None
+    left_out = store.unplanned_records(order)
+    if left_out:
+        log.warning(
+            "%d finished runs under %s are not in the study any more (its points changed): "
+            "left out of runs.csv and curves.csv, their folders kept (%s)",
+            len(left_out),
+            store.runs_dir,
+            ", ".join(sorted(left_out)[:5]) + (", ..." if len(left_out) > 5 else ""),
+        )
     todo = [r for r in runs if _should_run(store.status(r.run_id), opts)]
     reporter.start(len(runs), len(runs) - len(todo))
     if any(store.status(r.run_id) in FAILED for r in runs) and not opts.retry_failed:
@@ -128,7 +151,8 @@ def _execute(
     pending = list(todo)
     # The summary line: each run's wall time on the runner's clock (from starting it to holding
     # its record) minus its train_s and eval_s is that run's fixed cost; runs skipped as done
-    # are not in todo, and runs that left no train_s (failures) are not averaged.
+    # are not in todo, and runs that left no train_s (failures) are not averaged, nor are
+    # resumed ones (their train_s spans the processes before this one).
     started, fixed_s = time.monotonic(), []
     ctrl_c, restore = _catch_ctrl_c()
     try:
@@ -164,7 +188,7 @@ def _execute(
                 record = _record(store, r, worker, code, opts, slots[run_id].jobs)
                 store.append_run(record)
                 reporter.run_finished(run_id, r.label, record)
-                if record.get("train_s") is not None:
+                if record.get("train_s") is not None and not record.get("resumes"):
                     fixed_s.append(worker.elapsed() - record["train_s"] - record["eval_s"])
     except KeyboardInterrupt:
         restore()
@@ -190,12 +214,18 @@ def _execute(
         restore()
     store.rebuild_csvs(order, labels)  # plan order again, now that all have finished
     if todo:
-        log.info(
-            "%d runs in %.1f s: %s s per run beyond training and evaluation",
-            len(todo),
-            time.monotonic() - started,
-            f"{sum(fixed_s) / len(fixed_s):.2f}" if fixed_s else "?",
-        )
+        wall = f"{len(todo)} runs in {time.monotonic() - started:.1f} s"
+        if fixed_s:
+            per_run = f"{sum(fixed_s) / len(fixed_s):.2f} s per run beyond training and evaluation"
+            left_out = len(todo) - len(fixed_s)
+            log.info(
+                "%s: %s%s",
+                wall,
+                per_run,
+                f" ({left_out} resumed or failed left out)" * bool(left_out),
+            )
+        else:
+            log.info("%s (none trained start to end here: no fixed cost per run to report)", wall)
     statuses = [store.status(r.run_id) for r in runs]
     bad = sum(s not in FINISHED for s in statuses)
     log.info(
@@ -256,11 +286,18 @@ def _record(
     jobs: int,
 ) -> dict[str, Any]:
     """The run's result.json, or the failure record the runner writes when there is none;
-    either way with the jobs it ran among (the runner's placement, unknown to the worker)."""
+    either way with the jobs it ran among (the runner's placement, unknown to the worker),
+    and a failure's error naming the worker.log that holds its traceback."""
     record = store.result(r.run_id)
-    if record is not None and record.get("jobs") != jobs:
-        record["jobs"] = jobs
-        store.write_result(r.run_id, record)
+    if record is not None:
+        error, log_path = record.get("error"), Path(worker.log_path)
+        # the worker wrote the record, so the log (its stderr) is the runner's to name
+        if record.get("status") in FAILED and error and "(see " not in error:
+            if log_path.is_file() and log_path.stat().st_size > 0:
+                record["error"] = f"{error} (see {log_path})"
+        if record.get("jobs") != jobs or record.get("error") != error:
+            record["jobs"] = jobs
+            store.write_result(r.run_id, record)
     if record is None:
         status, error = failure(
             code, worker.killed_for_timeout, opts.timeout_s, worker.oom_kills(), worker.log_path

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable
@@ -16,6 +17,8 @@ from filelock import FileLock, Timeout
 
 from chargpt.files import append_whole, write_atomic, write_json
 from chargpt.schema import RESULT_COLUMNS, STATE_FILE, STUDY_CURVE_COLUMNS
+
+log = logging.getLogger("chargpt.study")
 
 KEEP_ON_RESUME = (STATE_FILE, "ckpt_best.pt")  # what a killed run's next try goes on from
 
@@ -66,6 +69,7 @@ class StudyStore:
         self._lock: FileLock | None = None
         self._order: list[str] | None = None  # the plan, as the last rebuild was given it
         self._labels: dict[str, str] | None = None
+        self._garbled: set[str] = set()  # result.json files said to be garbled (once each)
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
@@ -113,9 +117,23 @@ class StudyStore:
         """A run's result.json, or None if the run never finished (missing or unreadable)."""
         path = self.run_dir(run_id) / "result.json"
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:
+            return self._garbled_result(path, f"{type(exc).__name__}: {exc}")
+        if not isinstance(record, dict) or record.get("run_id") != run_id:
+            # written whole and renamed, so only a hand edit or a damaged disk gets here
+            return self._garbled_result(path, f"not the record of run {run_id}")
+        return record
+
+    def _garbled_result(self, path: Path, why: str) -> None:
+        """A result.json that cannot be read as its run's record: the run counts as not
+        finished (it trains again, the file replaced), and the user hears so once."""
+        if str(path) not in self._garbled:
+            self._garbled.add(str(path))
+            log.warning("%s: %s; the run counts as not finished and trains again", path, why)
+        return None
 
     def status(self, run_id: str) -> str | None:
         record = self.result(run_id)
@@ -161,15 +179,24 @@ class StudyStore:
         """
         self._order, self._labels = order, labels
         records = self.records()
-        if order:  # plan order reads better than hash order
+        if order:  # the plan's runs only (see unplanned_records), in plan order
             rank = {rid: i for i, rid in enumerate(order)}
-            records.sort(key=lambda r: rank.get(r["run_id"], len(rank)))
+            records = sorted(
+                (r for r in records if r["run_id"] in rank), key=lambda r: rank[r["run_id"]]
+            )
         for record in records:
             if labels and record["run_id"] in labels:
                 record["label"] = labels[record["run_id"]]
         write_atomic(self.root / "runs.csv", csv_text(records, RESULT_COLUMNS))
         curves = [row for record in records for row in self._curve_rows(record)]
         write_atomic(self.root / "curves.csv", csv_text(curves, STUDY_CURVE_COLUMNS))
+
+    def unplanned_records(self, order: list[str]) -> list[str]:
+        """run_ids of finished runs the plan no longer has (a point of the study file was
+        edited or removed): kept on disk, left out of the CSVs, where the label they share
+        with the edited point would mix two experiments in one line of every figure."""
+        planned = set(order)
+        return [r["run_id"] for r in self.records() if r["run_id"] not in planned]
 
     def append_run(self, record: dict[str, Any]) -> None:
         """Add one finished run to runs.csv and curves.csv: time independent of the study's

@@ -243,6 +243,16 @@ def parse_sweep(data: dict[str, Any]) -> Sweep:
             if key in owner:
                 fail(f"zip[{g}].{key}", f"also set in {owner[key]}; set each key in one place")
             owner[key] = f"zip[{g}]"
+    # A runs entry is crossed with every grid and zip point, which would override its key
+    # silently: like grid against zip, each key is set in one place (base gives defaults).
+    for r, (layer, _) in enumerate(entries if runs is not None else []):
+        for key in (f"{section}.{name}" for section, names in layer.items() for name in names):
+            if key in owner or (key == "train.seed" and seeds != [None]):
+                fail(
+                    f"runs[{r}].{key}",
+                    f"also set in {owner.get(key, 'seeds')}, whose values would override it "
+                    "in every point; set each key in one place",
+                )
     if seeds != [None] and "train.seed" in owner:
         fail(f"{owner['train.seed']}.train.seed", "also set by seeds; use one or the other")
     base, _ = _layer(data.get("base"), "base", allow_label=False)

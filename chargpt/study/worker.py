@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     if record.get("wall_s") is None:  # a run that raised still took this long
         record["wall_s"] = time.perf_counter() - started
     store.write_result(run_id, record)
-    (run_dir / schema.STATE_FILE).unlink(missing_ok=True)  # finished: nothing to go on from
+    state = run_dir / schema.STATE_FILE
+    if state.is_file():  # finished: nothing to go on from (a folder there is not ours to remove)
+        state.unlink()
     return 0
 
 
