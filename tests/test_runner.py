@@ -748,6 +748,22 @@ def test_a_run_whose_point_was_edited_leaves_the_csvs_and_keeps_its_folder(
     assert "1 finished runs under" in caplog.text and old in caplog.text
 
 
+def test_a_folder_in_place_of_runs_csv_is_said_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """runs.csv rebuilt onto a folder: the study stops with one line naming runs.csv (the
+    rename's target, not its temp file), exit 1, the finished runs kept."""
+    study = write_study(tmp_path / "c.yaml", "c")
+    out = tmp_path / "results"
+    assert main(capsys, study, "--out", out)[0] == 0
+    (out / "c" / "runs.csv").unlink()
+    (out / "c" / "runs.csv" / "in-the-way").mkdir(parents=True)
+    code, _, stderr = main(capsys, study, "--out", out)
+    assert code == 1 and "Traceback" not in stderr
+    (line,) = stderr.strip().splitlines()
+    assert f"cannot write results (Is a directory: {out / 'c' / 'runs.csv'})" in line, line
+
+
 def test_an_out_that_is_a_file_is_bad_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

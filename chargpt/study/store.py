@@ -76,7 +76,9 @@ class StudyStore:
 
     def unwritable(self, exc: OSError) -> ResultsUnwritable:
         """One line for a results directory that refuses writes: what, where, what to do."""
-        where = f": {exc.filename}" if exc.filename else ""
+        # a failed rename names its temp file first and the file it was to replace second
+        name = getattr(exc, "filename2", None) or exc.filename
+        where = f": {name}" if name else ""
         return ResultsUnwritable(
             exc.errno,
             f"{self.root}: cannot write results ({exc.strerror or exc}{where}); "
