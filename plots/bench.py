@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from plots.paths import UnwritableOutput, check_dir, check_file
+
 PROG = "python -m plots.bench"
 IMPLS = ("manual", "sdpa")
 PASSES = ("fwd", "fwd+bwd")
@@ -430,9 +432,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="which statistic of each case's rounds to plot (default: median)",
     )
     args = parser.parse_args(argv)
+    base = args.json.parent
     try:
         rows, data = load(args.json, args.stat)
-    except BenchInputError as exc:
+        check_dir(base / "figures", "the figures folder")
+        check_dir(base / "tables", "the tables folder")
+        check_file(base / "tables" / f"{args.json.stem}.md", "the table")
+    except (BenchInputError, UnwritableOutput) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     import matplotlib
@@ -440,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stem, base = args.json.stem, args.json.parent
+    stem = args.json.stem
     figures, tables = base / "figures", base / "tables"
     figures.mkdir(parents=True, exist_ok=True)
     tables.mkdir(parents=True, exist_ok=True)

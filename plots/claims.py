@@ -12,6 +12,7 @@ from matplotlib.lines import Line2D
 
 from plots import common, style
 from plots.common import Item, ResultsError, Section
+from plots.paths import check_report_dir
 
 REQUIRED = ("claim_id", "level", "status", "verdict", "claimed_time_s", "hardware_model")
 LEVEL_ORDER = {"arithmetic": 0, "probe": 1, "full": 2}
@@ -20,6 +21,7 @@ VERDICT_COLOURS = {
     "consistent": "#66a61e",
     "contradicted": "#d95f02",
     "not checkable here": "#7570b3",
+    "not checked": "#999999",  # this machine's device kind, no probe yet: arithmetic only
 }
 CLASS_COLOURS = {
     "plausible": "#1b9e77",
@@ -271,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.results)
         if not path.is_dir():
             raise ResultsError(f"{path}: no such results directory")
+        check_report_dir(path)
         print(build_report(path))
         return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import math
@@ -17,6 +18,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from threadpoolctl import threadpool_limits
+
+from plots import damage
+from plots.paths import UnwritableOutput, check_dir
 
 # Plots never need a display. Importing pyplot (seaborn does) does not choose a backend yet, so
 # this still takes effect; every plots module imports common, so it runs before any figure.
@@ -132,6 +136,7 @@ class Study:
     plan: pd.DataFrame | None
     env: dict[str, Any] | None
     corpus: dict[str, Any] | None
+    damaged: list[str] = field(default_factory=list)  # CSV rows left out, one line per file
 
     @property
     def name(self) -> str:
@@ -215,25 +220,44 @@ def seeds_words(df: pd.DataFrame) -> str:
     return f"mean over {int(n.min())}-{int(n.max())} seeds per point (bars: ±1 std over seeds)"
 
 
-def read_csv(path: Path, required: Iterable[str] = (), text: bool = False) -> pd.DataFrame:
+def warn(message: str) -> None:
+    """One warning line on stderr: the output is made, but from less than was on disk."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def read_csv(
+    path: Path,
+    required: Iterable[str] = (),
+    text: bool = False,
+    rebuild: str = "",
+    damaged: list[str] | None = None,
+) -> pd.DataFrame:
     """A CSV with the given columns, or ResultsError naming the file and what is missing.
 
-    text: keep every cell as written (a sample that reads 'NA' stays 'NA').
+    text: keep every cell as written (a sample that reads 'NA' stays 'NA'). Torn or garbled
+    rows are left out with one warning line for the file (rebuild: how to get a whole file
+    back), which is also appended to damaged.
     """
     if not path.is_file():
         raise ResultsError(f"{path}: no such file")
+    numeric = (*NUMERIC, "temperature")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False) if text else pd.read_csv(path)
+        df, problems = damage.read(path, text, numeric)
     except pd.errors.EmptyDataError:
         raise ResultsError(f"{path}: empty file, expected a header row") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except (csv.Error, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise ResultsError(f"{path}: cannot parse CSV ({' '.join(str(exc).split())})") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ResultsError(f"{path}: missing column(s) {', '.join(missing)}")
-    for col in (*NUMERIC, "temperature"):
-        if col in df.columns:  # inf (a diverged loss) would break axis limits: treat as unknown
-            df[col] = pd.to_numeric(df[col], errors="coerce").replace([np.inf, -np.inf], np.nan)
+    if problems:
+        message = damage.describe(path, problems, rebuild)
+        warn(message)
+        if damaged is not None:
+            damaged.append(message)
+    for col in [c for c in numeric if c in df.columns]:
+        # inf (a diverged loss) would break axis limits: treat as unknown
+        df[col] = pd.to_numeric(df[col], errors="coerce").replace([np.inf, -np.inf], np.nan)
     return df
 
 
@@ -255,24 +279,33 @@ def load_study(path: str | Path, runs_required: Sequence[str] = RUNS_REQUIRED) -
     path = Path(path)
     if not path.is_dir():
         raise ResultsError(f"{path}: no such results directory")
-    runs = read_csv(path / "runs.csv", list(dict.fromkeys([*RUNS_REQUIRED, *runs_required])))
+    damaged: list[str] = []
+    rerun = "`python run_study.py STUDY.yaml` {}"
+    runs = read_csv(
+        path / "runs.csv",
+        list(dict.fromkeys([*RUNS_REQUIRED, *runs_required])),
+        rebuild=rerun.format("rebuilds it from runs/*/result.json"),
+        damaged=damaged,
+    )
     runs["status"] = runs["status"].fillna("unknown").astype(str)
     runs["label"] = runs["label"].astype(str)
     runs["run_id"] = runs["run_id"].astype(str)
     curves = None
     if (path / "curves.csv").is_file():
-        curves = read_csv(path / "curves.csv", CURVES_REQUIRED)
+        rebuild = rerun.format("rebuilds it from runs/*/curve.csv")
+        curves = read_csv(path / "curves.csv", CURVES_REQUIRED, rebuild=rebuild, damaged=damaged)
         curves["run_id"] = curves["run_id"].astype(str)
         labels = runs.set_index("run_id")["label"]
         if "label" not in curves:
             curves["label"] = curves["run_id"].map(labels)
         curves["label"] = curves["label"].fillna(curves["run_id"].map(labels)).astype(str)
-    plan = read_csv(path / "plan.csv", ["run_id"]) if (path / "plan.csv").is_file() else None
-    if plan is not None:
+    plan = None
+    if (path / "plan.csv").is_file():
+        rebuild = rerun.format("writes it anew")
+        plan = read_csv(path / "plan.csv", ["run_id"], rebuild=rebuild, damaged=damaged)
         plan["run_id"] = plan["run_id"].astype(str)
-    return Study(
-        path, runs, curves, plan, read_json(path / "env.json"), read_json(path / "corpus.json")
-    )
+    env, corpus = read_json(path / "env.json"), read_json(path / "corpus.json")
+    return Study(path, runs, curves, plan, env, corpus, damaged)
 
 
 def add_table(
@@ -359,21 +392,46 @@ def study_parser(description: str, prog: str) -> Parser:
 
 
 def run_cli(body: Callable[[], int]) -> int:
-    """Run a script body; bad input becomes one line on stderr and exit code 2."""
+    """Run a script body; bad input becomes one line on stderr and exit code 2.
+
+    An OSError past the up-front checks (a disk that fills up while figures are written) is
+    no bad input but no bug of plots either: one line naming the file, exit code 1."""
     try:
         return body()
-    except ResultsError as exc:
+    except (ResultsError, UnwritableOutput) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+def int_at_least(minimum: int, meaning: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum (meaning: what the smallest value does), so a
+    value the code would quietly clamp or misread is a usage error instead."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{value} is below {minimum}; give {minimum} ({meaning}) or more"
+            )
+        return value
+
+    return parse
 
 
 def add_n_boot(parser: Parser) -> None:
     """--n-boot N: how many bootstrap resamples each power-law fit draws."""
     parser.add_argument(
         "--n-boot",
-        type=int,
+        type=int_at_least(0, "no bootstrap: no intervals or bands"),
         default=200,
-        help="bootstrap resamples per power-law fit (default 200)",
+        help="bootstrap resamples per power-law fit (default 200; 0: no intervals or bands)",
     )
 
 
@@ -399,6 +457,9 @@ def figure_main(
         study = load_study(args.study, runs_required)
         figdir = Path(args.out) if args.out else study.path / "figures"
         tabdir = Path(args.out) if args.out else study.path / "tables"
+        what = "--out" if args.out else "the {} folder"
+        check_dir(figdir, what.format("figures"))
+        check_dir(tabdir, what.format("tables"))
         section = build(study, figdir, tabdir, **extra)
         for item in section.items:
             print(item.path)

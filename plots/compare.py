@@ -16,6 +16,7 @@ from matplotlib.lines import Line2D
 
 from plots import common, style
 from plots.curves import seed_curves
+from plots.paths import check_dir
 
 MARKERS = ("o", "s", "^", "D", "v")
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             if common.missing_columns(s.runs, ["final_val_loss", "n_params"]):
                 raise common.ResultsError(f"{s.path / 'runs.csv'}: no final_val_loss/n_params")
         out = Path(args.out) if args.out else Path(args.studies[0]).parent / "compare"
+        check_dir(out, "--out" if args.out else "the compare folder")
         with np.errstate(all="ignore"):
             path = style.save(plot_compare(studies), out, "compare_" + "_vs_".join(names))
         print(path)

@@ -62,7 +62,7 @@ def plot_cost(study: Study, metric: str = "throughput", x: str = "params") -> Fi
     if ax.get_xscale() == "log" and x != "block_size":
         ax.autoscale_view()
         style.log_ticks(ax, "x")
-    elif metric == "mfu":
+    elif metric == "mfu" and ax.get_yscale() == "linear":  # a log axis has no 0 to start at
         ax.set_ylim(0, max(df[column].max() * 1.15, 1))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

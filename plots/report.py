@@ -23,6 +23,7 @@ from plots import (
     tables,
 )
 from plots.common import Item, Section, Study
+from plots.paths import check_report_dir
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -46,7 +47,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
 
 def missing_lines(study: Study) -> list[str]:
     """What the study lacks: planned runs without a result, failed runs, absent files."""
-    runs, lines = study.runs, []
+    runs, lines = study.runs, list(study.damaged)
     if study.plan is not None:
         todo = study.plan[~study.plan["run_id"].isin(set(runs["run_id"]))]
         if len(todo):
@@ -217,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if claims.is_claims_dir(Path(args.study)):  # results/claims: the claims report
+            check_report_dir(Path(args.study))
             print(claims.build_report(Path(args.study)))
             return 0
         study = common.load_study(args.study)
+        check_report_dir(study.path)  # before the figures: they take the time
         with np.errstate(all="ignore"):  # NaNs of failed runs are reported, not warned about
             print(build_report(study, n_boot=args.n_boot))
         return 0

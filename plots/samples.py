@@ -123,7 +123,12 @@ def build(study: Study, figdir: Path, tabdir: Path, max_chars: int = 400) -> Sec
 
 
 def _max_chars(parser: common.Parser) -> None:
-    parser.add_argument("--max-chars", type=int, default=400, help="cut longer texts")
+    parser.add_argument(
+        "--max-chars",
+        type=common.int_at_least(1, "one character"),
+        default=400,
+        help="cut longer texts",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from plots.common import Study
+from plots.paths import writing
 
 RC = {
     "font.size": 10,
@@ -192,8 +193,10 @@ def legend_below(fig: Figure, handles: list[Any], title: str | None = None) -> N
 def save(fig: Figure, outdir: Path, stem: str) -> Path:
     """Write stem.png and stem.pdf; returns the PNG path."""
     outdir.mkdir(parents=True, exist_ok=True)
-    png = outdir / f"{stem}.png"
-    fig.savefig(png, dpi=RC["savefig.dpi"])
+    png, pdf = outdir / f"{stem}.png", outdir / f"{stem}.pdf"
+    with writing(png):
+        fig.savefig(png, dpi=RC["savefig.dpi"])
     fig.set_layout_engine("none")  # the PNG fixed the layout: the PDF need not redo it
-    fig.savefig(outdir / f"{stem}.pdf")
+    with writing(pdf):
+        fig.savefig(pdf)
     return png

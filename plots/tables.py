@@ -19,6 +19,7 @@ import pandas as pd
 
 from plots import common
 from plots.common import Study
+from plots.paths import check_file, writing
 
 DEFAULT_COLUMNS = (
     "label",
@@ -237,11 +238,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         studies = [common.load_study(path) for path in args.studies]
+        if args.out:
+            check_file(Path(args.out), "--out")
         table = comparison_table(studies, _names(args.columns), _names(args.sort))
         text = render(table, args.format)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(text)
+            with writing(Path(args.out)):
+                Path(args.out).write_text(text)
         else:
             sys.stdout.write(text)
         return 0

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,20 @@ import pandas as pd
 import pytest
 from results_fixture import write_results  # pytest's default import mode puts tests/ on sys.path
 
-from plots import common, cost, curves, lr_sweep, report, samples, scaling, tables
+from plots import bench as bench_plots
+from plots import (
+    common,
+    compare,
+    cost,
+    curves,
+    isoflop,
+    lr_sweep,
+    parametric,
+    report,
+    samples,
+    scaling,
+    tables,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -352,6 +367,180 @@ def test_bad_input_exits_2_with_one_line(module, studies, tmp_path, capsys) -> N
         assert module.main([str(path)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and str(path) in err
+
+
+def _one_error_line(err: str, *names: object) -> None:
+    """One line on stderr (no traceback) that names each of names."""
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for name in names:
+        assert str(name) in err, err
+
+
+@pytest.fixture
+def read_only_study(tmp_path: Path):
+    """A study folder this process cannot write: mode 555 for a user, a tmpfs remounted
+    read-only for root (whom modes do not stop); skipped where root cannot mount."""
+    if os.geteuid() != 0:
+        study = write_results(tmp_path, "ro", samples=False)
+        study.chmod(0o555)
+        yield study
+        study.chmod(0o755)
+        return
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mount = shutil.which("mount")
+    cmd = [str(mount), "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)]
+    if mount is None or subprocess.run(cmd, capture_output=True).returncode != 0:
+        pytest.skip("root without a way to mount a read-only file system")
+    try:
+        study = write_results(mnt, "ro", samples=False)
+        subprocess.run([mount, "-o", "remount,ro", str(mnt)], check=True, capture_output=True)
+        yield study
+    finally:
+        subprocess.run([str(shutil.which("umount")), str(mnt)], capture_output=True)
+
+
+def test_report_on_a_read_only_study_is_one_line(read_only_study, capsys) -> None:
+    """The folder is checked before any figure: one line that names it and says why, exit 2
+    (it was an OSError traceback from tables/' mkdir)."""
+    assert report.main([str(read_only_study), "--n-boot", "0"]) == 2
+    _one_error_line(capsys.readouterr().err, read_only_study)
+    assert not (read_only_study / "tables").exists()
+
+
+def test_report_refuses_a_file_in_place_of_its_folders(tmp_path, capsys) -> None:
+    """figures/ is a file: found before tables/ or any figure is written."""
+    study = write_results(tmp_path, "clash", samples=False)
+    (study / "figures").write_text("not a folder")
+    assert report.main([str(study), "--n-boot", "0"]) == 2
+    _one_error_line(capsys.readouterr().err, study / "figures", "not a folder")
+    assert not (study / "tables").exists() and not (study / "REPORT.md").exists()
+
+
+def _bad_outputs(tmp: Path, study: Path) -> dict[str, tuple[list[str], Path]]:
+    """argv of each plots entry point with an output it cannot use, and the path it names."""
+    plain = tmp / "plain"
+    plain.write_text("a file")
+    folder = tmp / "folder"
+    folder.mkdir()
+    bench_json = tmp / "bench" / "attention.json"
+    bench_json.parent.mkdir()
+    one = {"extra_info": {"group": "block_size"}, "stats": {"median": 1e-3}}
+    bench_json.write_text(json.dumps({"benchmarks": [one]}))
+    (tmp / "bench" / "figures").write_text("a file")
+    s, under = str(study), plain / "sub"
+    return {
+        "tables into a folder": (["tables", s, "--out", str(folder)], folder),
+        "tables under a file": (["tables", s, "--out", str(under / "t.md")], plain),
+        "cost into a file": (["cost", s, "--out", str(plain)], plain),
+        "curves under a file": (["curves", s, "--out", str(under)], plain),
+        "compare under a file": (["compare", s, s + "/", "--out", str(under)], plain),
+        "bench figures a file": (["bench", str(bench_json)], tmp / "bench" / "figures"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "tables into a folder",
+        "tables under a file",
+        "cost into a file",
+        "curves under a file",
+        "compare under a file",
+        "bench figures a file",
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_one_line(case, tmp_path, capsys) -> None:
+    """Every --out (and the folders bench and compare write to) is checked before the work:
+    a folder given for a file, a file given for a folder, or a file on the way (these were
+    IsADirectoryError, FileExistsError and NotADirectoryError tracebacks)."""
+    study = write_results(tmp_path, "out", samples=False)
+    modules = {"tables": tables, "cost": cost, "curves": curves, "compare": compare}
+    (name, *argv), named = _bad_outputs(tmp_path, study)[case]
+    if name == "compare":  # two studies with different names
+        argv[1] = str(write_results(tmp_path, "other", samples=False))
+    main = bench_plots.main if name == "bench" else modules[name].main
+    assert main(argv) == 2
+    _one_error_line(capsys.readouterr().err, named)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_write_that_fails_midway_is_one_line_exit_1(studies, capsys) -> None:
+    """/dev/full opens but refuses every byte: no bad input, still one line naming it."""
+    assert tables.main([str(studies["scaling"]), "--out", "/dev/full"]) == 1
+    _one_error_line(capsys.readouterr().err, "/dev/full", "No space left on device")
+
+
+@pytest.mark.parametrize("module", [report, scaling, isoflop, parametric])
+@pytest.mark.parametrize("value", ["-5", "-1"])
+def test_n_boot_below_0_is_a_usage_error(module, value, tmp_path, capsys) -> None:
+    """--n-boot 0 is documented (no bootstrap: no intervals, no bands); below it was quietly
+    run as 0. The flag is checked before the study is read."""
+    with pytest.raises(SystemExit) as exit_:
+        module.main([str(tmp_path / "nope"), "--n-boot", value])
+    assert exit_.value.code == 2
+    _one_error_line(capsys.readouterr().err, "--n-boot", value)
+
+
+def test_max_chars_below_1_is_a_usage_error(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        samples.main([str(tmp_path / "nope"), "--max-chars", "0"])
+    assert exit_.value.code == 2
+    _one_error_line(capsys.readouterr().err, "--max-chars")
+
+
+def _damage(study: Path) -> dict[str, str]:
+    """Tear runs.csv's and curves.csv's last rows (a runner killed mid-append), garble one
+    loss; returns the run_ids of the damaged runs.csv rows."""
+    runs = (study / "runs.csv").read_text().splitlines()
+    torn, garbled = runs[-1].split(",")[0], runs[1].split(",")[0]
+    header = runs[0].split(",")
+    cells = runs[1].split(",")
+    cells[header.index("best_val_loss")] = "1.2x"
+    runs[1] = ",".join(cells)
+    runs[-1] = runs[-1][: len(runs[-1]) // 2]
+    (study / "runs.csv").write_text("\n".join(runs))
+    curves_csv = (study / "curves.csv").read_text()
+    (study / "curves.csv").write_text(curves_csv[: len(curves_csv) - 20])
+    return {"torn": torn, "garbled": garbled}
+
+
+def test_torn_and_garbled_rows_are_left_out_with_one_warning_per_file(tmp_path, capsys) -> None:
+    """A torn row was a run with blank status and device; a garbled loss became no loss,
+    both in silence. Now: left out, one warning line per file that names it, the rows and
+    the command that rebuilds it; the report lists the same lines under what is missing."""
+    study = write_results(tmp_path, "torn", samples=False)
+    damaged = _damage(study)
+    n_lines = len((study / "runs.csv").read_text().splitlines())
+    assert tables.main([str(study), "--format", "csv", "--columns", "run_id,status"]) == 0
+    out, err = capsys.readouterr()
+    status = pd.read_csv(io.StringIO(out), dtype=str).set_index("run_id")["status"]
+    assert "unknown" not in set(status)  # the torn row's blank status
+    # left out of runs.csv, both are planned runs without a result (plan.csv has them)
+    assert status[damaged["torn"]] == status[damaged["garbled"]] == "missing"
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), err
+    runs_line = next(line for line in lines if "runs.csv" in line)
+    assert str(study / "runs.csv") in runs_line
+    assert f"line {n_lines} is torn" in runs_line and "line 2 is garbled" in runs_line
+    assert "best_val_loss '1.2x'" in runs_line and "python run_study.py STUDY.yaml" in runs_line
+    curves_line = next(line for line in lines if "curves.csv" in line)
+    assert str(study / "curves.csv") in curves_line and "is torn" in curves_line
+    missing = report.missing_lines(common.load_study(study))
+    assert sum("looks torn or garbled" in line for line in missing) == 2
+
+
+def test_mfu_on_a_log_axis_vs_block_size_draws_without_warnings(tmp_path) -> None:
+    """MFU spanning decades gets a log axis, where the linear axis' start at 0 does not
+    exist: matplotlib warned 'non-positive ylim on a log-scaled axis'."""
+    study = write_results(tmp_path, "mfu", samples=False)
+    runs = pd.read_csv(study / "runs.csv")
+    runs["mfu"] = runs["mfu"] * np.geomspace(1, 1e-3, len(runs))
+    runs.to_csv(study / "runs.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = cost.plot_cost(common.load_study(study), "mfu", "block_size")
+    assert fig.axes[0].get_yscale() == "log"
 
 
 @pytest.mark.slow
