@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -13,3 +14,11 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def prog(python_form: str, script: str) -> str:
+    """The command's name for its usage and error lines, as the user typed it: `script` when
+    run as that installed console script (pyproject's [project.scripts]), else python_form."""
+    # The installed wrapper keeps the script's own path in argv[0] (less the .exe or
+    # -script.pyw suffix of Windows, which it strips); `python -m` puts the module's file there.
+    return script if Path(sys.argv[0]).name == script else python_form

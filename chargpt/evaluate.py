@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from chargpt.cli import ArgumentParser
+from chargpt.cli import ArgumentParser, prog
 from chargpt.config import DataConfig
 from chargpt.data import BatchSampler, CharTokenizer, load_splits
 from chargpt.model import GPT
@@ -128,26 +128,28 @@ def corpus_split(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from chargpt.checkpoint import CheckpointError, load_checkpoint
+    from chargpt.checkpoint import CheckpointError, device_option, load_checkpoint
 
     parser = ArgumentParser(
-        prog="python -m chargpt.evaluate",
+        prog=prog("python -m chargpt.evaluate", "chargpt-evaluate"),
         description="Print a checkpoint's loss over every character of a split.",
     )
     parser.add_argument("checkpoint", help="path to a ckpt.pt written by training")
     parser.add_argument("--split", choices=["val", "train"], default="val")
     parser.add_argument("--corpus", help="corpus name or file (default: the one it trained on)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
+    parser.add_argument(
+        "--device",
+        type=device_option,
+        default="cpu",
+        help="auto, cpu, cuda[:N] or mps (default cpu)",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         print(f"error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
         return 2
     try:
-        from chargpt.measure import resolve_device
-
-        device = resolve_device(args.device)  # an unavailable device is its own error
-        model, tokenizer, run, _ = load_checkpoint(args.checkpoint, device=device)
+        model, tokenizer, run, _ = load_checkpoint(args.checkpoint, device=args.device)
         corpus = args.corpus or run.data.corpus
         ids = corpus_split(corpus, tokenizer, run.data.val_fraction, args.split)
         loss, n = split_loss(model, ids, args.batch_size)

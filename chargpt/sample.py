@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from chargpt.cli import ArgumentParser
+from chargpt.cli import ArgumentParser, prog
 from chargpt.config import SampleConfig
 from chargpt.data import CharTokenizer
 from chargpt.model import GPT
@@ -62,10 +62,11 @@ def _unescape(prompt: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from chargpt.checkpoint import CheckpointError, load_checkpoint
+    from chargpt.checkpoint import CheckpointError, device_option, load_checkpoint
 
     parser = ArgumentParser(
-        prog="python -m chargpt.sample", description="Print samples from a chargpt checkpoint."
+        prog=prog("python -m chargpt.sample", "chargpt-sample"),
+        description="Print samples from a chargpt checkpoint.",
     )
     parser.add_argument("checkpoint", help="path to a ckpt.pt written by training")
     parser.add_argument(
@@ -83,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=300)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
+    parser.add_argument(
+        "--device",
+        type=device_option,
+        default="cpu",
+        help="auto, cpu, cuda[:N] or mps (default cpu)",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = SampleConfig(

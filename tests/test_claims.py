@@ -223,6 +223,20 @@ def test_verdict_rule_on_constructed_results() -> None:
     )
 
 
+def test_a_claim_not_probed_here_is_not_checked_rather_than_not_checkable() -> None:
+    # "not checkable here" is for claims that need another device kind (the README's rule 3)
+    gpu = _claim(hardware_kind="cuda", claimed_peak_flops=1e13)
+    assert verdict(gpu, ARITH, None, None, "cpu")["verdict"] == NOT_CHECKABLE
+    v = verdict(_claim(), ARITH, None, None, "cpu")  # --level arithmetic on its own kind
+    assert v["verdict"] == "not checked", v
+    assert v["verdict_reason"] == "arithmetic only: no probe here yet"
+    skipped = {"status": "skipped", "reason": "one sequence needs ~9 MiB, over the 5 MiB budget"}
+    v = verdict(_claim(), ARITH, skipped, None, "cpu")
+    assert v["verdict"] == "not checked", v
+    assert v["verdict_reason"] == f"probe skipped: {skipped['reason']}"
+    assert v["compare_s"] is None  # nothing to plot against the claim
+
+
 # ----- registry validation and the CLI -------------------------------------------------------
 
 
@@ -236,11 +250,16 @@ def test_the_shipped_registry_loads() -> None:
     ("edit", "expected"),
     [
         ({"hardware": {"kind": "tpu"}}, "hardware"),
-        ({"claimed": {"time_s": -1}}, "claims[0].claimed.time_s"),
-        ({"recipe": {**TINY_RECIPE, "model": {"n_layer": 0}}}, "claims[0].recipe.model.n_layer"),
-        ({"data": {"corpus": "shakespeare", "random": 5, "dataset": "x"}}, "claims[0].data"),
-        ({"colour": "red"}, "claims[0].colour: unknown key"),
-        ({"claimed": {"time_s": 1, "loss": 2.0}}, "claims[0].claimed.loss_kind"),
+        ({"claimed": {"time_s": -1}}, "claims[0] (tiny).claimed.time_s"),
+        (
+            {"recipe": {**TINY_RECIPE, "model": {"n_layer": 0}}},
+            "claims[0] (tiny).recipe.model.n_layer",
+        ),
+        ({"data": {"corpus": "shakespeare", "random": 5, "dataset": "x"}}, "claims[0] (tiny).data"),
+        ({"colour": "red"}, "claims[0] (tiny).colour: unknown key"),
+        ({"claimed": {"time_s": 1, "loss": 2.0}}, "claims[0] (tiny).claimed.loss_kind"),
+        # a corpus chargpt cannot read is found when the file is read, not after env.json
+        ({"data": {"corpus": "nope", "dataset": "x"}}, "claims[0] (tiny).data.corpus: corpus"),
     ],
 )
 def test_a_bad_claims_file_is_one_line_and_exit_2(
@@ -255,8 +274,39 @@ def test_a_bad_claims_file_is_one_line_and_exit_2(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["list", "check --dry-run"])
+def test_an_unknown_corpus_is_refused_by_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    nope = tiny_claim(id="other", data={"corpus": "nope", "dataset": "x"})
+    path = write_claims(tmp_path, tiny_claim(), nope)
+    code = cli.main([*command.split(), "--claims", str(path), "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"python -m chargpt.claims: error: {path}: claims[1] (other).data.corpus: corpus 'nope' "
+        "is neither a known name (shakespeare, synthetic, lexicon) nor an existing file"
+    ]
+
+
+def test_a_study_file_given_as_claims_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = REGISTRY.parent / "smoke.yaml"
+    with pytest.raises(ClaimsError) as info:
+        load_claims(study)
+    message = str(info.value)
+    assert message.startswith(f"{study}: name: unknown key"), message
+    assert "study file" in message
+    assert cli.main(["check", "--claims", str(study), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"python -m chargpt.claims: error: {message}"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_duplicate_ids_and_yaml_errors_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ClaimsError, match=r"claims\[1\]\.id: 'tiny' is given twice"):
+    with pytest.raises(ClaimsError, match=r"claims\[1\] \(tiny\)\.id: 'tiny' is given twice"):
         load_claims(write_claims(tmp_path, tiny_claim(), tiny_claim()))
     bad = tmp_path / "bad.yaml"
     bad.write_text("claims:\n  - id: a\n    id: b\n")
@@ -305,7 +355,7 @@ def test_dry_run_writes_nothing_and_unknown_only_is_exit_2(
     path = write_claims(tmp_path, tiny_claim())
     out = tmp_path / "out"
     assert cli.main(["check", "--claims", str(path), "--out", str(out), "--dry-run"]) == 0
-    assert "tiny: arithmetic; probe: to run; full: to run" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("tiny: arithmetic; probe: to run on ")
     assert not out.exists()
     assert cli.main(["check", "--claims", str(path), "--only", "nope"]) == 2
     assert "no claim 'nope'" in capsys.readouterr().err
@@ -313,6 +363,62 @@ def test_dry_run_writes_nothing_and_unknown_only_is_exit_2(
     assert "--threads must be a positive integer" in capsys.readouterr().err
     assert cli.main(["check", "--claims", str(path), "--max-seconds", "-1"]) == 2
     assert not out.exists()
+
+
+def gpu_claim(**over: Any) -> dict[str, Any]:
+    hardware = {
+        "kind": "cuda",
+        "model": "a GPU",
+        "count": 8,
+        "peak_flops": 3.0e14,
+        "precision": "bfloat16",
+    }
+    return tiny_claim(id="gpu", hardware=hardware, **over)
+
+
+def test_dry_run_says_what_check_would_do_on_this_machine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    offline = tiny_claim(id="offline", data={"random": 8, "dataset": "tokens"})
+    path = write_claims(tmp_path, tiny_claim(), gpu_claim(), offline)
+    out = tmp_path / "out"
+    args = ["check", "--claims", str(path), "--out", str(out), "--device", "cpu", "--dry-run"]
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "tiny: arithmetic; probe: to run on cpu; full: to run if the probe predicts at most 600 s",
+        "gpu: arithmetic; probe: to run on cpu; "
+        "full: skipped (needs cuda, this machine's device is cpu)",
+        "offline: arithmetic; probe: to run on cpu; full: skipped (its data is not available "
+        "offline (random tokens time it, they cannot train it))",
+    ]
+    assert cli.main([*args, "--level", "arithmetic", "--only", "tiny"]) == 0
+    assert capsys.readouterr().out == "tiny: arithmetic\n"
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_dry_run_after_a_probe_reads_the_probes_prediction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_claims(tmp_path, tiny_claim())
+    out = tmp_path / "out"
+    base = ["check", "--claims", str(path), "--out", str(out), "--device", "cpu"]
+    assert cli.main([*base, "--level", "probe", "--json"]) == 0
+    capsys.readouterr()
+    probe = json.loads((out / "checks" / "tiny" / "probe.json").read_text())
+    predicted = probe["predicted_here_s"]
+    dry = [*base, "--dry-run"]
+    assert cli.main(dry) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("tiny: arithmetic; probe: done; full: to run (the probe predicts ")
+    assert cli.main([*dry, "--max-seconds", str(predicted / 2)]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("tiny: arithmetic; probe: done; full: skipped (predicted ")
+    assert line.endswith(" s here, over --max-seconds)\n")
+    # another thread count is another check: its probe is not done yet, whatever is on disk
+    for extra in (["--threads", "1"], ["--fresh"]):
+        assert cli.main([*dry, *extra]) == 0
+        assert "probe: to run on cpu; full: to run if" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from chargpt.claims import probe as probe_mod
 from chargpt.claims.arithmetic import arithmetic, resolved, run_cost
 from chargpt.claims.registry import Claim
 from chargpt.claims.store import LEVELS, ClaimsStore
-from chargpt.claims.verdict import verdict
+from chargpt.claims.verdict import fmt_s, verdict
 from chargpt.config import DataConfig, RunConfig
 from chargpt.measure import git_commit
 
@@ -166,6 +166,44 @@ def check_claim(claim: Claim, store: ClaimsStore, opts: Options) -> list[dict[st
     return [base | rec | v for rec in records.values() if rec is not None]
 
 
+def full_skip(claim: Claim, opts: Options, probe: dict[str, Any] | None) -> str:
+    """Why the full run is not started, given the claim's probe record ('' when it is)."""
+    why = full_mod.full_blocker(claim.hardware.kind, opts.device, claim.corpus)
+    if not why and (probe is None or probe.get("status") != "ok"):
+        why = "no probe to predict its time"
+    if not why and probe is not None and probe["predicted_here_s"] > opts.max_seconds:
+        why = f"predicted {fmt_s(probe['predicted_here_s'])} here, over --max-seconds"
+    return why
+
+
+def plan(claim: Claim, store: ClaimsStore, opts: Options) -> list[str]:
+    """What check_claim would do for the claim at each level, doing none of it (--dry-run):
+    the same records it would find done and the same reasons it would skip for."""
+    key, depth = claim.key(), LEVELS.index(opts.level)
+    steps = ["arithmetic"]
+    probe = None
+    if depth >= 1:
+        probe = None if opts.fresh else store.done(claim.id, "probe", f"{key}|{opts.suffix()}")
+        steps.append("probe: done" if probe else f"probe: to run on {opts.device}")
+    if depth >= 2:
+        done = None if opts.fresh else store.done(claim.id, "full", f"{key}|{opts.suffix()}")
+        static = full_mod.full_blocker(claim.hardware.kind, opts.device, claim.corpus)
+        if done is not None:
+            steps.append("full: done")
+        elif static or probe is not None:
+            why = full_skip(claim, opts, probe)
+            if why:
+                steps.append(f"full: skipped ({why})")
+            else:
+                assert probe is not None  # full_skip asks for one
+                steps.append(
+                    f"full: to run (the probe predicts {fmt_s(probe['predicted_here_s'])})"
+                )
+        else:  # the probe still to run decides
+            steps.append(f"full: to run if the probe predicts at most {opts.max_seconds:g} s")
+    return steps
+
+
 def _full(
     claim: Claim, store: ClaimsStore, opts: Options, probe: dict[str, Any] | None, key: str
 ) -> dict[str, Any]:
@@ -173,11 +211,7 @@ def _full(
     done = None if opts.fresh else store.done(claim.id, "full", fkey)
     if done is not None:
         return done
-    why = full_mod.full_blocker(claim.hardware.kind, opts.device, claim.corpus)
-    if not why and (probe is None or probe.get("status") != "ok"):
-        why = "no probe to predict its time"
-    if not why and probe is not None and probe["predicted_here_s"] > opts.max_seconds:
-        why = f"predicted {probe['predicted_here_s']:,.0f} s here, over --max-seconds"
+    why = full_skip(claim, opts, probe)
     if why:
         record = {"status": "skipped", "reason": why}
     else:

@@ -172,31 +172,28 @@ def _list(claims: tuple, as_json: bool) -> int:
 
 def _check(claims: tuple, every: tuple, args: Any, device: str) -> int:
     """Check the selected claims; claims.csv holds every claim of the registry checked so far."""
-    from chargpt.claims.check import Options, check_claim, collect
-    from chargpt.claims.store import LEVELS, ClaimsStore
+    from chargpt.claims.check import Options, check_claim, collect, plan, vocab_of
+    from chargpt.claims.store import ClaimsStore
     from chargpt.corpus import CorpusError
 
     store = ClaimsStore(Path(args.out))
     opts = Options(args.level, device, args.max_seconds, args.memory_mb, args.fresh, args.threads)
     if args.dry_run:
         for c in claims:
-            todo = []
-            for lvl in LEVELS[1 : LEVELS.index(args.level) + 1]:
-                rec = store.load(c.id, lvl)
-                done = rec is not None and rec.get("status") == "ok" and not args.fresh
-                todo.append(f"{lvl}: {'done' if done else 'to run'}")
-            print(f"{c.id}: arithmetic; " + "; ".join(todo) + f" (device {device})")
+            print(f"{c.id}: " + "; ".join(plan(c, store, opts)))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for c in claims:  # every corpus read (tiny shakespeare found) before anything is written
+        try:
+            vocab_of(c)
+        except CorpusError as exc:
+            return _usage(f"{c.where}.data.corpus: {exc}")
     _write_env(store, device)
     failed = False
-    try:
-        for claim in claims:
-            rows = check_claim(claim, store, opts)
-            failed |= any(r.get("status") == "error" for r in rows)
-            store.write_csv(collect(every, store, opts))
-    except CorpusError as exc:
-        return _usage(str(exc))
+    for claim in claims:
+        rows = check_claim(claim, store, opts)
+        failed |= any(r.get("status") == "error" for r in rows)
+        store.write_csv(collect(every, store, opts))
     entries = summary(collect(claims, store, opts))
     print(json.dumps(entries, indent=2, default=str) if args.json else table(entries))
     return 1 if failed else 0

@@ -82,6 +82,7 @@ class Claim:
     dataset: str  # what the claim trained on, by name
     claimed: Claimed
     raw: dict[str, Any] = dataclasses.field(repr=False, compare=False)
+    where: str = dataclasses.field(default="", compare=False)  # "FILE: claims[i] (id)", for errors
 
     def key(self) -> str:
         """A short hash of what is checked (hardware, recipe or study, data, claimed figures;
@@ -161,11 +162,25 @@ def _data(value: Any, path: str) -> tuple[str | None, int | None, str]:
         _bad(path, "give exactly one of corpus (a corpus chargpt has) or random (a vocab size)")
     dataset = _text(d["dataset"], f"{path}.dataset")
     if "corpus" in d:
-        return _text(d["corpus"], f"{path}.corpus"), None, dataset
+        return _corpus(d["corpus"], f"{path}.corpus"), None, dataset
     vocab = d["random"]
     if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 2:
         _bad(f"{path}.random", f"must be a vocabulary size (an integer >= 2), got {vocab!r}")
     return None, vocab, dataset
+
+
+def _corpus(value: Any, path: str) -> str:
+    """A corpus chargpt can read, found now rather than by `check` after it has begun writing."""
+    from chargpt.corpus import CorpusError, corpus_fingerprint  # here: it imports numpy
+
+    corpus = _text(value, path)
+    try:
+        # A name or a file, as a study's data.corpus is checked: the file is read (is it UTF-8
+        # text?), tiny shakespeare is neither looked up nor downloaded.
+        corpus_fingerprint(corpus)
+    except CorpusError as exc:
+        _bad(path, str(exc))
+    return corpus
 
 
 def _runs(c: dict, path: str, base: Path) -> tuple[tuple[RunConfig, ...], tuple[str, ...]]:
@@ -236,6 +251,7 @@ def parse_claim(c: Any, path: str, base: Path) -> Claim:
         dataset=dataset,
         claimed=claimed,
         raw=c,
+        where=path,
     )
 
 
@@ -252,14 +268,31 @@ def load_claims(path: str | Path) -> tuple[Claim, ...]:
         data = load_yaml(text)
     except yaml.YAMLError as exc:
         _bad(str(file), yaml_error_line(exc))
-    data = _mapping(data, str(file), ("claims",), ("claims",))
+    if not isinstance(data, dict):
+        _bad(str(file), f"expected a mapping with one key, claims, got {data!r}")
+    for key in data:
+        if key != "claims":
+            from chargpt.study.spec import TOP_KEYS
+
+            # a study file is the likeliest wrong file here: both are YAML files in studies/
+            study = "is this a study file? " if key in TOP_KEYS else ""
+            _bad(f"{file}: {key}", f"unknown key ({study}a claims file holds one key, claims)")
+    if "claims" not in data:
+        _bad(str(file), "missing key 'claims'")
     items = data["claims"]
     if not isinstance(items, list) or not items:
         _bad(f"{file}: claims", "expected a non-empty list of claims")
-    claims = [parse_claim(c, f"{file}: claims[{i}]", file.parent) for i, c in enumerate(items)]
+    labels = [f"{file}: {_label(i, c)}" for i, c in enumerate(items)]
+    claims = [parse_claim(c, label, file.parent) for c, label in zip(items, labels)]
     seen: set[str] = set()
-    for i, claim in enumerate(claims):
+    for label, claim in zip(labels, claims):
         if claim.id in seen:
-            _bad(f"{file}: claims[{i}].id", f"{claim.id!r} is given twice")
+            _bad(f"{label}.id", f"{claim.id!r} is given twice")
         seen.add(claim.id)
     return tuple(claims)
+
+
+def _label(i: int, c: Any) -> str:
+    """claims[i], with the claim's id when it has one: errors name the claim as users do."""
+    cid = c.get("id") if isinstance(c, dict) else None
+    return f"claims[{i}] ({cid})" if isinstance(cid, str) else f"claims[{i}]"

@@ -1,4 +1,5 @@
-"""The fixed verdict rule: reproduced, consistent, contradicted, or not checkable here."""
+"""The fixed verdict rule: reproduced, consistent, contradicted, not checkable here, or not
+checked (yet)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ TIME_FACTOR = 3.0  # a time within 3x of the (hardware-adjusted) claim agrees wi
 
 REPRODUCED, CONSISTENT = "reproduced", "consistent"
 CONTRADICTED, NOT_CHECKABLE = "contradicted", "not checkable here"
+NOT_CHECKED = "not checked"  # checkable on this machine's device kind, but no probe says yet
 
 
-def _fmt_s(seconds: float) -> str:
+def fmt_s(seconds: float) -> str:
     return f"{seconds:,.0f} s" if seconds >= 10 else f"{seconds:.3g} s"
 
 
@@ -48,7 +50,10 @@ def verdict(
     3. The claim needs another device kind than this machine's: not checkable here (the
        probe's prediction for the claimed hardware is shown).
     4. A probe here (same kind): its predicted time, rescaled the same way, within
-       TIME_FACTOR: consistent; otherwise contradicted. No probe: not checkable here.
+       TIME_FACTOR: consistent; otherwise contradicted.
+    5. Same kind but no probe (--level arithmetic, or the probe was skipped or failed): not
+       checked, with why. "Not checkable here" is kept for rule 3: this machine could check
+       such a claim, it just has not.
     """
     out = _verdict(claim, arith, probe, full, device_type)
     used = full if full is not None and full.get("status") == "ok" else probe
@@ -80,7 +85,7 @@ def _verdict(
         out |= {"compare_s": compare, "compare_kind": "measured", "time_ratio": ratio}
         time_ok = 1 / TIME_FACTOR <= ratio <= TIME_FACTOR
         adj = "" if peak_c is None else " (rescaled to the claimed hardware)"
-        times = f"{_fmt_s(compare)}{adj} vs claimed {_fmt_s(claimed_s)}"
+        times = f"{fmt_s(compare)}{adj} vs claimed {fmt_s(claimed_s)}"
         loss_c = claim.get("claimed_loss")
         key = "best_val_loss" if claim["loss_kind"] == "best_val" else "final_val_loss"
         if loss_c is None:
@@ -113,22 +118,27 @@ def _verdict(
             out |= {"compare_s": pred, "compare_kind": "model", "time_ratio": pred / claimed_s}
             why = (
                 f"needs {claim['hardware_kind']}; at the MFU measured here "
-                f"({float(probe['mfu']):.0%}) the claimed hardware would take {_fmt_s(pred)} "
-                f"(a model) vs claimed {_fmt_s(claimed_s)}"
+                f"({float(probe['mfu']):.0%}) the claimed hardware would take {fmt_s(pred)} "
+                f"(a model) vs claimed {fmt_s(claimed_s)}"
             )
         else:
             reason = probe.get("reason", "not probed") if probe is not None else "not probed"
             why = f"needs {claim['hardware_kind']}; no prediction: {reason}"
         return out | {"verdict": NOT_CHECKABLE, "verdict_reason": why}
-    if not have_probe or probe is None:
-        reason = probe.get("reason", "not probed") if probe is not None else "not probed"
-        return out | {"verdict": NOT_CHECKABLE, "verdict_reason": f"no probe: {reason}"}
+    if probe is None:
+        return out | {
+            "verdict": NOT_CHECKED,
+            "verdict_reason": "arithmetic only: no probe here yet",
+        }
+    if not have_probe:
+        why = f"probe {probe.get('status')}: {probe.get('reason', 'no reason given')}"
+        return out | {"verdict": NOT_CHECKED, "verdict_reason": why}
     compare = to_claimed_hw(
         float(probe["predicted_here_s"]), float(probe["peak_flops"]), peak_c, count
     )
     ratio = compare / claimed_s
     out |= {"compare_s": compare, "compare_kind": "predicted", "time_ratio": ratio}
-    text = f"probe predicts {_fmt_s(compare)} vs claimed {_fmt_s(claimed_s)}"
+    text = f"probe predicts {fmt_s(compare)} vs claimed {fmt_s(claimed_s)}"
     ok = 1 / TIME_FACTOR <= ratio <= TIME_FACTOR
     return out | {
         "verdict": CONSISTENT if ok else CONTRADICTED,
