@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from bench.ratios import REFERENCE, median_speed, pairs, summary_line
-from chargpt.cli import ArgumentParser
+from chargpt.cli import ArgumentParser, output_file
 from chargpt.config import DataConfig, ModelConfig
 from chargpt.corpus import CorpusError
 from chargpt.data import Splits, load_splits
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--json",
-        type=Path,
+        type=output_file,
         help="also write every run's figures, the start time and this machine's fingerprint "
         "here (python -m bench.compare_pool pools such files)",
     )

@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from chargpt.cli import ArgumentParser
+from chargpt.cli import ArgumentParser, output_file
 from chargpt.compile_step import warm_up_compile
 from chargpt.config import ModelConfig, OptimConfig
 from chargpt.corpus import CorpusError
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("nanogpt", type=Path, help="path to a nanoGPT checkout")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--steps", type=int, default=25, help="steps in each timed block")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--json", type=output_file, help="also write the figures here")
     parser.add_argument("--recipe", type=Path, default=RECIPE, help="the recipe both train")
     parser.add_argument(
         "--compiled", action="store_true", help="also time chargpt's torch.compile'd step"

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chargpt.cli import ArgumentParser
+from chargpt.cli import ArgumentParser, output_file
 from chargpt.files import write_json
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="then measure the plan's groups of different shapes together (a check)",
     )
-    p.add_argument("--json", type=Path, help="also write the figures and the machine here")
+    p.add_argument("--json", type=output_file, help="also write the figures and the machine here")
     return p.parse_args(argv)
 
 

@@ -26,7 +26,7 @@ DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "studies/recipes/nanog
 
 
 def _parser() -> Any:
-    from chargpt.cli import ArgumentParser
+    from chargpt.cli import ArgumentParser, output_file
 
     parser = ArgumentParser(prog="python -m bench.recipe", description=__doc__.splitlines()[0])
     parser.add_argument("recipe", nargs="?", default=str(DEFAULT_RECIPE))
@@ -39,7 +39,7 @@ def _parser() -> Any:
         help="override train.compile (auto: compile when the run is long enough to pay)",
     )
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "auto"])
-    parser.add_argument("--json", type=Path, help="also write the measurements to this file")
+    parser.add_argument("--json", type=output_file, help="also write the measurements to this file")
     return parser
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from chargpt.cli import ArgumentParser
+from chargpt.cli import ArgumentParser, prog
 from chargpt.config import DataConfig, ModelConfig
 from chargpt.corpus import CorpusError
 from chargpt.data import CharDataset, CharTokenizer, load_splits, reference_losses
@@ -179,7 +179,7 @@ def format_description(d: dict[str, Any]) -> str:
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(
-        prog="python -m chargpt.describe",
+        prog=prog("python -m chargpt.describe", "chargpt-describe"),
         description="Task (a): corpus facts, one batch, costs, baselines.",
     )
     p.add_argument(

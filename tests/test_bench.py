@@ -346,6 +346,19 @@ def test_recipe_trains_reports_and_records_the_dtype_it_chose(
     assert math.isfinite(figures["full_val_loss"]) and figures["full_val_chars"] > 0
 
 
+def test_recipe_json_that_cannot_be_written_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json naming a folder: a usage error at once, not a traceback after the run."""
+    from bench import recipe
+
+    with pytest.raises(SystemExit) as info:
+        recipe.main(["--steps", "3", "--json", str(tmp_path)])
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith(f"argument --json: {tmp_path} is a folder, not a file"), line
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [(["/no/such/recipe.yaml"], "no such file"), (["--steps", "0"], "max_steps")],

@@ -313,15 +313,19 @@ def _synthetic_vocab() -> int:
         (["STUDY", "--seconds", "-1"], "--seconds: must be a finite number > 0"),
         (["STUDY", "--seconds", "inf"], "--seconds: must be a finite number > 0"),
         (["STUDY", "--only", "nobody"], "--only nobody: no run"),
+        # refused before the minute of measuring it would have recorded
+        (["STUDY", "--json", "TMP"], "argument --json: TMP is a folder, not a file"),
+        (["STUDY", "--json", "TMP/s.yaml/x.json"], "TMP/s.yaml is a file, not a folder"),
     ],
 )
 def test_bench_packing_bad_input_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str
 ) -> None:
     study = write_study(tmp_path / "s.yaml", "s")
-    assert _bench([str(study) if a == "STUDY" else a for a in args]) == 2
+    args = [str(study) if a == "STUDY" else a.replace("TMP", str(tmp_path)) for a in args]
+    assert _bench(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and says in err[0], err
+    assert len(err) == 1 and says.replace("TMP", str(tmp_path)) in err[0], err
 
 
 def _bench(args: list[str]) -> int:

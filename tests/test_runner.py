@@ -658,6 +658,25 @@ def test_bad_input_through_the_real_entry_point(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_installed_scripts_name_themselves_in_usage_lines() -> None:
+    """chargpt-study and chargpt-describe say so in their usage lines, as python run_study.py
+    and python -m chargpt.describe do when run that way."""
+    bin_dir = Path(sys.executable).parent
+    for script, as_python in (
+        ("chargpt-study", [str(REPO / "run_study.py")]),
+        ("chargpt-describe", ["-m", "chargpt.describe"]),
+    ):
+        usage = subprocess.run(
+            [str(bin_dir / script), "--help"], capture_output=True, text=True, timeout=120
+        )
+        assert usage.stdout.startswith(f"usage: {script} "), usage
+        plain = subprocess.run(
+            [sys.executable, *as_python, "--help"], capture_output=True, text=True, timeout=120
+        )
+        assert plain.stdout.startswith("usage: python "), plain
+
+
+@pytest.mark.slow
 def test_chargpt_imports_without_fcntl() -> None:
     """Windows has no fcntl: nothing in chargpt may need it at import (filelock locks there)."""
     code = (

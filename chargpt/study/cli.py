@@ -17,10 +17,10 @@ def _jobs(text: str) -> int | str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from chargpt.cli import ArgumentParser
+    from chargpt.cli import ArgumentParser, prog
 
     p = ArgumentParser(
-        prog="python run_study.py",
+        prog=prog("python run_study.py", "chargpt-study"),
         description="Train every run of a YAML study and write results/<study>/ (CSV, JSON).",
     )
     p.add_argument("study", help="study file, e.g. studies/scaling.yaml")
