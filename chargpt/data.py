@@ -172,9 +172,11 @@ def reference_losses(train: np.ndarray, val: np.ndarray, vocab_size: int) -> dic
     uni_p = (uni + 1) / (uni.sum() + v)
     pairs = np.bincount(train[:-1] * v + train[1:], minlength=v * v).reshape(v, v) + 1.0
     cond = pairs / pairs.sum(axis=1, keepdims=True)
+    # a split too short to score (under one character, or one pair) has no such loss: nan,
+    # said without numpy's empty-mean warnings, which would print before the CLI's own error
     return {
         "uniform": math.log(v),
         "unigram_train_entropy": entropy_nats(uni),
-        "unigram_val": float(-np.log(uni_p[val]).mean()),
-        "bigram_val": float(-np.log(cond[val[:-1], val[1:]]).mean()),
+        "unigram_val": float(-np.log(uni_p[val]).mean()) if len(val) else math.nan,
+        "bigram_val": float(-np.log(cond[val[:-1], val[1:]]).mean()) if len(val) > 1 else math.nan,
     }

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +242,16 @@ def test_reference_losses_by_hand() -> None:
     # add-one bigrams: 0->1 seen 4 times, so row 0 = (0+1, 4+1, 0+1) / 7; 1->0 seen 3 times,
     # so row 1 = (3+1, 0+1, 0+1) / 6; val holds the pairs 0->1 and 1->0
     assert out["bigram_val"] == pytest.approx(-(math.log(5 / 7) + math.log(4 / 6)) / 2)
+
+
+def test_reference_losses_of_a_split_too_short_to_score_are_nan_without_warnings() -> None:
+    train = np.array([0, 1, 0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's empty-mean warnings would fail here
+        one = reference_losses(train, np.array([1]), vocab_size=2)
+        none = reference_losses(train, np.array([], dtype=np.int64), vocab_size=2)
+    assert math.isnan(one["bigram_val"]) and one["unigram_val"] > 0
+    assert math.isnan(none["bigram_val"]) and math.isnan(none["unigram_val"])
 
 
 # ----- describe (task a) ------------------------------------------------------------------
