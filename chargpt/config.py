@@ -282,6 +282,8 @@ class SampleConfig(_Section):
         for t in self.temperatures:
             self._check(t > 0 and math.isfinite(t), "temperatures", "every value must be > 0")
         self._check(len(self.prompts) > 0, "prompts", "must list at least one prompt")
+        for prompt in self.prompts:  # sampling continues a prompt: it needs a character
+            self._check(prompt != "", "prompts", "every prompt must hold at least one character")
         self._check(self.max_new_tokens > 0, "max_new_tokens", "must be a positive integer")
         if self.top_k is not None:
             self._check(self.top_k > 0, "top_k", "must be a positive integer")

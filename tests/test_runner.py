@@ -588,6 +588,11 @@ BAD_CASES: dict[str, tuple[Any, list[str], list[str]]] = {
         [],
         ["run L1-H2-C16-T8", "sample.prompts[1]", "'E' (U+0045)", "8 characters", "synthetic"],
     ),
+    "empty_prompt": (
+        {**GOOD, "base": {**TINY_BASE, "sample": {"prompts": ["ab", ""]}}},
+        [],
+        ["base.sample.prompts", "at least one character"],
+    ),
     "block_size_over_the_corpus": (
         {**GOOD, "grid": {"model.block_size": [8, 20000]}},
         [],
